@@ -1,0 +1,178 @@
+//! `distributivecom submit PROGRAM.wasm [--chunks FILE.jsonl | INPUT_FILE...] [--wait] [--out DIR]`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use distributivecom_client::Client;
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::api::{ChunkRequest, JobRequest, LimitsRequest};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::{describe, outcome_of};
+use crate::Outcome;
+use crate::output::{report_failures, write_results};
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The program: a WASI preview 1 command module (for example built with --target wasm32-wasip1).
+    program: PathBuf,
+    /// Each input file becomes one chunk whose stdin is that file.
+    #[arg(conflicts_with = "chunks")]
+    inputs: Vec<PathBuf>,
+    /// A JSON Lines file, one chunk per line:
+    /// {"args": [...], "stdin": "text" | "stdin_file": "path", "files": {"name.bin": "local/path"}}.
+    /// Relative paths are resolved against the directory of FILE.
+    #[arg(long, value_name = "FILE")]
+    chunks: Option<PathBuf>,
+    /// An argument for every chunk made from INPUT_FILEs (repeat for more).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// An environment variable for every chunk, as KEY=VALUE (repeat for more).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// A name for the job.
+    #[arg(long)]
+    name: Option<String>,
+    /// Time limit per chunk, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
+    /// Memory limit per chunk, in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory_limit: Option<u64>,
+    /// How many times a failed chunk is retried on another volunteer.
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Wait for the job to finish, showing progress.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait, write each chunk's result to DIR/<chunk index>/.
+    #[arg(long, value_name = "DIR", requires = "wait")]
+    out: Option<PathBuf>,
+}
+
+/// One line of a `--chunks` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChunkLine {
+    #[serde(default)]
+    args: Vec<String>,
+    stdin: Option<String>,
+    stdin_file: Option<PathBuf>,
+    #[serde(default)]
+    files: BTreeMap<String, PathBuf>,
+}
+
+pub async fn run(server: &str, args: SubmitArgs) -> anyhow::Result<Outcome> {
+    let program =
+        fs::read(&args.program).with_context(|| format!("could not read the program {}", args.program.display()))?;
+    let chunks = match &args.chunks {
+        Some(path) => chunks_from_lines(path)?,
+        None => chunks_from_inputs(&args.inputs, &args.args)?,
+    };
+    let env = parse_env(&args.env)?;
+    let limits = LimitsRequest {
+        time_limit_ms: args.time_limit.map(|seconds| (seconds * 1000.0).round() as u64),
+        memory_limit_bytes: args.memory_limit.map(|mib| mib * 1024 * 1024),
+        ..LimitsRequest::default()
+    };
+    let program_name = args.program.file_name().map(|name| name.to_string_lossy().into_owned());
+
+    let client = Client::new(server)?;
+    let module = client.upload_module(program).await.context("could not upload the program")?;
+    let request = JobRequest {
+        module,
+        name: args.name.clone(),
+        program_name,
+        chunks,
+        env,
+        limits,
+        max_retries: args.max_retries,
+    };
+    let created = client.submit(&request).await.context("could not submit the job")?;
+    println!("{}", created.id);
+    if !args.wait {
+        return Ok(Outcome::Success);
+    }
+
+    let bar = ProgressBar::new(u64::from(created.chunks));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} chunks ({msg})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let status = client
+        .wait(created.id, |status| {
+            bar.set_position(u64::from(status.finished_chunks()));
+            bar.set_message(format!("{} failed, {} running", status.failed, status.running));
+        })
+        .await?;
+    bar.finish_and_clear();
+    eprintln!("{}", describe(&status));
+    let results = client.all_results(created.id).await?;
+    if let Some(dir) = &args.out {
+        write_results(dir, &results)?;
+        eprintln!("wrote {} results to {}", results.len(), dir.display());
+    }
+    report_failures(&results);
+    Ok(outcome_of(&status))
+}
+
+fn chunks_from_inputs(inputs: &[PathBuf], args: &[String]) -> anyhow::Result<Vec<ChunkRequest>> {
+    if inputs.is_empty() {
+        // No inputs at all: one chunk with the given arguments and empty stdin.
+        return Ok(vec![ChunkRequest { args: args.to_vec(), ..ChunkRequest::default() }]);
+    }
+    inputs
+        .iter()
+        .map(|path| {
+            let stdin = fs::read(path).with_context(|| format!("could not read the input {}", path.display()))?;
+            Ok(ChunkRequest { args: args.to_vec(), stdin: Bytes(stdin), files: BTreeMap::new() })
+        })
+        .collect()
+}
+
+fn chunks_from_lines(path: &Path) -> anyhow::Result<Vec<ChunkRequest>> {
+    let text = fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut chunks = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), number + 1);
+        let parsed: ChunkLine = serde_json::from_str(line).with_context(|| format!("{}: not a chunk", at()))?;
+        let stdin = match (parsed.stdin, parsed.stdin_file) {
+            (Some(_), Some(_)) => bail!("{}: give either stdin or stdin_file, not both", at()),
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(file)) => {
+                let file = base.join(file);
+                fs::read(&file).with_context(|| format!("{}: could not read {}", at(), file.display()))?
+            }
+            (None, None) => Vec::new(),
+        };
+        let mut files = BTreeMap::new();
+        for (name, local) in parsed.files {
+            let local = base.join(local);
+            let contents = fs::read(&local).with_context(|| format!("{}: could not read {}", at(), local.display()))?;
+            files.insert(name, Bytes(contents));
+        }
+        chunks.push(ChunkRequest { args: parsed.args, stdin: Bytes(stdin), files });
+    }
+    if chunks.is_empty() {
+        bail!("{} holds no chunks", path.display());
+    }
+    Ok(chunks)
+}
+
+fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => bail!("--env {pair:?} must look like KEY=VALUE"),
+        })
+        .collect()
+}

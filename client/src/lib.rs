@@ -1,0 +1,195 @@
+//! Rust SDK for the Distributivecom REST API: upload programs, submit jobs, follow them and fetch results.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), distributivecom_client::ClientError> {
+//! use distributivecom_client::Client;
+//! use distributivecom_protocol::api::{ChunkRequest, JobRequest};
+//!
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! let module = client.upload_module(std::fs::read("primes.wasm").unwrap()).await?;
+//! let chunks = (0..4)
+//!     .map(|i| ChunkRequest { args: vec![(i * 1000).to_string(), ((i + 1) * 1000).to_string()], ..Default::default() })
+//!     .collect();
+//! let job = client.submit(&JobRequest { module, chunks, ..Default::default() }).await?;
+//! let status = client.wait(job.id, |_| {}).await?;
+//! let results = client.all_results(job.id).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use distributivecom_protocol::api::{
+    ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, ModuleInfo, ResultsPage, ServerStats,
+};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// The environment variable that names the default server.
+pub const SERVER_ENV: &str = "DISTRIBUTIVECOM_SERVER";
+/// The server used when nothing else is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("the server URL {0:?} must start with http:// or https://")]
+    BadUrl(String),
+    #[error("could not reach {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    /// The server answered with an error; `message` is its explanation.
+    #[error("the server refused the request ({status}): {message}")]
+    Api { status: u16, message: String },
+    #[error("could not understand the server's answer from {url}: {message}")]
+    Decode { url: String, message: String },
+}
+
+impl ClientError {
+    /// The HTTP status of an error answer, if the server gave one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one coordinator.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Result<Client, ClientError> {
+        let base = server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl(server.to_owned()));
+        }
+        Ok(Client { http: reqwest::Client::new(), base })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: String) -> Result<T, ClientError> {
+        let response = request.send().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|error| error.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
+            return Err(ClientError::Api { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&body).map_err(|error| ClientError::Decode { url, message: error.to_string() })
+    }
+
+    /// Uploads a program unless the server already has it, and returns its hash.
+    pub async fn upload_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let url = self.url(&format!("/modules/{sha256}"));
+        let present = self
+            .http
+            .head(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { url: url.clone(), source })?
+            .status()
+            .is_success();
+        if !present {
+            let info = self.upload_module_info(bytes).await?;
+            debug_assert_eq!(info.sha256, sha256);
+        }
+        Ok(sha256)
+    }
+
+    /// Uploads a program and returns what the server learned about it.
+    pub async fn upload_module_info(&self, bytes: Vec<u8>) -> Result<ModuleInfo, ClientError> {
+        let url = self.url("/api/modules");
+        let request = self.http.post(&url).header("content-type", "application/wasm").body(bytes);
+        self.send(request, url).await
+    }
+
+    pub async fn submit(&self, job: &JobRequest) -> Result<JobCreated, ClientError> {
+        let url = self.url("/api/jobs");
+        self.send(self.http.post(&url).json(job), url).await
+    }
+
+    pub async fn status(&self, job: u64) -> Result<JobStatus, ClientError> {
+        let url = self.url(&format!("/api/jobs/{job}"));
+        self.send(self.http.get(&url), url).await
+    }
+
+    /// Waits (up to `wait`) until the job has more than `known_finished` finished chunks or is over.
+    pub async fn wait_for_progress(
+        &self,
+        job: u64,
+        known_finished: u32,
+        wait: Duration,
+    ) -> Result<JobStatus, ClientError> {
+        let url = self.url(&format!("/api/jobs/{job}"));
+        let query = [("wait_ms", wait.as_millis().to_string()), ("known_finished", known_finished.to_string())];
+        self.send(self.http.get(&url).query(&query), url).await
+    }
+
+    /// Follows the job until it is over, calling `on_progress` at every change.
+    pub async fn wait(&self, job: u64, mut on_progress: impl FnMut(&JobStatus)) -> Result<JobStatus, ClientError> {
+        let mut status = self.status(job).await?;
+        on_progress(&status);
+        while !status.state.is_finished() {
+            status = self.wait_for_progress(job, status.finished_chunks(), Duration::from_secs(30)).await?;
+            on_progress(&status);
+        }
+        Ok(status)
+    }
+
+    /// Waits until the job is over without reporting progress (one request per 30 s at most).
+    pub async fn wait_until_finished(&self, job: u64) -> Result<JobStatus, ClientError> {
+        loop {
+            let status = self.status(job).await?;
+            if status.state.is_finished() {
+                return Ok(status);
+            }
+            let status = self.wait_for_progress(job, status.chunks.saturating_sub(1), Duration::from_secs(30)).await?;
+            if status.state.is_finished() {
+                return Ok(status);
+            }
+        }
+    }
+
+    pub async fn results_page(&self, job: u64, offset: u32, limit: u32) -> Result<ResultsPage, ClientError> {
+        let url = self.url(&format!("/api/jobs/{job}/results"));
+        let query = [("offset", offset.to_string()), ("limit", limit.to_string())];
+        self.send(self.http.get(&url).query(&query), url).await
+    }
+
+    /// Every finished chunk's result, in chunk order.
+    pub async fn all_results(&self, job: u64) -> Result<Vec<ChunkResult>, ClientError> {
+        let mut results = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.results_page(job, offset, 1000).await?;
+            results.extend(page.results);
+            match page.next_offset {
+                Some(next) => offset = next,
+                None => return Ok(results),
+            }
+        }
+    }
+
+    pub async fn cancel(&self, job: u64) -> Result<JobStatus, ClientError> {
+        let url = self.url(&format!("/api/jobs/{job}/cancel"));
+        self.send(self.http.post(&url), url).await
+    }
+
+    pub async fn stats(&self) -> Result<ServerStats, ClientError> {
+        let url = self.url("/api/stats");
+        self.send(self.http.get(&url), url).await
+    }
+}

@@ -1,0 +1,1 @@
+//! distributivecom-frontend (being written).

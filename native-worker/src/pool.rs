@@ -1,0 +1,115 @@
+//! The slots: one OS thread per slot, taking replicas from a shared queue and running them.
+//!
+//! Each queued replica carries the generation of the connection that received it. When a connection ends,
+//! the generation moves on and everything it queued is dropped unrun: the server has requeued it already.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use distributivecom_protocol::worker::{Assignment, ReplicaReport};
+use tokio::sync::mpsc;
+
+use crate::runtime::{CompiledModule, Runtime};
+
+/// One replica waiting for a slot.
+pub struct Task {
+    pub assignment: Assignment,
+    pub module: Arc<CompiledModule>,
+    pub generation: u64,
+    pub reports: mpsc::UnboundedSender<ReplicaReport>,
+}
+
+#[derive(Default)]
+struct Queue {
+    tasks: VecDeque<Task>,
+    revoked: HashSet<u64>,
+}
+
+/// The worker's slots.
+pub struct Pool {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    generation: AtomicU64,
+    slots: u32,
+}
+
+impl Pool {
+    /// Starts `slots` threads running replicas with `runtime`.
+    pub fn start(runtime: Arc<Runtime>, slots: u32) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            generation: AtomicU64::new(0),
+            slots,
+        });
+        for slot in 0..slots {
+            let pool = pool.clone();
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("slot-{slot}"))
+                .spawn(move || pool.serve(&runtime))
+                .expect("the operating system can start a slot thread");
+        }
+        pool
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Starts a new connection's generation and drops everything queued by earlier ones.
+    pub fn new_generation(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut queue = self.lock();
+        queue.tasks.clear();
+        queue.revoked.clear();
+        generation
+    }
+
+    pub fn submit(&self, task: Task) {
+        self.lock().tasks.push_back(task);
+        self.ready.notify_one();
+    }
+
+    /// Drops queued replicas the server took back. One that is already running finishes, and the server
+    /// ignores its report.
+    pub fn revoke(&self, replicas: &[u64]) {
+        let mut queue = self.lock();
+        queue.tasks.retain(|task| !replicas.contains(&task.assignment.replica));
+        // A revoke can overtake an assignment still waiting for its module: remember it.
+        queue.revoked.extend(replicas);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn next(&self) -> Task {
+        let mut queue = self.lock();
+        loop {
+            while let Some(task) = queue.tasks.pop_front() {
+                let current = self.generation.load(Ordering::SeqCst);
+                if task.generation == current && !queue.revoked.remove(&task.assignment.replica) {
+                    return task;
+                }
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn serve(&self, runtime: &Runtime) {
+        loop {
+            let task = self.next();
+            let (status, output, elapsed) = runtime.run(&task.module, &task.assignment);
+            let report = ReplicaReport {
+                replica: task.assignment.replica,
+                status,
+                output,
+                compute_us: elapsed.as_micros() as u64,
+            };
+            // The connection may have ended meanwhile; then the report is simply dropped.
+            let _ = task.reports.send(report);
+        }
+    }
+}

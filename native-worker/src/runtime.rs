@@ -1,0 +1,253 @@
+//! Running one replica with wasmtime, over the shared WASI implementation (`distributivecom-wasi`).
+//!
+//! Each WASI preview 1 import is a wasmtime host function that hands its raw arguments and the guest's
+//! linear memory to `WasiCtx::call`. Limits: memory through a `ResourceLimiter`, run time through epoch
+//! interruption (a ticker thread advances the engine's epoch every [`EPOCH_TICK`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
+use distributivecom_wasi::{ChunkInput, FUNCTIONS, HostStop, MODULE_NAME, OutputLimits, ValType, WasiCtx};
+use wasmtime::{Config, Engine, FuncType, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val};
+
+/// How often the engine's epoch advances: the granularity of the time limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("could not set up wasmtime: {0}")]
+    Setup(String),
+    #[error("could not compile the module: {0}")]
+    Compile(String),
+}
+
+/// A module compiled and linked against the WASI host functions, ready to instantiate many times.
+pub struct CompiledModule {
+    pre: InstancePre<ChunkState>,
+}
+
+/// The state of one run, owned by its wasmtime `Store`.
+struct ChunkState {
+    wasi: WasiCtx,
+    memory: Option<Memory>,
+    limiter: MemoryLimiter,
+    /// Set when a WASI call ended the program (`proc_exit`, `proc_raise`).
+    stop: Option<HostStop>,
+}
+
+/// Refuses memory growth beyond the job's limit and remembers that it did.
+struct MemoryLimiter {
+    max_bytes: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_bytes;
+        self.denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a program growing one past a million entries is runaway.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The error a host function returns to unwind the guest after `proc_exit`; the reason is in `stop`.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("the program stopped itself")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The wasmtime engine, the WASI linker and the epoch ticker, shared by all slots of a worker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<ChunkState>,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let linker = wasi_linker(&engine)?;
+        let ticking = Arc::new(AtomicBool::new(true));
+        let ticker_engine = engine.clone();
+        let ticker_running = ticking.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while ticker_running.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        Ok(Runtime { engine, linker, ticking })
+    }
+
+    /// Compiles and links a module. This is the expensive step; keep the result.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, RuntimeError> {
+        let module = Module::new(&self.engine, bytes).map_err(|error| RuntimeError::Compile(format!("{error:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|error| RuntimeError::Compile(format!("{error:#}")))?;
+        Ok(CompiledModule { pre })
+    }
+
+    /// Runs one replica to its end. Never panics on anything the program or the assignment does: every
+    /// failure becomes a status.
+    pub fn run(&self, module: &CompiledModule, assignment: &Assignment) -> (RunStatus, Output, Duration) {
+        let started = Instant::now();
+        let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
+            let message = format!("the random seed has {} bytes instead of 32", assignment.random_seed.len());
+            return (RunStatus::Failed { message }, Output::default(), started.elapsed());
+        };
+        let limits = &assignment.limits;
+        let input = ChunkInput {
+            args: assignment.args.clone(),
+            env: assignment.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+            stdin: assignment.stdin.0.clone(),
+            files: assignment.files.iter().map(|(path, contents)| (path.clone(), contents.0.clone())).collect(),
+            clock_start_ns: assignment.clock_start_ns,
+            random_seed,
+            limits: OutputLimits {
+                max_stdout_bytes: limits.max_stdout_bytes,
+                max_stderr_bytes: limits.max_stderr_bytes,
+                max_fs_bytes: limits.max_data_bytes,
+            },
+        };
+        let wasi = match WasiCtx::new(input) {
+            Ok(wasi) => wasi,
+            Err(error) => {
+                return (RunStatus::Failed { message: error.to_string() }, Output::default(), started.elapsed());
+            }
+        };
+        let max_bytes = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits.time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let outcome = module.pre.instantiate(&mut store).and_then(|instance| {
+            store.data_mut().memory = instance.get_memory(&mut store, "memory");
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())
+        });
+        let elapsed = started.elapsed();
+        let state = store.into_data();
+        let status = match outcome {
+            Ok(()) => RunStatus::Exited { code: 0 },
+            Err(error) => classify(&error, state.stop.as_ref(), state.limiter.denied),
+        };
+        (status, output_of(state.wasi), elapsed)
+    }
+}
+
+/// How a run that returned an error ended.
+fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: bool) -> RunStatus {
+    match stop {
+        Some(HostStop::Exit(code)) => return RunStatus::Exited { code: *code },
+        Some(HostStop::Raise(signal)) => {
+            return RunStatus::Trapped { message: format!("the program raised signal {signal}") };
+        }
+        None => {}
+    }
+    let trap = error.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return RunStatus::TimedOut;
+    }
+    // A program that was refused memory usually ends in a trap of its own (Rust aborts with
+    // `unreachable`); the refusal is the real reason.
+    if memory_denied {
+        return RunStatus::MemoryLimit;
+    }
+    let kind = match trap {
+        Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+        Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
+        Some(Trap::TableOutOfBounds) => TrapKind::TableOutOfBounds,
+        Some(Trap::IndirectCallToNull) => TrapKind::IndirectCallToNull,
+        Some(Trap::BadSignature) => TrapKind::BadSignature,
+        Some(Trap::IntegerOverflow) => TrapKind::IntegerOverflow,
+        Some(Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
+        Some(Trap::BadConversionToInteger) => TrapKind::BadConversionToInteger,
+        Some(Trap::StackOverflow) => TrapKind::StackOverflow,
+        _ => {
+            return RunStatus::Trapped { message: format!("{error:#}") };
+        }
+    };
+    kind.status()
+}
+
+fn output_of(wasi: WasiCtx) -> Output {
+    let outputs = wasi.finish();
+    Output {
+        stdout: Bytes(outputs.stdout),
+        stderr: Bytes(outputs.stderr),
+        stdout_truncated: outputs.stdout_truncated,
+        stderr_truncated: outputs.stderr_truncated,
+        files: outputs.files.into_iter().map(|(path, contents)| (path, Bytes(contents))).collect(),
+    }
+}
+
+/// Defines every WASI preview 1 function as a host function that forwards to `WasiCtx::call`.
+fn wasi_linker(engine: &Engine) -> Result<Linker<ChunkState>, RuntimeError> {
+    let mut linker = Linker::<ChunkState>::new(engine);
+    let wasm_type = |value: &ValType| match value {
+        ValType::I32 => wasmtime::ValType::I32,
+        ValType::I64 => wasmtime::ValType::I64,
+    };
+    for (index, function) in FUNCTIONS.iter().enumerate() {
+        let ty = FuncType::new(engine, function.params.iter().map(wasm_type), function.results.iter().map(wasm_type));
+        linker
+            .func_new(MODULE_NAME, function.name, ty, move |mut caller, params, results| {
+                let mut raw = [0u64; 16];
+                for (slot, param) in raw.iter_mut().zip(params) {
+                    *slot = match param {
+                        Val::I32(value) => u64::from(*value as u32),
+                        Val::I64(value) => *value as u64,
+                        // The signature only has i32 and i64 parameters.
+                        _ => 0,
+                    };
+                }
+                let Some(memory) = caller.data().memory else {
+                    // Only possible if a start function calls WASI before `_start`; there is no memory
+                    // to give it, so end the run.
+                    return Err(wasmtime::Error::msg("WASI was called before the program's memory was ready"));
+                };
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                match state.wasi.call(data, index, &raw[..params.len()]) {
+                    Ok(errno) => {
+                        if let Some(result) = results.first_mut() {
+                            *result = Val::I32(errno);
+                        }
+                        Ok(())
+                    }
+                    Err(stop) => {
+                        state.stop = Some(stop);
+                        Err(wasmtime::Error::new(Stopped))
+                    }
+                }
+            })
+            .map_err(|error| RuntimeError::Setup(error.to_string()))?;
+    }
+    Ok(linker)
+}

@@ -1,0 +1,121 @@
+//! Tests of the upload checks, one per way a program can be refused.
+
+use super::*;
+
+fn module(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("test module parses")
+}
+
+fn refusal(text: &str) -> String {
+    check(&module(text)).expect_err("the module is refused").to_string()
+}
+
+const COMMAND: &str = r#"
+    (module
+      (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+      (memory (export "memory") 2 10)
+      (func (export "_start")))
+"#;
+
+#[test]
+fn a_wasi_command_module_passes() {
+    let info = check(&module(COMMAND)).unwrap();
+    assert_eq!(info.imports, ["fd_write", "proc_exit"]);
+    assert_eq!(info.memory_initial_pages, 2);
+    assert_eq!(info.memory_maximum_pages, Some(10));
+}
+
+#[test]
+fn empty_and_non_wasm_bytes_are_named_as_such() {
+    assert_eq!(check(b""), Err(ProgramError::Empty));
+    assert_eq!(check(b"#!/bin/sh\necho hi\n"), Err(ProgramError::NotWasm));
+}
+
+#[test]
+fn a_component_is_refused_with_a_hint() {
+    let component = b"\0asm\x0d\x00\x01\x00";
+    let message = check(component).unwrap_err().to_string();
+    assert!(message.contains("component"), "{message}");
+    assert!(message.contains("wasm32-wasip1"), "{message}");
+}
+
+#[test]
+fn truncated_wasm_is_invalid_with_an_offset() {
+    let mut bytes = module(COMMAND);
+    bytes.truncate(bytes.len() - 3);
+    let message = check(&bytes).unwrap_err().to_string();
+    assert!(message.starts_with("invalid WebAssembly at byte offset"), "{message}");
+}
+
+#[test]
+fn imports_outside_wasi_are_forbidden_by_name() {
+    let message =
+        refusal(r#"(module (import "env" "foo" (func)) (memory (export "memory") 1) (func (export "_start")))"#);
+    assert_eq!(message, "import env.foo is not allowed: programs may import only functions of wasi_snapshot_preview1");
+}
+
+#[test]
+fn non_function_and_unknown_wasi_imports_are_refused() {
+    let memory_import = refusal(
+        r#"(module (import "wasi_snapshot_preview1" "memory" (memory 1)) (memory (export "memory") 1)
+                   (func (export "_start")))"#,
+    );
+    assert_eq!(memory_import, "import wasi_snapshot_preview1.memory is not a function");
+    let unknown = refusal(
+        r#"(module (import "wasi_snapshot_preview1" "fd_teleport" (func)) (memory (export "memory") 1)
+                   (func (export "_start")))"#,
+    );
+    assert_eq!(unknown, "import wasi_snapshot_preview1.fd_teleport is not a WASI preview 1 function");
+}
+
+#[test]
+fn a_wrong_wasi_signature_names_both_types() {
+    let message = refusal(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32)))
+                   (memory (export "memory") 1) (func (export "_start")))"#,
+    );
+    assert_eq!(
+        message,
+        "import wasi_snapshot_preview1.fd_write has type (i32) -> (i32), but WASI preview 1 defines it as \
+         (i32, i32, i32, i32) -> (i32)"
+    );
+}
+
+#[test]
+fn a_module_without_start_is_refused_and_a_reactor_is_recognised() {
+    assert_eq!(
+        refusal(r#"(module (memory (export "memory") 1) (func (export "main")))"#),
+        "the program exports no `_start` function"
+    );
+    let reactor = refusal(r#"(module (memory (export "memory") 1) (func (export "_initialize")))"#);
+    assert!(reactor.contains("WASI reactor"), "{reactor}");
+}
+
+#[test]
+fn start_must_have_the_command_signature() {
+    assert_eq!(
+        refusal(r#"(module (memory (export "memory") 1) (func (export "_start") (param i32)))"#),
+        "the exported `_start` must take no parameters and return nothing"
+    );
+}
+
+#[test]
+fn a_module_without_exported_memory_is_refused() {
+    assert_eq!(
+        refusal(r#"(module (memory 1) (func (export "_start")))"#),
+        "the program exports no memory named `memory`"
+    );
+}
+
+#[test]
+fn nondeterministic_or_unsupported_proposals_are_refused() {
+    let threads = refusal(r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#);
+    assert!(threads.starts_with("invalid WebAssembly"), "{threads}");
+    let relaxed_simd = refusal(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (drop (f32x4.relaxed_madd (v128.const i32x4 0 0 0 0)
+                                      (v128.const i32x4 0 0 0 0) (v128.const i32x4 0 0 0 0)))))"#,
+    );
+    assert!(relaxed_simd.starts_with("invalid WebAssembly"), "{relaxed_simd}");
+}

@@ -1,0 +1,80 @@
+//! The error type of HTTP handlers: a status and a message for people, as `{"error": "..."}`.
+//!
+//! Bad input gets a 4xx whose message says what is wrong. Internal failures get a 500 with a generic
+//! message; the detail goes to the server log, never to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use distributivecom_protocol::api::ErrorBody;
+
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    NotFound(String),
+    PayloadTooLarge(String),
+    /// Well-formed input that cannot be accepted (an invalid program, an unknown module).
+    Unprocessable(String),
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match self {
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "internal error while handling a request");
+                "internal server error; the details are in the server's log".to_owned()
+            }
+            AppError::BadRequest(message)
+            | AppError::NotFound(message)
+            | AppError::PayloadTooLarge(message)
+            | AppError::Unprocessable(message) => message,
+        };
+        (status, Json(ErrorBody { error: message })).into_response()
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+/// Turns a body that could not be read into a clear 4xx, naming the limit when it was too large.
+pub fn body_error(status: StatusCode, text: String, what: &str, limit_bytes: u64) -> AppError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge(format!("{what} is larger than the limit of {}", human_bytes(limit_bytes)))
+    } else {
+        AppError::BadRequest(format!("could not read {what}: {text}"))
+    }
+}
+
+/// "64 MiB", "1.5 KiB", "12 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,320 @@
+//! Jobs: submit, list, follow, fetch results, cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use distributivecom_protocol::api::{
+    ChunkRequest, ErrorBody, JobCreated, JobRequest, JobStatus, LimitsRequest, ResultsPage,
+};
+use distributivecom_protocol::is_sha256_hex;
+use distributivecom_protocol::worker::Limits;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{AppError, body_error, human_bytes};
+use crate::config::ServerConfig;
+use crate::coordinator::{Progress, unix_ms};
+use crate::store::{JobRow, NewJob, queries};
+
+/// The longest a status request may wait for progress.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A results page stops growing past this many bytes of output (but always holds at least one result).
+const MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_PAGE_RESULTS: u32 = 1000;
+const MAX_NAME_CHARS: usize = 200;
+
+/// Submits a job. It is durable when the answer arrives, and its chunks are dispatched at once.
+#[utoipa::path(
+    post, path = "/api/jobs", tag = "jobs",
+    request_body = JobRequest,
+    responses(
+        (status = 201, description = "Accepted", body = JobCreated),
+        (status = 400, description = "Malformed or out-of-bounds request; the message names the field", body = ErrorBody),
+        (status = 413, description = "Larger than the server's request limit", body = ErrorBody),
+        (status = 422, description = "The module has not been uploaded", body = ErrorBody),
+    )
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    request: Result<Json<JobRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<JobCreated>), AppError> {
+    let config = state.coordinator.config();
+    let Json(request) = request.map_err(|rejection| {
+        body_error(rejection.status(), rejection.body_text(), "the job request", config.max_job_request_bytes)
+    })?;
+    let limits = resolve_limits(&request.limits, config)?;
+    let max_retries = request.max_retries.unwrap_or(config.default_max_retries);
+    if max_retries > config.max_retries_cap {
+        return Err(AppError::BadRequest(format!(
+            "max_retries is {max_retries}, more than the server's maximum of {}",
+            config.max_retries_cap
+        )));
+    }
+    let program_name = request.program_name.unwrap_or_else(|| "program.wasm".to_owned());
+    check_request(
+        &request.module,
+        request.name.as_deref(),
+        &program_name,
+        &request.chunks,
+        &request.env,
+        &limits,
+        config,
+    )?;
+
+    let module = request.module.clone();
+    let module_info =
+        state.coordinator.store().read(move |connection| queries::module_info(connection, &module)).await?;
+    let Some((module_size, _imports)) = module_info else {
+        return Err(AppError::Unprocessable(format!(
+            "module {} has not been uploaded; upload it with POST /api/modules first",
+            request.module
+        )));
+    };
+
+    let chunks: Arc<[ChunkRequest]> = request.chunks.into();
+    let created_at_ms = unix_ms();
+    let new_job = NewJob {
+        name: request.name.clone(),
+        module: request.module.clone(),
+        program_name: program_name.clone(),
+        env: request.env.clone(),
+        limits,
+        max_retries,
+        created_at_ms,
+        chunks: chunks.clone(),
+    };
+    let id = state.coordinator.store().insert_job(new_job).await?;
+    let row = JobRow {
+        id,
+        name: request.name.unwrap_or_else(|| format!("job-{id}")),
+        module: request.module,
+        module_size,
+        program_name,
+        env: request.env,
+        limits,
+        max_retries,
+        chunk_count: chunks.len() as u32,
+        created_at_ms,
+        cancelled_at_ms: None,
+    };
+    let created = JobCreated { id, chunks: row.chunk_count };
+    state.coordinator.activate(row, chunks, Progress::default(), Vec::new());
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The job's limits: the request's where given, the server's defaults elsewhere, all within the maxima.
+fn resolve_limits(requested: &LimitsRequest, config: &ServerConfig) -> Result<Limits, AppError> {
+    let pick = |name: &str, value: Option<u64>, default: u64, max: u64| {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            return Err(AppError::BadRequest(format!("limits.{name} must be more than 0")));
+        }
+        if value > max {
+            return Err(AppError::BadRequest(format!(
+                "limits.{name} is {value}, more than the server's maximum of {max}"
+            )));
+        }
+        Ok(value)
+    };
+    let (defaults, maxima) = (&config.default_limits, &config.max_limits);
+    Ok(Limits {
+        memory_bytes: pick(
+            "memory_limit_bytes",
+            requested.memory_limit_bytes,
+            defaults.memory_bytes,
+            maxima.memory_bytes,
+        )?,
+        time_limit_ms: pick("time_limit_ms", requested.time_limit_ms, defaults.time_limit_ms, maxima.time_limit_ms)?,
+        max_stdout_bytes: pick(
+            "max_stdout_bytes",
+            requested.max_stdout_bytes,
+            defaults.max_stdout_bytes,
+            maxima.max_stdout_bytes,
+        )?,
+        max_stderr_bytes: pick(
+            "max_stderr_bytes",
+            requested.max_stderr_bytes,
+            defaults.max_stderr_bytes,
+            maxima.max_stderr_bytes,
+        )?,
+        max_data_bytes: pick(
+            "max_data_bytes",
+            requested.max_data_bytes,
+            defaults.max_data_bytes,
+            maxima.max_data_bytes,
+        )?,
+    })
+}
+
+/// Everything about a job request that can be checked without the database.
+fn check_request(
+    module: &str,
+    name: Option<&str>,
+    program_name: &str,
+    chunks: &[ChunkRequest],
+    env: &std::collections::BTreeMap<String, String>,
+    limits: &Limits,
+    config: &ServerConfig,
+) -> Result<(), AppError> {
+    if !is_sha256_hex(module) {
+        return Err(AppError::BadRequest(format!(
+            "module must be the SHA-256 (64 lowercase hex digits) of an uploaded module, not {module:?}"
+        )));
+    }
+    if let Some(name) = name
+        && (name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(AppError::BadRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
+    }
+    if program_name.is_empty() || program_name.chars().count() > MAX_NAME_CHARS || program_name.contains('\0') {
+        return Err(AppError::BadRequest(format!(
+            "program_name must have 1 to {MAX_NAME_CHARS} characters and no NUL"
+        )));
+    }
+    if chunks.is_empty() {
+        return Err(AppError::BadRequest("a job needs at least one chunk".to_owned()));
+    }
+    if chunks.len() > config.max_chunks_per_job as usize {
+        return Err(AppError::BadRequest(format!(
+            "the job has {} chunks, more than the server's maximum of {}",
+            chunks.len(),
+            config.max_chunks_per_job
+        )));
+    }
+    for (index, chunk) in chunks.iter().enumerate() {
+        let args = std::iter::once(program_name).chain(chunk.args.iter().map(String::as_str));
+        let env = env.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        let files = chunk.files.iter().map(|(path, contents)| (path.as_str(), contents.len() as u64));
+        distributivecom_wasi::check_inputs(args, env, files, limits.max_data_bytes)
+            .map_err(|error| AppError::BadRequest(format!("chunk {index}: {error}")))?;
+        if chunk.stdin.len() as u64 > limits.max_data_bytes {
+            return Err(AppError::BadRequest(format!(
+                "chunk {index}: stdin holds {}, more than the job's data limit of {}",
+                human_bytes(chunk.stdin.len() as u64),
+                human_bytes(limits.max_data_bytes)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatusQuery {
+    /// Wait up to this many milliseconds (at most 60000) for more chunks than `known_finished` to finish.
+    #[serde(default)]
+    wait_ms: Option<u64>,
+    /// How many finished chunks the caller already knows about.
+    #[serde(default)]
+    known_finished: Option<u32>,
+}
+
+/// A job's progress. With `wait_ms`, the answer waits for progress: a cheap way to follow a job.
+#[utoipa::path(
+    get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id"), StatusQuery),
+    responses(
+        (status = 200, description = "The job's status", body = JobStatus),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Json<JobStatus>, AppError> {
+    if let Some(wait_ms) = query.wait_ms {
+        let timeout = Duration::from_millis(wait_ms).min(MAX_WAIT);
+        state.coordinator.wait_for_progress(id, query.known_finished.unwrap_or(0), timeout).await;
+    }
+    let status = state.coordinator.job_status(id).await?;
+    status.map(Json).ok_or_else(|| AppError::NotFound(format!("no job {id}")))
+}
+
+/// The newest jobs first (at most 100).
+#[utoipa::path(
+    get, path = "/api/jobs", tag = "jobs",
+    responses((status = 200, description = "Recent jobs, newest first", body = [JobStatus]))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<JobStatus>>, AppError> {
+    let rows = state.coordinator.store().read(|connection| queries::list_jobs(connection, 100)).await?;
+    let mut statuses = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(status) = state.coordinator.job_status(row.id).await? {
+            statuses.push(status);
+        }
+    }
+    Ok(Json(statuses))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ResultsQuery {
+    /// The first chunk index to return.
+    #[serde(default)]
+    offset: Option<u32>,
+    /// The most results to return (at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Finished chunks' results in chunk order, one page at a time.
+#[utoipa::path(
+    get, path = "/api/jobs/{id}/results", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id"), ResultsQuery),
+    responses(
+        (status = 200, description = "A page of results", body = ResultsPage),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
+pub async fn results(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    Query(query): Query<ResultsQuery>,
+) -> Result<Json<ResultsPage>, AppError> {
+    let offset = query.offset.unwrap_or(0);
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE_RESULTS);
+    let found = state
+        .coordinator
+        .store()
+        .read(move |connection| {
+            if queries::job(connection, id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(queries::results(connection, id, offset, limit)?))
+        })
+        .await?;
+    let Some(mut results) = found else {
+        return Err(AppError::NotFound(format!("no job {id}")));
+    };
+    let full = results.len() as u32 == limit;
+    let mut bytes = 0;
+    let keep = results
+        .iter()
+        .position(|result| {
+            bytes += result.output.total_bytes();
+            bytes > MAX_PAGE_BYTES
+        })
+        .map_or(results.len(), |over| over.max(1));
+    let cut = keep < results.len();
+    results.truncate(keep);
+    let next_offset = if full || cut { results.last().map(|last| last.index + 1) } else { None };
+    Ok(Json(ResultsPage { job: id, results, next_offset }))
+}
+
+/// Cancels a job: chunks without a result will not run. Finished results stay.
+#[utoipa::path(
+    post, path = "/api/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled (or already over); the job's status", body = JobStatus),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Json<JobStatus>, AppError> {
+    state.coordinator.cancel(id).await?;
+    let status = state.coordinator.job_status(id).await?;
+    status.map(Json).ok_or_else(|| AppError::NotFound(format!("no job {id}")))
+}

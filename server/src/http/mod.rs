@@ -1,0 +1,59 @@
+//! The HTTP surface: the REST API, the worker WebSocket, module downloads, the API docs and the web app.
+//!
+//! `router` builds the whole app from its state, so tests can drive it with `oneshot` or on a real port.
+
+mod error;
+mod jobs;
+mod modules;
+mod openapi;
+mod web;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{AppError, human_bytes};
+
+use crate::coordinator::Coordinator;
+
+/// Modules kept in memory for downloads.
+const MODULE_CACHE_BYTES: usize = 512 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub coordinator: Arc<Coordinator>,
+    modules: Arc<modules::ModuleCache>,
+}
+
+impl AppState {
+    pub fn new(coordinator: Arc<Coordinator>) -> AppState {
+        AppState { coordinator, modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)) }
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: AppState) -> Router {
+    let config = state.coordinator.config();
+    let module_limit = usize::try_from(config.max_module_bytes).unwrap_or(usize::MAX);
+    let job_limit = usize::try_from(config.max_job_request_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/api/health", get(|| async { "ok" }))
+        .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::max(module_limit)))
+        .route("/modules/{sha256}", get(modules::download))
+        .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::max(job_limit)).get(jobs::list))
+        .route("/api/jobs/{id}", get(jobs::status))
+        .route("/api/jobs/{id}/results", get(jobs::results))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/stats", get(workers::stats))
+        .route("/api/workers/ws", get(workers::socket))
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()))
+        .merge(web::routes())
+        .fallback(web::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,43 @@
+//! The OpenAPI description of the REST API, served at `/api/openapi.json` and browsable at `/api/docs`.
+
+use distributivecom_protocol::api::{
+    ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobState, JobStatus, LimitsRequest, ModuleInfo,
+    ResultsPage, ServerStats,
+};
+use distributivecom_protocol::worker::{Output, RunStatus};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Distributivecom",
+        description = "Run WASI programs on volunteers' computers. Byte strings are base64 in JSON. \
+                       Workers speak the WebSocket protocol described in docs/protocol.md."
+    ),
+    paths(
+        super::modules::upload,
+        super::modules::download,
+        super::jobs::submit,
+        super::jobs::list,
+        super::jobs::status,
+        super::jobs::results,
+        super::jobs::cancel,
+        super::workers::socket,
+        super::workers::stats,
+    ),
+    components(schemas(
+        ModuleInfo,
+        JobRequest,
+        ChunkRequest,
+        LimitsRequest,
+        JobCreated,
+        JobState,
+        JobStatus,
+        ChunkResult,
+        ResultsPage,
+        ErrorBody,
+        ServerStats,
+        Output,
+        RunStatus
+    ))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,107 @@
+//! The Distributivecom coordinator: it accepts programs and jobs over HTTP, pushes chunks to volunteers
+//! over WebSockets, and keeps every accepted job and every final result in SQLite.
+//!
+//! Layers, from the outside in:
+//! - [`http`]: the REST API, the worker WebSocket endpoint, module downloads, API docs and web app;
+//! - [`session`]: one worker's WebSocket conversation;
+//! - [`coordinator`]: the edge around the IO-free scheduler (`distributivecom-scheduler`), which turns
+//!   its actions into messages and store writes;
+//! - [`store`]: the SQLite database, written in group commits.
+//!
+//! Errors: the store's `StoreError` and this crate's `ServerError` are `thiserror` types; HTTP handlers
+//! convert everything into `http::AppError`, which picks the status code and the message users see.
+
+pub mod config;
+pub mod coordinator;
+pub mod http;
+pub mod session;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::ServerConfig;
+use coordinator::Coordinator;
+use store::{Store, StoreError};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("the server stopped unexpectedly: {0}")]
+    Stopped(String),
+}
+
+/// A started server. Dropping it leaves the server running until the runtime stops; call
+/// [`RunningServer::stop`] to stop it.
+pub struct RunningServer {
+    address: SocketAddr,
+    coordinator: Arc<Coordinator>,
+    serving: JoinHandle<std::io::Result<()>>,
+    ticking: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Where it listens (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// Serves until the server fails.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let outcome = self.serving.await;
+        self.ticking.abort();
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ServerError::Stopped(error.to_string())),
+            Err(error) => Err(ServerError::Stopped(error.to_string())),
+        }
+    }
+
+    /// Stops serving at once: open connections are dropped and workers requeue nothing, because their
+    /// leases simply vanish with the process's memory. Durable state is untouched.
+    pub fn stop(self) {
+        self.serving.abort();
+        self.ticking.abort();
+    }
+}
+
+/// Opens the store, resumes unfinished jobs and starts listening.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .map_err(|error| ServerError::Stopped(error.to_string()))??;
+    let block = store.next_replica_block().await?;
+    let listen = config.listen;
+    let tick_interval = Duration::from_millis(config.tick_interval_ms.max(10));
+    let coordinator = tokio::task::spawn_blocking(move || Coordinator::start(store, config, block << 32))
+        .await
+        .map_err(|error| ServerError::Stopped(error.to_string()))??;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| ServerError::Bind { address: listen, source })?;
+    let address = listener.local_addr().map_err(|source| ServerError::Bind { address: listen, source })?;
+
+    let ticker = coordinator.clone();
+    let ticking = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            ticker.tick();
+        }
+    });
+    let app = http::router(http::AppState::new(coordinator.clone()));
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(%address, "serving");
+    Ok(RunningServer { address, coordinator, serving, ticking })
+}

@@ -1,0 +1,192 @@
+//! Reads. Each takes a connection from [`super::Store::read`] and returns plain data.
+
+use std::collections::BTreeMap;
+
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult};
+use distributivecom_protocol::worker::{Limits, Output, RunStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// A job as stored.
+#[derive(Clone, Debug)]
+pub struct JobRow {
+    pub id: u64,
+    pub name: String,
+    pub module: String,
+    pub module_size: u64,
+    pub program_name: String,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub max_retries: u32,
+    pub chunk_count: u32,
+    pub created_at_ms: u64,
+    pub cancelled_at_ms: Option<u64>,
+}
+
+/// How many of a job's chunks have a stored result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub succeeded: u32,
+    pub failed: u32,
+    pub last_finished_at_ms: Option<u64>,
+}
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+/// A module's bytes, if it is stored.
+pub fn module_bytes(connection: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(connection.query_row("SELECT bytes FROM modules WHERE sha256 = ?1", [sha256], |row| row.get(0)).optional()?)
+}
+
+/// A module's size and imports, if it is stored.
+pub fn module_info(connection: &Connection, sha256: &str) -> Result<Option<(u64, Vec<String>)>, StoreError> {
+    let row: Option<(i64, String)> = connection
+        .query_row("SELECT size, imports FROM modules WHERE sha256 = ?1", [sha256], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    row.map(|(size, imports)| {
+        let imports = serde_json::from_str(&imports).map_err(|error| corrupt("module imports", error))?;
+        Ok((size as u64, imports))
+    })
+    .transpose()
+}
+
+const JOB_COLUMNS: &str = "jobs.id, jobs.name, jobs.module, modules.size, jobs.program_name, jobs.env, jobs.limits,
+     jobs.max_retries, jobs.chunk_count, jobs.created_at_ms, jobs.cancelled_at_ms";
+
+/// A jobs row before its JSON columns are decoded.
+struct RawJob {
+    id: i64,
+    name: Option<String>,
+    module: String,
+    module_size: i64,
+    program_name: String,
+    env: String,
+    limits: String,
+    max_retries: u32,
+    chunk_count: u32,
+    created_at_ms: i64,
+    cancelled_at_ms: Option<i64>,
+}
+
+fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        module: row.get(2)?,
+        module_size: row.get(3)?,
+        program_name: row.get(4)?,
+        env: row.get(5)?,
+        limits: row.get(6)?,
+        max_retries: row.get(7)?,
+        chunk_count: row.get(8)?,
+        created_at_ms: row.get(9)?,
+        cancelled_at_ms: row.get(10)?,
+    })
+}
+
+impl RawJob {
+    fn decode(self) -> Result<JobRow, StoreError> {
+        Ok(JobRow {
+            id: self.id as u64,
+            name: self.name.unwrap_or_else(|| format!("job-{}", self.id)),
+            module: self.module,
+            module_size: self.module_size as u64,
+            program_name: self.program_name,
+            env: serde_json::from_str(&self.env).map_err(|error| corrupt("job environment", error))?,
+            limits: serde_json::from_str(&self.limits).map_err(|error| corrupt("job limits", error))?,
+            max_retries: self.max_retries,
+            chunk_count: self.chunk_count,
+            created_at_ms: self.created_at_ms as u64,
+            cancelled_at_ms: self.cancelled_at_ms.map(|at| at as u64),
+        })
+    }
+}
+
+pub fn job(connection: &Connection, id: u64) -> Result<Option<JobRow>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module WHERE jobs.id = ?1");
+    connection.query_row(&sql, [id as i64], raw_job).optional()?.map(RawJob::decode).transpose()
+}
+
+/// The newest jobs first.
+pub fn list_jobs(connection: &Connection, limit: u32) -> Result<Vec<JobRow>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module ORDER BY jobs.id DESC LIMIT ?1"
+    );
+    let mut statement = connection.prepare(&sql)?;
+    let rows = statement.query_map([limit], raw_job)?;
+    rows.map(|row| row?.decode()).collect()
+}
+
+pub fn job_counts(connection: &Connection, id: u64) -> Result<JobCounts, StoreError> {
+    Ok(connection.query_row(
+        "SELECT COALESCE(SUM(succeeded), 0), COUNT(*) - COALESCE(SUM(succeeded), 0), MAX(finished_at_ms)
+         FROM results WHERE job_id = ?1",
+        [id as i64],
+        |row| {
+            Ok(JobCounts {
+                succeeded: row.get(0)?,
+                failed: row.get(1)?,
+                last_finished_at_ms: row.get::<_, Option<i64>>(2)?.map(|at| at as u64),
+            })
+        },
+    )?)
+}
+
+/// Up to `limit` stored results with index `>= offset`, in chunk order.
+pub fn results(connection: &Connection, id: u64, offset: u32, limit: u32) -> Result<Vec<ChunkResult>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT idx, status, attempts, output FROM results WHERE job_id = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![id as i64, offset, limit], |row| {
+        Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, u32>(2)?, row.get::<_, Vec<u8>>(3)?))
+    })?;
+    let mut results = Vec::new();
+    for row in rows {
+        let (index, status, attempts, output) = row?;
+        let status: RunStatus = serde_json::from_str(&status).map_err(|error| corrupt("result status", error))?;
+        let output: Output = rmp_serde::from_slice(&output).map_err(|error| corrupt("result output", error))?;
+        results.push(ChunkResult {
+            index,
+            succeeded: status.is_success(),
+            reason: status.describe(),
+            status,
+            attempts,
+            output,
+        });
+    }
+    Ok(results)
+}
+
+/// Every chunk's inputs, in chunk order.
+pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
+    let mut statement = connection.prepare("SELECT spec FROM chunks WHERE job_id = ?1 ORDER BY idx")?;
+    let rows = statement.query_map([id as i64], |row| row.get::<_, Vec<u8>>(0))?;
+    let mut specs = Vec::new();
+    for row in rows {
+        specs.push(rmp_serde::from_slice(&row?).map_err(|error| corrupt("chunk inputs", error))?);
+    }
+    Ok(specs)
+}
+
+/// The chunks of a job that have a stored result.
+pub fn finished_chunks(connection: &Connection, id: u64) -> Result<Vec<u32>, StoreError> {
+    let mut statement = connection.prepare("SELECT idx FROM results WHERE job_id = ?1 ORDER BY idx")?;
+    let rows = statement.query_map([id as i64], |row| row.get::<_, u32>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Jobs that are neither cancelled nor finished: the ones to resume after a restart.
+pub fn unfinished_jobs(connection: &Connection) -> Result<Vec<u64>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT id FROM jobs WHERE cancelled_at_ms IS NULL
+           AND chunk_count > (SELECT COUNT(*) FROM results WHERE results.job_id = jobs.id)
+         ORDER BY id",
+    )?;
+    let rows = statement.query_map([], |row| row.get::<_, i64>(0))?;
+    Ok(rows.map(|row| row.map(|id| id as u64)).collect::<Result<_, _>>()?)
+}

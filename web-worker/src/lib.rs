@@ -1,0 +1,1 @@
+//! distributivecom-web-worker (being written).
