@@ -166,7 +166,7 @@ impl Worker {
             ServerMessage::Error { message } => return Err(SessionError::Refused(message)),
             other => return Err(SessionError::Protocol(format!("expected welcome, got {other:?}"))),
         };
-        tracing::info!(worker = welcome.worker_id, slots = self.pool.slots(), "connected");
+        tracing::info!(worker = welcome.worker_id, slots = self.pool.slots(), "connected to the server");
         let generation = self.pool.new_generation();
         let (reports_sender, mut reports) = mpsc::unbounded_channel::<ReplicaReport>();
         let mut heartbeat = tokio::time::interval(Duration::from_millis(welcome.heartbeat_interval_ms.max(50)));

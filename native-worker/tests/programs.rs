@@ -1,0 +1,100 @@
+//! Runs the real test programs (built for wasm32-wasip1 by `cargo xtask build-programs`) through the
+//! worker's wasmtime runtime and the shared WASI implementation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, RunStatus};
+use distributivecom_worker::runtime::Runtime;
+
+fn program(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip1/wasi-release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!("{} is missing ({error}): build the programs first with `cargo xtask build-programs`", path.display())
+    })
+}
+
+fn assignment(args: &[&str]) -> Assignment {
+    Assignment {
+        replica: 1,
+        job: 1,
+        chunk: 0,
+        job_name: "test".into(),
+        module: ModuleRef { sha256: String::new(), size: 0 },
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        stdin: Bytes::from("standard input\n"),
+        files: BTreeMap::from([("input.txt".to_owned(), Bytes::from("some input"))]),
+        clock_start_ns: 1_700_000_000_000_000_000,
+        random_seed: Bytes(vec![7; 32]),
+        limits: Limits {
+            memory_bytes: 256 << 20,
+            time_limit_ms: 2_000,
+            max_stdout_bytes: 1 << 20,
+            max_stderr_bytes: 1 << 20,
+            max_data_bytes: 64 << 20,
+        },
+    }
+}
+
+#[test]
+fn fsops_sees_its_arguments_environment_and_files() {
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.compile(&program("fsops")).unwrap();
+    let (status, output, _) = runtime.run(&module, &assignment(&["fsops", "one", "two"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        status,
+        RunStatus::Exited { code: 0 },
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("arg: one"), "{stdout}");
+    assert!(stdout.contains("env: GREETING=hello"), "{stdout}");
+    assert!(stdout.contains("input: 10 bytes"), "{stdout}");
+    let files: Vec<&String> = output.files.keys().collect();
+    assert!(files.contains(&&"out/renamed.txt".to_owned()), "{files:?}");
+    assert!(files.contains(&&"stdin-copy.bin".to_owned()), "{files:?}");
+    assert_eq!(output.files["stdin-copy.bin"], Bytes::from("standard input\n"));
+    assert!(!files.contains(&&"input.txt".to_owned()), "unchanged inputs are not outputs");
+}
+
+#[test]
+fn the_same_chunk_twice_gives_the_same_bytes_and_another_seed_does_not() {
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.compile(&program("entropy")).unwrap();
+    let chunk = assignment(&["entropy"]);
+    let first = runtime.run(&module, &chunk);
+    let second = runtime.run(&module, &chunk);
+    assert_eq!(first.0, RunStatus::Exited { code: 0 }, "{}", String::from_utf8_lossy(&first.1.stderr));
+    assert_eq!(first.1, second.1);
+    let mut other = chunk.clone();
+    other.random_seed = Bytes(vec![8; 32]);
+    let third = runtime.run(&module, &other);
+    assert_ne!(first.1.files["random.bin"], third.1.files["random.bin"]);
+    let stdout = String::from_utf8_lossy(&first.1.stdout);
+    assert!(stdout.contains("system_time_ns: 17000000000000"), "{stdout}");
+}
+
+#[test]
+fn limits_and_failures_are_reported_with_their_reason() {
+    let runtime = Runtime::new().unwrap();
+    let mut chunk = assignment(&["program"]);
+    chunk.limits.time_limit_ms = 300;
+    let spin = runtime.compile(&program("spin")).unwrap();
+    assert_eq!(runtime.run(&spin, &chunk).0, RunStatus::TimedOut);
+
+    chunk.limits.memory_bytes = 64 << 20;
+    chunk.limits.time_limit_ms = 20_000;
+    let hog = runtime.compile(&program("hog")).unwrap();
+    assert_eq!(runtime.run(&hog, &chunk).0, RunStatus::MemoryLimit);
+
+    let fail = runtime.compile(&program("fail")).unwrap();
+    let (status, output, _) = runtime.run(&fail, &chunk);
+    assert_eq!(status, RunStatus::Exited { code: 3 });
+    assert_eq!(output.stderr, Bytes::from("fail: something went wrong (this is on purpose)\n"));
+    assert_eq!(output.files["partial.txt"], Bytes::from("partial"));
+}

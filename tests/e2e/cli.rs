@@ -1,0 +1,137 @@
+//! The command line: `submit` (inputs, JSON Lines, --wait, --out), `status`, `results`, exit codes, and the
+//! benchmark command's output format.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+fn run(server: &TestServer, args: &[&str], dir: &Path) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("DISTRIBUTIVECOM_SERVER", &server.url)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_with_input_files_waits_and_writes_every_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _worker = server.worker(2);
+    std::fs::write(dir.path().join("a.txt"), "b a b\n").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "x y\n").unwrap();
+    let wasm = program_path("wordfreq");
+    let output = run(
+        &server,
+        &["submit", wasm.to_str().unwrap(), "a.txt", "b.txt", "--arg", "-n", "--arg", "1", "--wait", "--out", "out"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let job: u64 = stdout(&output).trim().parse().expect("submit prints the job id");
+    let out = dir.path().join("out");
+    assert_eq!(std::fs::read_to_string(out.join("0/stdout")).unwrap(), "2\tb\n");
+    assert_eq!(std::fs::read_to_string(out.join("1/stdout")).unwrap(), "1\tx\n");
+    assert_eq!(std::fs::read_to_string(out.join("0/exit_code")).unwrap(), "0\n");
+    assert_eq!(std::fs::read_to_string(out.join("0/stderr")).unwrap(), "");
+
+    let status = run(&server, &["status", &job.to_string()], dir.path());
+    assert_eq!(status.status.code(), Some(0));
+    assert!(stdout(&status).contains("succeeded; 2 chunks: 2 succeeded"), "{}", stdout(&status));
+
+    let again = run(&server, &["results", &job.to_string(), "--out", "again"], dir.path());
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(std::fs::read(dir.path().join("again/1/stdout")).unwrap(), b"1\tx\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_with_a_chunks_file_writes_output_files_and_fails_when_a_chunk_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _worker = server.worker(2);
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::write(inputs.join("words.txt"), "one two two\n").unwrap();
+    std::fs::write(
+        inputs.join("chunks.jsonl"),
+        concat!(
+            r#"{"args": ["-i", "/data/nope.ppm", "-o", "/data/out.ppm"]}"#,
+            "\n",
+            r#"{"args": ["--make-test-image", "8", "4", "1", "-o", "/data/out.ppm", "-f", "invert"]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let wasm = program_path("imgfilter");
+    let output = run(
+        &server,
+        &["submit", wasm.to_str().unwrap(), "--chunks", "inputs/chunks.jsonl", "--wait", "--out", "out"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1), "a failed chunk makes the exit code 1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("chunk 0: exited with status 1"), "{stderr}");
+    let out = dir.path().join("out");
+    assert_eq!(std::fs::read_to_string(out.join("0/exit_code")).unwrap(), "1\n");
+    assert_eq!(std::fs::read_to_string(out.join("0/status")).unwrap(), "exited with status 1\n");
+    let image = std::fs::read(out.join("1/files/out.ppm")).unwrap();
+    assert!(image.starts_with(b"P6\n8 4\n255\n"));
+    assert_eq!(image.len(), "P6\n8 4\n255\n".len() + 8 * 4 * 3);
+
+    // Stdin and input files from a chunks file, resolved against the file's directory.
+    std::fs::write(
+        inputs.join("words.jsonl"),
+        r#"{"args": ["-o", "/data/freq.json", "/data/w.txt"], "stdin": "two\n", "files": {"w.txt": "words.txt"}}"#,
+    )
+    .unwrap();
+    let wasm = program_path("wordfreq");
+    let output = run(
+        &server,
+        &["submit", wasm.to_str().unwrap(), "--chunks", "inputs/words.jsonl", "--wait", "--out", "words"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("words/0/stdout")).unwrap(), "3\ttwo\n1\tone\n");
+    assert!(dir.path().join("words/0/files/freq.json").exists());
+
+    // A malformed chunks file is refused before anything is submitted.
+    std::fs::write(inputs.join("bad.jsonl"), "{\"argz\": []}\n").unwrap();
+    let output = run(&server, &["submit", wasm.to_str().unwrap(), "--chunks", "inputs/bad.jsonl"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.jsonl:1: not a chunk"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_of_a_running_job_exits_with_three_and_errors_with_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    // No workers: the job stays pending.
+    let client = server.client();
+    let job = submit(&client, "echo-args", vec![chunk(&["x"])]).await;
+    let status = run(&server, &["status", &job.to_string()], dir.path());
+    assert_eq!(status.status.code(), Some(3));
+    assert!(stdout(&status).contains("running"), "{}", stdout(&status));
+    let missing = run(&server, &["status", "424242"], dir.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no job 424242"));
+    let unreachable = Command::new(binary()).args(["status", "1", "--server", "http://127.0.0.1:9"]).output().unwrap();
+    assert_eq!(unreachable.status.code(), Some(2));
+}
+
+#[test]
+fn the_benchmark_prints_its_figures_as_json() {
+    let output = Command::new(binary())
+        .args(["bench", "--chunks", "300", "--rounds", "5", "--json"])
+        .output()
+        .expect("the benchmark runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    for key in ["chunks_per_sec", "round_p50_ms", "round_p99_ms"] {
+        assert!(figures[key].as_f64().is_some_and(|value| value > 0.0), "{key} in {figures}");
+    }
+}

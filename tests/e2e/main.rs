@@ -1,0 +1,21 @@
+//! End-to-end tests: real `distributivecom` server and worker processes on loopback ports, with SQLite
+//! files in temporary directories, driven through the REST API, the CLI and raw WebSockets.
+//!
+//! They need the wasm32-wasip1 programs built (`cargo xtask build-programs`; `cargo xtask test` does it)
+//! and Node.js for the independent WASI reference (installed by `.ci/run`).
+
+// The harness: processes, ports, programs.
+mod support;
+
+// Results equal a local run and an independent WASI implementation.
+mod results;
+// Loops, memory hogs and bad exits are reported with their reason.
+mod failures;
+// Bad uploads and bad job requests get clear 4xx answers.
+mod uploads;
+// Worker and coordinator crashes lose nothing.
+mod crashes;
+// Malformed worker frames are refused and the server keeps running.
+mod protocol;
+// The command line and the benchmark command.
+mod cli;

@@ -1,0 +1,146 @@
+//! The worker protocol over a real WebSocket: malformed frames are refused with a message, forged and late
+//! results are ignored, and a worker that stops heartbeating loses its leases within seconds.
+
+use std::time::Duration;
+
+use distributivecom_protocol::worker::{
+    Hello, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
+};
+use distributivecom_protocol::{PROTOCOL_VERSION, decode, encode};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer) -> Socket {
+    let url = format!("ws://127.0.0.1:{}/api/workers/ws", server.port);
+    tokio_tungstenite::connect_async(url).await.expect("the worker endpoint accepts WebSockets").0
+}
+
+async fn send(socket: &mut Socket, message: &WorkerMessage) {
+    socket.send(Message::Binary(encode(message).into())).await.unwrap();
+}
+
+/// The next protocol message, or None when the server closed the connection.
+async fn receive(socket: &mut Socket) -> Option<ServerMessage> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the server answers");
+        match frame {
+            Some(Ok(Message::Binary(bytes))) => return Some(decode(&bytes).expect("the server speaks the protocol")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+fn hello(slots: u32) -> WorkerMessage {
+    WorkerMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        slots,
+        agent: "script".into(),
+    })
+}
+
+/// Sends `first` on a fresh connection and returns the server's refusal.
+async fn refusal_of(server: &TestServer, first: Message) -> String {
+    let mut socket = connect(server).await;
+    socket.send(first).await.unwrap();
+    match receive(&mut socket).await {
+        Some(ServerMessage::Error { message }) => {
+            assert!(receive(&mut socket).await.is_none(), "the server closes after refusing");
+            message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_are_refused_with_a_message_and_the_server_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+
+    let garbage = refusal_of(&server, Message::Binary(vec![0xc1, 0x00, 0x42].into())).await;
+    assert!(garbage.starts_with("malformed message"), "{garbage}");
+    let text = refusal_of(&server, Message::Text("{\"hello\": {}}".into())).await;
+    assert_eq!(text, "text frames are not part of the protocol: send MessagePack in binary frames");
+    let first = refusal_of(&server, Message::Binary(encode(&WorkerMessage::Heartbeat).into())).await;
+    assert_eq!(first, "the first message must be hello");
+    let version =
+        WorkerMessage::Hello(Hello { protocol_version: 99, kind: WorkerKind::Native, slots: 1, agent: String::new() });
+    let old = refusal_of(&server, Message::Binary(encode(&version).into())).await;
+    assert_eq!(old, format!("protocol version 99 is not supported; this server speaks version {PROTOCOL_VERSION}"));
+
+    // Garbage after a good hello is refused too.
+    let mut socket = connect(&server).await;
+    send(&mut socket, &hello(1)).await;
+    assert!(matches!(receive(&mut socket).await, Some(ServerMessage::Welcome(_))));
+    socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert!(matches!(receive(&mut socket).await, Some(ServerMessage::Error { .. })));
+
+    let health = reqwest::get(format!("{}/api/health", server.url)).await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_results_are_ignored_and_a_silent_worker_loses_its_lease_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--lease-timeout-ms", "1000"]);
+    let client = server.client();
+
+    let mut silent = connect(&server).await;
+    send(&mut silent, &hello(1)).await;
+    assert!(matches!(receive(&mut silent).await, Some(ServerMessage::Welcome(_))));
+    let job = submit(&client, "echo-args", vec![chunk(&["hi"])]).await;
+    let Some(ServerMessage::Assign(assigned)) = receive(&mut silent).await else { panic!("expected an assignment") };
+    let first_lease = assigned[0].replica;
+    assert_eq!(assigned[0].args, ["echo-args.wasm", "hi"]);
+
+    // Another worker claims a replica it does not hold: ignored.
+    let mut honest = connect(&server).await;
+    send(&mut honest, &hello(1)).await;
+    assert!(matches!(receive(&mut honest).await, Some(ServerMessage::Welcome(_))));
+    let forged = ReplicaReport {
+        replica: first_lease,
+        status: RunStatus::Exited { code: 0 },
+        output: Output { stdout: "forged".into(), ..Output::default() },
+        compute_us: 1,
+    };
+    send(&mut honest, &WorkerMessage::Results(vec![forged.clone()])).await;
+
+    // The silent worker never heartbeats: within a few seconds its lease moves to the honest worker.
+    let reassigned = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            send(&mut honest, &WorkerMessage::Heartbeat).await;
+            if let Ok(Some(Ok(Message::Binary(bytes)))) =
+                tokio::time::timeout(Duration::from_millis(200), honest.next()).await
+            {
+                if let Ok(ServerMessage::Assign(assigned)) = decode::<ServerMessage>(&bytes) {
+                    return assigned;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the lease moves within five seconds");
+    assert_ne!(reassigned[0].replica, first_lease);
+    assert_eq!(client.status(job).await.unwrap().finished_chunks(), 0, "the forged result was not taken");
+
+    // The silent worker was told why it was closed; its late result is ignored.
+    let closing = receive(&mut silent).await;
+    assert!(
+        matches!(&closing, Some(ServerMessage::Error { message }) if message.contains("no heartbeat")),
+        "{closing:?}"
+    );
+    let genuine = ReplicaReport {
+        replica: reassigned[0].replica,
+        output: Output { stdout: "hi\n".into(), ..Output::default() },
+        ..forged
+    };
+    send(&mut honest, &WorkerMessage::Results(vec![genuine])).await;
+    let (_, results) = finish(&client, job).await;
+    assert_eq!(results[0].output.stdout.as_ref(), b"hi\n");
+    assert_eq!(results[0].attempts, 2);
+}

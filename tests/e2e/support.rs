@@ -1,0 +1,180 @@
+//! The test harness: real `distributivecom` processes (server and native workers) on loopback ports, with
+//! their SQLite databases in temporary directories, and helpers to drive them through the REST API.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use distributivecom_client::Client;
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobStatus};
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_distributivecom")
+}
+
+/// A wasm32-wasip1 program from `examples/` or `tests/programs/`, built by `cargo xtask build-programs`.
+pub fn program(name: &str) -> Vec<u8> {
+    std::fs::read(program_path(name)).unwrap_or_else(|error| {
+        panic!(
+            "{} is missing ({error}): build the programs first with `cargo xtask build-programs`",
+            program_path(name).display()
+        )
+    })
+}
+
+pub fn program_path(name: &str) -> PathBuf {
+    workspace_root().join("target/wasm32-wasip1/wasi-release").join(format!("{name}.wasm"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the cli crate sits in the workspace").to_owned()
+}
+
+/// A port that was free a moment ago, for servers that must come back on the same address.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|address| address.port()).unwrap()
+}
+
+/// A child process that is killed when dropped, with its stderr forwarded to the test's output.
+pub struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    /// Starts the binary with `args` and waits until a line of its stderr contains `ready` (if given),
+    /// returning that line.
+    fn start(name: &str, args: &[&str], ready: Option<&str>) -> (Process, String) {
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("could not start {name}: {error}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (found, lines) = mpsc::channel();
+        let marker = ready.map(str::to_owned);
+        let label = name.to_owned();
+        // Keep draining stderr for the process's whole life, so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut waiting = marker;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{label}] {line}");
+                if waiting.as_deref().is_some_and(|marker| line.contains(marker)) {
+                    waiting = None;
+                    let _ = found.send(line);
+                }
+            }
+        });
+        let line = match ready {
+            Some(marker) => lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("{name} did not print {marker:?} within 60 s")),
+            None => String::new(),
+        };
+        (Process { child, name: name.to_owned() }, line)
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash or an OOM kill.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap_or_else(|error| panic!("could not kill {}: {error}", self.name));
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().map(|status| status.is_none()).unwrap_or(false)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator process with its data directory.
+pub struct TestServer {
+    pub process: Process,
+    pub url: String,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `distributivecom serve` on a fresh port with a fresh data directory under `dir`.
+    pub fn start(dir: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_on(free_port(), &dir.join("data"), extra)
+    }
+
+    /// Starts it on a given port and data directory (for restarts).
+    pub fn start_on(port: u16, data: &Path, extra: &[&str]) -> TestServer {
+        let listen = format!("127.0.0.1:{port}");
+        let data_arg = data.to_str().expect("temporary paths are UTF-8");
+        let mut args = vec!["serve", "--listen", &listen, "--data", data_arg];
+        args.extend_from_slice(extra);
+        let (process, _) = Process::start("server", &args, Some("is serving on"));
+        TestServer { process, url: format!("http://127.0.0.1:{port}"), port, data: data.to_owned() }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).unwrap()
+    }
+
+    /// Starts a native worker process connected to this server.
+    pub fn worker(&self, slots: u32) -> Process {
+        let slots = slots.to_string();
+        Process::start("worker", &["worker", "--server", &self.url, "--slots", &slots], Some("connected to the server"))
+            .0
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data.join("distributivecom.sqlite3")
+    }
+}
+
+/// Waits until `condition` holds, checking every 20 ms, or panics after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Uploads a program and submits one job of these chunks.
+pub async fn submit(client: &Client, program_name: &str, chunks: Vec<ChunkRequest>) -> u64 {
+    submit_request(client, program_name, JobRequest { chunks, ..JobRequest::default() }).await
+}
+
+pub async fn submit_request(client: &Client, program_name: &str, mut request: JobRequest) -> u64 {
+    request.module = client.upload_module(program(program_name)).await.expect("the program uploads");
+    request.program_name.get_or_insert_with(|| format!("{program_name}.wasm"));
+    client.submit(&request).await.expect("the job is accepted").id
+}
+
+/// Waits for the job to finish (at most two minutes) and returns its status and every result.
+pub async fn finish(client: &Client, job: u64) -> (JobStatus, Vec<ChunkResult>) {
+    let status = tokio::time::timeout(Duration::from_secs(120), client.wait_until_finished(job))
+        .await
+        .expect("the job finishes within two minutes")
+        .expect("the server answers");
+    let results = client.all_results(job).await.expect("the results are readable");
+    (status, results)
+}
+
+/// A chunk with these arguments (after argv[0]).
+pub fn chunk(args: &[&str]) -> ChunkRequest {
+    ChunkRequest { args: args.iter().map(|arg| arg.to_string()).collect(), ..ChunkRequest::default() }
+}
