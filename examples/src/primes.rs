@@ -161,7 +161,7 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for witness in WITNESSES {
-        if n % witness == 0 {
+        if n.is_multiple_of(witness) {
             return n == witness;
         }
     }
@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     fn is_prime_by_trial_division(n: u64) -> bool {
-        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
     }
 
     #[test]

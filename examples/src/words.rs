@@ -71,7 +71,7 @@ impl WordCounts {
     pub fn top(&self, limit: usize) -> Vec<(&str, u64)> {
         let mut entries: Vec<(&str, u64)> = self.counts.iter().map(|(word, &count)| (word.as_str(), count)).collect();
         // The map is already in word order and the sort is stable, so sorting by count alone suffices.
-        entries.sort_by(|left, right| right.1.cmp(&left.1));
+        entries.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
         entries.truncate(limit);
         entries
     }

@@ -116,10 +116,9 @@ async fn forged_results_are_ignored_and_a_silent_worker_loses_its_lease_within_s
             send(&mut honest, &WorkerMessage::Heartbeat).await;
             if let Ok(Some(Ok(Message::Binary(bytes)))) =
                 tokio::time::timeout(Duration::from_millis(200), honest.next()).await
+                && let Ok(ServerMessage::Assign(assigned)) = decode::<ServerMessage>(&bytes)
             {
-                if let Ok(ServerMessage::Assign(assigned)) = decode::<ServerMessage>(&bytes) {
-                    return assigned;
-                }
+                return assigned;
             }
         }
     })

@@ -1,2 +1,184 @@
-//! xtask (being written).
-fn main() {}
+//! `cargo xtask`: the multi-step builds and the two commands of the README.
+//!
+//! - `cargo xtask serve [ARGS...]`: set up what is missing, build everything (example programs, the web
+//!   app's wasm, the release binary) and run `distributivecom serve ARGS...`.
+//! - `cargo xtask test`: set up what is missing (browser and Node.js included), build everything and run
+//!   every test of the workspace.
+//! - `cargo xtask setup`: only install what is missing (rustup targets, the pinned wasm-bindgen-cli,
+//!   Chromium, ChromeDriver, Node.js), skipping what is already there.
+//! - `cargo xtask build`: only build (programs, web app, release binary).
+//! - `cargo xtask bench [ARGS...]`: build, then run `distributivecom bench ARGS...`.
+//!
+//! Nothing here downloads anything but packages from the registries (crates.io through cargo, Debian
+//! through apt-get, rustup's own targets).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const WASM_TARGETS: [&str; 2] = ["wasm32-unknown-unknown", "wasm32-wasip1"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = args.split_first().map(|(first, rest)| (first.as_str(), rest)).unwrap_or(("help", &[]));
+    let outcome = match command {
+        "setup" => setup(Needs::Everything),
+        "build" => setup(Needs::Build).and_then(|()| build()),
+        "build-programs" => build_programs(),
+        "serve" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("serve", rest)),
+        "test" => setup(Needs::Everything).and_then(|()| build()).and_then(|()| test(rest)),
+        "bench" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("bench", rest)),
+        _ => {
+            eprintln!("usage: cargo xtask <setup | build | build-programs | serve [ARGS] | test | bench [ARGS]>");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs a command, failing with its description if it fails.
+fn run(command: &mut Command) -> Result {
+    eprintln!("xtask: running {command:?}");
+    let status = command.status().map_err(|error| format!("could not run {command:?}: {error}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{command:?} failed with {status}")) }
+}
+
+/// Whether a command exists and runs.
+fn works(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().map(|output| output.status.success()).unwrap_or(false)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// What building and serving need.
+    Build,
+    /// Also what the tests need: a browser, its driver and Node.js.
+    Everything,
+}
+
+fn setup(needs: Needs) -> Result {
+    install_targets()?;
+    install_wasm_bindgen()?;
+    if needs == Needs::Everything {
+        install_debian_packages(&[("chromium", "chromium"), ("chromedriver", "chromium-driver"), ("node", "nodejs")])?;
+    }
+    Ok(())
+}
+
+/// `rust-toolchain.toml` lists the targets, but with RUSTUP_AUTO_INSTALL=0 nothing installs them.
+fn install_targets() -> Result {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|error| format!("could not run rustup: {error}"))?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> =
+        WASM_TARGETS.iter().copied().filter(|target| !installed.lines().any(|line| line.trim() == *target)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("rustup").arg("target").arg("add").args(&missing).current_dir(workspace_root()))
+}
+
+/// The wasm-bindgen version in Cargo.lock: the CLI must match it exactly.
+fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock"))
+        .map_err(|error| format!("could not read Cargo.lock: {error}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\""
+            && let Some(version) = lines.next().and_then(|line| line.trim().strip_prefix("version = "))
+        {
+            return Ok(version.trim_matches('"').to_owned());
+        }
+    }
+    Err("Cargo.lock has no wasm-bindgen package".to_owned())
+}
+
+fn install_wasm_bindgen() -> Result {
+    let version = locked_wasm_bindgen_version()?;
+    let current = Command::new("wasm-bindgen").arg("--version").output();
+    if let Ok(output) = current
+        && String::from_utf8_lossy(&output.stdout).split_whitespace().nth(1) == Some(version.as_str())
+    {
+        return Ok(());
+    }
+    // Without --locked: the CLI's own lock file names a webpki-roots release the registry no longer has.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &version]))
+}
+
+/// Installs Debian packages whose command is missing.
+fn install_debian_packages(packages: &[(&str, &str)]) -> Result {
+    let missing: Vec<&str> =
+        packages.iter().filter(|(command, _)| !works(command, &["--version"])).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id").arg("-u").output().map(|output| output.stdout == b"0\n").unwrap_or(false);
+    let apt = |args: &[&str]| {
+        let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut apt(&["update"]))?;
+    run(apt(&["install", "-y", "--no-install-recommends"]).args(&missing))
+}
+
+fn build_programs() -> Result {
+    run(cargo().args([
+        "build",
+        "--package",
+        "distributivecom-examples",
+        "--package",
+        "distributivecom-test-programs",
+        "--target",
+        "wasm32-wasip1",
+        "--profile",
+        "wasi-release",
+    ]))
+}
+
+fn build() -> Result {
+    build_programs()?;
+    run(cargo().args(["build", "--release", "--package", "distributivecom"]))
+}
+
+fn test(extra: &[String]) -> Result {
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "distributivecom-web-worker",
+            "--exclude",
+            "distributivecom-frontend",
+        ])
+        .args(extra))
+}
+
+fn run_binary(subcommand: &str, args: &[String]) -> Result {
+    let binary = workspace_root().join("target/release/distributivecom");
+    run(Command::new(binary).arg(subcommand).args(args))
+}

@@ -22,7 +22,7 @@ fn main() {
         block.resize(BLOCK_BYTES, 0xA5);
         blocks.push(black_box(block));
         black_box(&blocks);
-        if blocks.len() % REPORT_EVERY_MIB == 0 {
+        if blocks.len().is_multiple_of(REPORT_EVERY_MIB) {
             println!("hog: allocated {} MiB", blocks.len());
         }
     }
