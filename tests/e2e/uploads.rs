@@ -94,3 +94,44 @@ async fn bad_job_requests_are_refused_with_a_clear_message() {
     // And a valid job still goes through.
     assert!(client.submit(&valid).await.is_ok());
 }
+
+/// The bytes of a LEB128-encoded unsigned number.
+fn leb128(mut value: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(byte);
+            return bytes;
+        }
+        bytes.push(byte | 0x80);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_64_mib_program_is_accepted_fetched_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _worker = server.worker(1);
+    let client = server.client();
+    // echo-args plus a 64 MiB custom section: a real program of the size large toolchains produce.
+    let mut big = program("echo-args");
+    let name = b"padding";
+    let payload_len = 64 * 1024 * 1024;
+    let mut section = leb128(name.len());
+    section.extend_from_slice(name);
+    let content_len = section.len() + payload_len;
+    big.push(0);
+    big.extend(leb128(content_len));
+    big.extend(section);
+    big.resize(big.len() + payload_len, 0xab);
+    assert!(big.len() > 64 * 1024 * 1024);
+
+    let module = client.upload_module(big).await.expect("a 64 MiB program is accepted");
+    let request = JobRequest { module, chunks: vec![chunk(&["big", "program"])], ..JobRequest::default() };
+    let job = client.submit(&request).await.unwrap().id;
+    let (status, results) = finish(&client, job).await;
+    assert_eq!(status.state, distributivecom_protocol::api::JobState::Succeeded);
+    assert_eq!(results[0].output.stdout.as_ref(), b"big\nprogram\n");
+}

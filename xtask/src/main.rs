@@ -179,6 +179,8 @@ fn test(extra: &[String]) -> Result {
 }
 
 fn run_binary(subcommand: &str, args: &[String]) -> Result {
+    // `cargo xtask serve -- --listen ...` passes the `--` through; the binary does not want it.
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     let binary = workspace_root().join("target/release/distributivecom");
     run(Command::new(binary).arg(subcommand).args(args))
 }
