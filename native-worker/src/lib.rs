@@ -157,7 +157,10 @@ impl Worker {
             kind: WorkerKind::Native,
             slots: self.pool.slots(),
             agent: self.config.agent.clone(),
+            // The runtime enforces each job's limit; the machine's memory is the operator's business.
+            max_memory_bytes: None,
         });
+
         sink.send(Message::Binary(encode(&hello).into()))
             .await
             .map_err(|error| SessionError::Socket(error.to_string()))?;
@@ -227,6 +230,7 @@ impl Worker {
                         status: RunStatus::Failed { message },
                         output: Output::default(),
                         compute_us: 0,
+                        work_units: 0,
                     });
                 }
             }

@@ -101,12 +101,13 @@ impl Pool {
     fn serve(&self, runtime: &Runtime) {
         loop {
             let task = self.next();
-            let (status, output, elapsed) = runtime.run(&task.module, &task.assignment);
+            let outcome = runtime.run(&task.module, &task.assignment);
             let report = ReplicaReport {
                 replica: task.assignment.replica,
-                status,
-                output,
-                compute_us: elapsed.as_micros() as u64,
+                status: outcome.status,
+                output: outcome.output,
+                compute_us: outcome.elapsed.as_micros() as u64,
+                work_units: outcome.work_units,
             };
             // The connection may have ended meanwhile; then the report is simply dropped.
             let _ = task.reports.send(report);

@@ -9,9 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distributivecom_protocol::Bytes;
+use distributivecom_protocol::metering::{
+    FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT, FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages,
+};
 use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
 use distributivecom_wasi::{ChunkInput, FUNCTIONS, HostStop, MODULE_NAME, OutputLimits, ValType, WasiCtx};
-use wasmtime::{Config, Engine, FuncType, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val};
+use wasmtime::{
+    Config, Engine, FuncType, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val,
+};
 
 /// How often the engine's epoch advances: the granularity of the time limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -70,6 +75,16 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
+/// How one run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+    pub output: Output,
+    pub elapsed: Duration,
+    /// Work units used, from the instrumented module (0 for a module that is not instrumented).
+    pub work_units: u64,
+}
+
 /// The wasmtime engine, the WASI linker and the epoch ticker, shared by all slots of a worker.
 pub struct Runtime {
     engine: Engine,
@@ -113,11 +128,16 @@ impl Runtime {
 
     /// Runs one replica to its end. Never panics on anything the program or the assignment does: every
     /// failure becomes a status.
-    pub fn run(&self, module: &CompiledModule, assignment: &Assignment) -> (RunStatus, Output, Duration) {
+    pub fn run(&self, module: &CompiledModule, assignment: &Assignment) -> RunOutcome {
         let started = Instant::now();
+        let failed = |message: String| RunOutcome {
+            status: RunStatus::Failed { message },
+            output: Output::default(),
+            elapsed: started.elapsed(),
+            work_units: 0,
+        };
         let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
-            let message = format!("the random seed has {} bytes instead of 32", assignment.random_seed.len());
-            return (RunStatus::Failed { message }, Output::default(), started.elapsed());
+            return failed(format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()));
         };
         let limits = &assignment.limits;
         let input = ChunkInput {
@@ -135,9 +155,7 @@ impl Runtime {
         };
         let wasi = match WasiCtx::new(input) {
             Ok(wasi) => wasi,
-            Err(error) => {
-                return (RunStatus::Failed { message: error.to_string() }, Output::default(), started.elapsed());
-            }
+            Err(error) => return failed(error.to_string()),
         };
         let max_bytes = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
@@ -147,23 +165,46 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let outcome = module.pre.instantiate(&mut store).and_then(|instance| {
-            store.data_mut().memory = instance.get_memory(&mut store, "memory");
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        let mut instance = None;
+        let outcome = module.pre.instantiate(&mut store).and_then(|running| {
+            instance = Some(running);
+            store.data_mut().memory = running.get_memory(&mut store, "memory");
+            set_global(&running, &mut store, WORK_LIMIT, Val::I64(limits.max_work_units as i64))?;
+            set_global(&running, &mut store, MEMORY_LIMIT_PAGES, Val::I32(memory_limit_pages(limits.memory_bytes)))?;
+            let start = running.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });
         let elapsed = started.elapsed();
+        let (work_units, flags) = match instance {
+            Some(instance) => (
+                get_global(&instance, &mut store, WORK_UNITS).and_then(|value| value.i64()).unwrap_or(0) as u64,
+                get_global(&instance, &mut store, FLAGS).and_then(|value| value.i32()).unwrap_or(0),
+            ),
+            None => (0, 0),
+        };
         let state = store.into_data();
         let status = match outcome {
             Ok(()) => RunStatus::Exited { code: 0 },
-            Err(error) => classify(&error, state.stop.as_ref(), state.limiter.denied),
+            Err(error) => classify(&error, state.stop.as_ref(), state.limiter.denied, flags),
         };
-        (status, output_of(state.wasi), elapsed)
+        RunOutcome { status, output: output_of(state.wasi), elapsed, work_units }
     }
 }
 
+/// Sets an instrumentation global if the module has it (modules that were not instrumented run unmetered).
+fn set_global(instance: &Instance, store: &mut Store<ChunkState>, name: &str, value: Val) -> wasmtime::Result<()> {
+    match instance.get_global(&mut *store, name) {
+        Some(global) => global.set(store, value),
+        None => Ok(()),
+    }
+}
+
+fn get_global(instance: &Instance, store: &mut Store<ChunkState>, name: &str) -> Option<Val> {
+    instance.get_global(&mut *store, name).map(|global| global.get(store))
+}
+
 /// How a run that returned an error ended.
-fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: bool) -> RunStatus {
+fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: bool, flags: i32) -> RunStatus {
     match stop {
         Some(HostStop::Exit(code)) => return RunStatus::Exited { code: *code },
         Some(HostStop::Raise(signal)) => {
@@ -171,21 +212,23 @@ fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: boo
         }
         None => {}
     }
+    if flags & FLAG_WORK_LIMIT != 0 {
+        return RunStatus::WorkLimit;
+    }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
         return RunStatus::TimedOut;
     }
     // A program that was refused memory usually ends in a trap of its own (Rust aborts with
     // `unreachable`); the refusal is the real reason.
-    if memory_denied {
+    if memory_denied || flags & FLAG_MEMORY_REFUSED != 0 {
         return RunStatus::MemoryLimit;
     }
     let kind = match trap {
         Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
         Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
         Some(Trap::TableOutOfBounds) => TrapKind::TableOutOfBounds,
-        Some(Trap::IndirectCallToNull) => TrapKind::IndirectCallToNull,
-        Some(Trap::BadSignature) => TrapKind::BadSignature,
+        Some(Trap::IndirectCallToNull | Trap::BadSignature) => TrapKind::BadIndirectCall,
         Some(Trap::IntegerOverflow) => TrapKind::IntegerOverflow,
         Some(Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
         Some(Trap::BadConversionToInteger) => TrapKind::BadConversionToInteger,

@@ -8,13 +8,15 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, RunStatus};
 use distributivecom_worker::runtime::Runtime;
 
+/// A test program, instrumented as the coordinator does on upload.
 fn program(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm32-wasip1/wasi-release")
         .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|error| {
+    let original = std::fs::read(&path).unwrap_or_else(|error| {
         panic!("{} is missing ({error}): build the programs first with `cargo xtask build-programs`", path.display())
-    })
+    });
+    distributivecom_program::instrument::instrument(&original).expect("the test programs instrument")
 }
 
 fn assignment(args: &[&str]) -> Assignment {
@@ -36,6 +38,7 @@ fn assignment(args: &[&str]) -> Assignment {
             max_stdout_bytes: 1 << 20,
             max_stderr_bytes: 1 << 20,
             max_data_bytes: 64 << 20,
+            max_work_units: u64::MAX,
         },
     }
 }
@@ -44,7 +47,8 @@ fn assignment(args: &[&str]) -> Assignment {
 fn fsops_sees_its_arguments_environment_and_files() {
     let runtime = Runtime::new().unwrap();
     let module = runtime.compile(&program("fsops")).unwrap();
-    let (status, output, _) = runtime.run(&module, &assignment(&["fsops", "one", "two"]));
+    let run = runtime.run(&module, &assignment(&["fsops", "one", "two"]));
+    let (status, output) = (run.status, run.output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         status,
@@ -69,13 +73,15 @@ fn the_same_chunk_twice_gives_the_same_bytes_and_another_seed_does_not() {
     let chunk = assignment(&["entropy"]);
     let first = runtime.run(&module, &chunk);
     let second = runtime.run(&module, &chunk);
-    assert_eq!(first.0, RunStatus::Exited { code: 0 }, "{}", String::from_utf8_lossy(&first.1.stderr));
-    assert_eq!(first.1, second.1);
+    assert_eq!(first.status, RunStatus::Exited { code: 0 }, "{}", String::from_utf8_lossy(&first.output.stderr));
+    assert_eq!(first.output, second.output);
+    assert_eq!(first.work_units, second.work_units);
+    assert!(first.work_units > 1000, "work units are counted: {}", first.work_units);
     let mut other = chunk.clone();
     other.random_seed = Bytes(vec![8; 32]);
     let third = runtime.run(&module, &other);
-    assert_ne!(first.1.files["random.bin"], third.1.files["random.bin"]);
-    let stdout = String::from_utf8_lossy(&first.1.stdout);
+    assert_ne!(first.output.files["random.bin"], third.output.files["random.bin"]);
+    let stdout = String::from_utf8_lossy(&first.output.stdout);
     assert!(stdout.contains("system_time_ns: 17000000000000"), "{stdout}");
 }
 
@@ -85,15 +91,22 @@ fn limits_and_failures_are_reported_with_their_reason() {
     let mut chunk = assignment(&["program"]);
     chunk.limits.time_limit_ms = 300;
     let spin = runtime.compile(&program("spin")).unwrap();
-    assert_eq!(runtime.run(&spin, &chunk).0, RunStatus::TimedOut);
+    assert_eq!(runtime.run(&spin, &chunk).status, RunStatus::TimedOut);
+    chunk.limits.max_work_units = 5_000_000;
+    chunk.limits.time_limit_ms = 20_000;
+    let stopped = runtime.run(&spin, &chunk);
+    assert_eq!(stopped.status, RunStatus::WorkLimit);
+    assert!(stopped.work_units > 5_000_000 && stopped.work_units < 5_001_000, "{}", stopped.work_units);
+    assert_eq!(runtime.run(&spin, &chunk).work_units, stopped.work_units, "the limit stops at the same place");
+    chunk.limits.max_work_units = u64::MAX;
 
     chunk.limits.memory_bytes = 64 << 20;
-    chunk.limits.time_limit_ms = 20_000;
     let hog = runtime.compile(&program("hog")).unwrap();
-    assert_eq!(runtime.run(&hog, &chunk).0, RunStatus::MemoryLimit);
+    assert_eq!(runtime.run(&hog, &chunk).status, RunStatus::MemoryLimit);
 
     let fail = runtime.compile(&program("fail")).unwrap();
-    let (status, output, _) = runtime.run(&fail, &chunk);
+    let run = runtime.run(&fail, &chunk);
+    let (status, output) = (run.status, run.output);
     assert_eq!(status, RunStatus::Exited { code: 3 });
     assert_eq!(output.stderr, Bytes::from("fail: something went wrong (this is on purpose)\n"));
     assert_eq!(output.files["partial.txt"], Bytes::from("partial"));

@@ -11,6 +11,8 @@
 //! Architecture Invariant: a module that passes [`check`] links against the host functions of
 //! `distributivecom-wasi` on every worker, because the signatures come from the same table.
 
+pub mod instrument;
+
 use distributivecom_wasi::{FUNCTIONS, MODULE_NAME, ValType, lookup};
 use wasmparser::{
     Encoding, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType as WasmValType, Validator, WasmFeatures,
@@ -65,6 +67,8 @@ pub enum ProgramError {
     BadStart,
     #[error("the program exports no memory named `memory`")]
     NoMemory,
+    #[error("the program could not be instrumented: {0}")]
+    Instrumentation(String),
 }
 
 /// Checks a program; see the crate documentation for the rules.
@@ -74,6 +78,10 @@ pub fn check(bytes: &[u8]) -> Result<ProgramInfo, ProgramError> {
     }
     if !bytes.starts_with(b"\0asm") {
         return Err(ProgramError::NotWasm);
+    }
+    // The preamble's last two bytes are the layer: 0 for core modules, 1 for components.
+    if bytes.get(6..8) == Some(&[1, 0]) {
+        return Err(ProgramError::Component);
     }
     let types = Validator::new_with_features(FEATURES).validate_all(bytes).map_err(invalid)?;
 

@@ -58,7 +58,7 @@ fn imports_outside_wasi_are_forbidden_by_name() {
 #[test]
 fn non_function_and_unknown_wasi_imports_are_refused() {
     let memory_import = refusal(
-        r#"(module (import "wasi_snapshot_preview1" "memory" (memory 1)) (memory (export "memory") 1)
+        r#"(module (import "wasi_snapshot_preview1" "memory" (memory 1)) (export "memory" (memory 0))
                    (func (export "_start")))"#,
     );
     assert_eq!(memory_import, "import wasi_snapshot_preview1.memory is not a function");
@@ -118,4 +118,107 @@ fn nondeterministic_or_unsupported_proposals_are_refused() {
                                       (v128.const i32x4 0 0 0 0) (v128.const i32x4 0 0 0 0)))))"#,
     );
     assert!(relaxed_simd.starts_with("invalid WebAssembly"), "{relaxed_simd}");
+}
+
+mod instrumentation {
+    //! The instrumented modules run in wasmtime, so the counts and limits are checked for real.
+
+    use wasmtime::{Engine, Instance, Module, Store, TypedFunc};
+
+    use crate::instrument::*;
+    use crate::{check, instrument::instrument};
+
+    struct Run {
+        work_units: u64,
+        flags: i32,
+        trapped: bool,
+        result: Option<i32>,
+    }
+
+    /// Instruments `text`, sets the limits, calls `_start` and reads the counters.
+    fn run(text: &str, work_limit: u64, memory_limit_pages: i32) -> Run {
+        let original = wat::parse_str(text).unwrap();
+        check(&original).expect("the test module is a valid command");
+        let instrumented = instrument(&original).expect("instrumentation succeeds");
+        let engine = Engine::default();
+        let module = Module::new(&engine, &instrumented).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        instance.get_global(&mut store, WORK_LIMIT).unwrap().set(&mut store, (work_limit as i64).into()).unwrap();
+        instance
+            .get_global(&mut store, MEMORY_LIMIT_PAGES)
+            .unwrap()
+            .set(&mut store, memory_limit_pages.into())
+            .unwrap();
+        let start: TypedFunc<(), ()> = instance.get_typed_func(&mut store, "_start").unwrap();
+        let trapped = start.call(&mut store, ()).is_err();
+        let result = instance.get_global(&mut store, "result").and_then(|global| global.get(&mut store).i32());
+        Run {
+            work_units: instance.get_global(&mut store, WORK_UNITS).unwrap().get(&mut store).i64().unwrap() as u64,
+            flags: instance.get_global(&mut store, FLAGS).unwrap().get(&mut store).i32().unwrap(),
+            trapped,
+            result,
+        }
+    }
+
+    #[test]
+    fn straight_line_code_is_charged_one_unit_per_instruction() {
+        let run =
+            run(r#"(module (memory (export "memory") 1) (func (export "_start") i32.const 1 drop))"#, u64::MAX, 10);
+        // i32.const, drop, end.
+        assert_eq!(run.work_units, 3);
+        assert_eq!(run.flags, 0);
+        assert!(!run.trapped);
+    }
+
+    #[test]
+    fn loops_are_charged_per_iteration() {
+        let run = run(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "_start") (local i32)
+                   (loop $again
+                     local.get 0 i32.const 1 i32.add local.tee 0
+                     i32.const 10 i32.lt_u br_if $again)))"#,
+            u64::MAX,
+            10,
+        );
+        // loop (1) + 10 iterations of 7 instructions + the loop's end (1) + the function's end (1).
+        assert_eq!(run.work_units, 1 + 70 + 1 + 1);
+    }
+
+    #[test]
+    fn an_infinite_loop_stops_at_the_work_limit() {
+        let run = run(
+            r#"(module (memory (export "memory") 1) (func (export "_start") (loop $forever br $forever)))"#,
+            1000,
+            10,
+        );
+        assert!(run.trapped);
+        assert_eq!(run.flags, FLAG_WORK_LIMIT);
+        assert!(run.work_units > 1000 && run.work_units < 1010, "{}", run.work_units);
+    }
+
+    #[test]
+    fn memory_growth_past_the_limit_is_refused_and_recorded() {
+        let module = r#"(module (memory (export "memory") 1)
+              (global $result (export "result") (mut i32) (i32.const 0))
+              (func (export "_start")
+                (global.set $result (memory.grow (i32.const 2)))))"#;
+        let allowed = run(module, u64::MAX, 3);
+        assert_eq!(allowed.result, Some(1), "growing from 1 to 3 pages is within the limit");
+        assert_eq!(allowed.flags, 0);
+        let refused = run(module, u64::MAX, 2);
+        assert_eq!(refused.result, Some(-1));
+        assert_eq!(refused.flags, FLAG_MEMORY_REFUSED);
+        assert!(!refused.trapped, "a refused growth is not a trap: the program decides what to do");
+    }
+
+    #[test]
+    fn reserved_export_names_are_refused() {
+        let text = format!(
+            r#"(module (memory (export "memory") 1) (func (export "_start")) (global (export "{WORK_UNITS}") i32 (i32.const 0)))"#
+        );
+        let error = instrument(&wat::parse_str(text).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("reserved name"), "{error}");
+    }
 }

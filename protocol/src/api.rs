@@ -73,6 +73,9 @@ pub struct LimitsRequest {
     pub max_stderr_bytes: Option<u64>,
     #[serde(default)]
     pub max_data_bytes: Option<u64>,
+    /// The most work units (original WebAssembly instructions) one run may use.
+    #[serde(default)]
+    pub max_work_units: Option<u64>,
 }
 
 /// The answer to `POST /api/jobs`.
@@ -142,6 +145,8 @@ pub struct ChunkResult {
     pub reason: String,
     /// How many replicas were sent out for this chunk.
     pub attempts: u32,
+    /// Work units the accepted run used.
+    pub work_units: u64,
     pub output: Output,
 }
 

@@ -14,6 +14,7 @@
 
 pub mod api;
 mod bytes;
+pub mod metering;
 pub mod worker;
 
 pub use bytes::Bytes;

@@ -45,6 +45,10 @@ pub struct Hello {
     /// Free text for operators: host name, user agent, version.
     #[serde(default)]
     pub agent: String,
+    /// The most memory one replica may use on this worker; jobs with a higher memory limit are not sent
+    /// to it. Absent: no limit.
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +130,8 @@ pub struct Limits {
     pub max_stderr_bytes: u64,
     /// The most bytes all files under `/data` may hold together.
     pub max_data_bytes: u64,
+    /// The most work units (original WebAssembly instructions, see `program::instrument`) one run may use.
+    pub max_work_units: u64,
 }
 
 /// What became of one replica.
@@ -137,6 +143,9 @@ pub struct ReplicaReport {
     /// Time spent running the program, in microseconds (for statistics, never for credit).
     #[serde(default)]
     pub compute_us: u64,
+    /// Work units the run used, read from the instrumented module: identical on every worker.
+    #[serde(default)]
+    pub work_units: u64,
 }
 
 /// How a run ended.
@@ -152,6 +161,8 @@ pub enum RunStatus {
     TimedOut,
     /// The program needed more memory than the job's limit.
     MemoryLimit,
+    /// The run used more work units than the job's limit.
+    WorkLimit,
     /// The worker could not run the program at all (for example the module could not be fetched).
     Failed { message: String },
 }
@@ -169,6 +180,7 @@ impl RunStatus {
             RunStatus::Trapped { message } => format!("trapped: {message}"),
             RunStatus::TimedOut => "timed out (exceeded the job's time limit)".to_owned(),
             RunStatus::MemoryLimit => "exceeded the job's memory limit".to_owned(),
+            RunStatus::WorkLimit => "exceeded the job's work-unit limit".to_owned(),
             RunStatus::Failed { message } => format!("could not be run: {message}"),
         }
     }
@@ -181,8 +193,9 @@ pub enum TrapKind {
     Unreachable,
     MemoryOutOfBounds,
     TableOutOfBounds,
-    IndirectCallToNull,
-    BadSignature,
+    /// A `call_indirect` to a null entry or to a function of another type (engines do not all tell these
+    /// apart, so neither do we).
+    BadIndirectCall,
     IntegerOverflow,
     IntegerDivisionByZero,
     BadConversionToInteger,
@@ -197,8 +210,7 @@ impl TrapKind {
             TrapKind::Unreachable => "unreachable instruction executed",
             TrapKind::MemoryOutOfBounds => "out of bounds memory access",
             TrapKind::TableOutOfBounds => "out of bounds table access",
-            TrapKind::IndirectCallToNull => "indirect call to a null table entry",
-            TrapKind::BadSignature => "indirect call signature mismatch",
+            TrapKind::BadIndirectCall => "indirect call to a null or mismatched function",
             TrapKind::IntegerOverflow => "integer overflow",
             TrapKind::IntegerDivisionByZero => "integer divide by zero",
             TrapKind::BadConversionToInteger => "invalid conversion to integer",
@@ -262,6 +274,7 @@ mod tests {
                 max_stdout_bytes: 1 << 20,
                 max_stderr_bytes: 1 << 20,
                 max_data_bytes: 1 << 28,
+                max_work_units: 1 << 40,
             },
         };
         let message = ServerMessage::Assign(vec![assignment]);
@@ -272,6 +285,7 @@ mod tests {
             status: RunStatus::Trapped { message: "unreachable".into() },
             output: Output { stderr: Bytes::from("panicked"), ..Output::default() },
             compute_us: 12,
+            work_units: 34,
         }]);
         assert_eq!(decode::<WorkerMessage>(&encode(&report)).unwrap(), report);
         assert_eq!(decode::<WorkerMessage>(&encode(&WorkerMessage::Heartbeat)).unwrap(), WorkerMessage::Heartbeat);

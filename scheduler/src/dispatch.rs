@@ -54,11 +54,18 @@ impl Scheduler {
                 continue;
             }
             let workers = &self.workers;
+            let memory = job.memory_bytes;
+            let can_run = |id: &WorkerId| workers.get(id).is_some_and(|state| state.max_memory_bytes >= memory);
+            self.ring.rotate_left(1);
+            if !can_run(&worker) {
+                continue;
+            }
             let eligible = job.unsent.iter().take(ELIGIBILITY_SCAN).position(|&chunk| {
                 let failed_on = &job.chunks[chunk as usize].failed_on;
-                !failed_on.contains(&worker) || !workers.keys().any(|other| !failed_on.contains(other))
+                !failed_on.contains(&worker)
+                    || !workers.keys().any(|other| can_run(other) && !failed_on.contains(other))
             });
-            self.ring.rotate_left(1);
+
             if let Some(position) = eligible {
                 return job.unsent.remove(position).map(|chunk| (job_id, chunk));
             }

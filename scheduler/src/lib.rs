@@ -74,6 +74,8 @@ pub struct JobParams {
     pub policy: RetryPolicy,
     /// The job's per-run time limit; with the lease timeout it bounds how long a replica may stay out.
     pub time_limit_ms: u64,
+    /// The job's memory limit: only workers that can offer this much get its chunks.
+    pub memory_bytes: u64,
     /// Chunks that already have a stored final result (after a restart).
     pub finished: Vec<ChunkIndex>,
 }
@@ -86,9 +88,11 @@ pub enum Event {
     JobCancelled {
         job: JobId,
     },
+    /// A worker connected. It runs `slots` replicas at once, each with at most `max_memory_bytes`.
     WorkerJoined {
         worker: WorkerId,
         slots: u32,
+        max_memory_bytes: u64,
     },
     WorkerSlots {
         worker: WorkerId,
@@ -190,8 +194,9 @@ impl Scheduler {
         match event {
             Event::JobAdded(params) => self.add_job(params, actions),
             Event::JobCancelled { job } => self.cancel_job(job, actions),
-            Event::WorkerJoined { worker, slots } => {
-                self.workers.insert(worker, state::Worker::new(slots, self.now));
+            Event::WorkerJoined { worker, slots, max_memory_bytes } => {
+                self.workers.insert(worker, state::Worker::new(slots, max_memory_bytes, self.now));
+
                 self.fill_worker(worker, actions);
             }
             Event::WorkerSlots { worker, slots } => {

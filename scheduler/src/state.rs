@@ -8,6 +8,7 @@ use crate::{ChunkIndex, JobId, JobParams, Millis, ReplicaId, RetryPolicy, Schedu
 pub(crate) struct Job {
     pub(crate) policy: RetryPolicy,
     pub(crate) time_limit_ms: u64,
+    pub(crate) memory_bytes: u64,
     pub(crate) chunks: Vec<Chunk>,
     /// Chunks waiting for a volunteer; retries go to the front.
     pub(crate) unsent: VecDeque<ChunkIndex>,
@@ -32,6 +33,7 @@ impl Job {
         Job {
             policy: params.policy,
             time_limit_ms: params.time_limit_ms,
+            memory_bytes: params.memory_bytes,
             unfinished: unsent.len() as u32,
             chunks,
             unsent,
@@ -53,13 +55,14 @@ pub(crate) struct Chunk {
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) slots: u32,
+    pub(crate) max_memory_bytes: u64,
     pub(crate) in_flight: HashSet<ReplicaId>,
     pub(crate) last_seen: Millis,
 }
 
 impl Worker {
-    pub(crate) fn new(slots: u32, now: Millis) -> Worker {
-        Worker { slots, in_flight: HashSet::new(), last_seen: now }
+    pub(crate) fn new(slots: u32, max_memory_bytes: u64, now: Millis) -> Worker {
+        Worker { slots, max_memory_bytes, in_flight: HashSet::new(), last_seen: now }
     }
 
     /// How many more replicas the worker should hold: one running per slot plus a prefetch queue.

@@ -6,6 +6,7 @@ use crate::*;
 
 const LEASE: u64 = 5_000;
 const TIME_LIMIT: u64 = 60_000;
+const MEMORY: u64 = 1 << 30;
 
 /// A scheduler and a fake clock.
 struct Harness {
@@ -37,12 +38,13 @@ impl Harness {
             chunk_count,
             policy: RetryPolicy::with_max_retries(max_retries),
             time_limit_ms: TIME_LIMIT,
+            memory_bytes: MEMORY,
             finished: Vec::new(),
         }))
     }
 
     fn join(&mut self, worker: WorkerId, slots: u32) -> Vec<Action> {
-        self.feed(Event::WorkerJoined { worker, slots })
+        self.feed(Event::WorkerJoined { worker, slots, max_memory_bytes: u64::MAX })
     }
 
     fn report(&mut self, worker: WorkerId, replica: ReplicaId, success: bool) -> Vec<Action> {
@@ -324,6 +326,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         chunk_count: 6,
         policy: RetryPolicy::with_max_retries(2),
         time_limit_ms: TIME_LIMIT,
+        memory_bytes: MEMORY,
         finished: vec![0, 2, 3],
     }));
     let chunks: BTreeSet<ChunkIndex> = assigns(&actions).iter().map(|a| a.3).collect();
@@ -333,6 +336,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         chunk_count: 2,
         policy: RetryPolicy::with_max_retries(2),
         time_limit_ms: TIME_LIMIT,
+        memory_bytes: MEMORY,
         finished: vec![0, 1],
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
@@ -476,4 +480,19 @@ fn apply(
             _ => {}
         }
     }
+}
+
+#[test]
+fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it() {
+    let mut harness = Harness::new();
+    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: MEMORY / 2 });
+    let none = harness.add_job(1, 4, 0);
+    assert!(assigns(&none).is_empty(), "the small worker gets nothing of a job it cannot hold");
+    let big = assigns(&harness.feed(Event::WorkerJoined { worker: 2, slots: 1, max_memory_bytes: MEMORY }));
+    assert_eq!(big.len(), 3);
+    assert!(big.iter().all(|assignment| assignment.0 == 2));
+    // A failed chunk is retried by the same big worker rather than waiting for the small one.
+    let retry = assigns(&harness.report(2, big[0].1, false));
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].0, 2);
 }

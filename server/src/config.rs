@@ -49,6 +49,8 @@ impl Default for ServerConfig {
                 max_stdout_bytes: MIB,
                 max_stderr_bytes: MIB,
                 max_data_bytes: 64 * MIB,
+                // About ten minutes of work on a fast core: the wall-clock limit stops a run first.
+                max_work_units: 1_000_000_000_000,
             },
             max_limits: Limits {
                 // A wasm32 memory cannot grow past 4 GiB.
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
                 max_stdout_bytes: 64 * MIB,
                 max_stderr_bytes: 64 * MIB,
                 max_data_bytes: 256 * MIB,
+                max_work_units: 1_000_000_000_000_000,
             },
             default_max_retries: 2,
             max_retries_cap: 10,

@@ -11,7 +11,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, JobState, JobStatus, ServerStats};
-use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus, Welcome};
+use distributivecom_protocol::worker::{Assignment, Hello, Output, ReplicaReport, RunStatus, Welcome};
+
 use distributivecom_scheduler::{Action, ChunkOutcome, Event, JobParams, Millis, RetryPolicy, Scheduler, WorkerId};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
@@ -62,7 +63,7 @@ impl ActiveJob {
             job: self.row.id,
             chunk,
             job_name: self.row.name.clone(),
-            module: ModuleRef { sha256: self.row.module.clone(), size: self.row.module_size },
+            module: self.row.run_module.clone(),
             args,
             env: self.row.env.clone(),
             stdin: spec.stdin.clone(),
@@ -190,6 +191,8 @@ impl Coordinator {
             chunk_count: row.chunk_count,
             policy: RetryPolicy::with_max_retries(row.max_retries),
             time_limit_ms: row.limits.time_limit_ms,
+            memory_bytes: row.limits.memory_bytes,
+
             finished,
         };
         let job = Arc::new(ActiveJob { row, chunks, progress: watch::Sender::new(progress) });
@@ -235,7 +238,13 @@ impl Coordinator {
                         "no volunteer returned a result: {attempts} replicas were lost (disconnected or timed out)"
                     );
                     tracing::warn!(job, chunk, attempts, "abandoning a chunk");
-                    self.persist_result(core, job, chunk, attempts, RunStatus::Failed { message }, Output::default());
+                    self.persist_result(
+                        core,
+                        job,
+                        chunk,
+                        attempts,
+                        (RunStatus::Failed { message }, Output::default(), 0),
+                    );
                 }
                 Action::ReplicaFailed { job, chunk, replica, worker } => {
                     tracing::debug!(job, chunk, replica, worker, "a replica failed; the chunk will be retried");
@@ -253,13 +262,14 @@ impl Coordinator {
     }
 
     /// Writes a chunk's final result; once durable, clients see it.
-    fn persist_result(&self, core: &Core, job: u64, chunk: u32, attempts: u32, status: RunStatus, output: Output) {
+    fn persist_result(&self, core: &Core, job: u64, chunk: u32, attempts: u32, report: (RunStatus, Output, u64)) {
+        let (status, output, work_units) = report;
         let Some(active) = core.jobs.get(&job).cloned() else {
             return;
         };
         let finished_at_ms = unix_ms();
         let succeeded = status.is_success();
-        let result = NewResult { job, chunk, status, attempts, output, finished_at_ms };
+        let result = NewResult { job, chunk, status, attempts, work_units, output, finished_at_ms };
         let coordinator = self.this.clone();
         self.store.insert_result(
             result,
@@ -290,7 +300,8 @@ impl Coordinator {
     }
 
     /// Registers a worker session and returns its id. The welcome message goes out before any assignment.
-    pub fn connect(&self, slots: u32, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
+    pub fn connect(&self, hello: &Hello, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
+        let (slots, max_memory_bytes) = (hello.slots, hello.max_memory_bytes.unwrap_or(u64::MAX));
         let mut core = self.lock();
         let worker = core.next_worker;
         core.next_worker += 1;
@@ -301,7 +312,7 @@ impl Coordinator {
             prefetch_per_slot: self.config.prefetch_per_slot,
         }));
         core.sessions.insert(worker, session);
-        self.run(&mut core, Event::WorkerJoined { worker, slots });
+        self.run(&mut core, Event::WorkerJoined { worker, slots, max_memory_bytes });
         worker
     }
 
@@ -332,12 +343,17 @@ impl Coordinator {
         let success = report.status.is_success();
         let mut core = self.lock();
         let for_caller = self.run(&mut core, Event::ReplicaReported { worker, replica: report.replica, success });
-        for action in for_caller {
-            if let Action::StoreResult { job, chunk, replica, outcome, attempts } = action {
+        // Only this report's own chunk can have become final.
+        let stored = for_caller.into_iter().find_map(|action| match action {
+            Action::StoreResult { job, chunk, replica, outcome, attempts } => {
                 debug_assert_eq!(replica, report.replica);
                 debug_assert_eq!(outcome == ChunkOutcome::Succeeded, success);
-                self.persist_result(&core, job, chunk, attempts, report.status.clone(), report.output.clone());
+                Some((job, chunk, attempts))
             }
+            _ => None,
+        });
+        if let Some((job, chunk, attempts)) = stored {
+            self.persist_result(&core, job, chunk, attempts, (report.status, report.output, report.work_units));
         }
     }
 

@@ -59,7 +59,8 @@ where
         }
     };
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let worker = coordinator.connect(hello.slots, sender.clone());
+    let worker = coordinator.connect(&hello, sender.clone());
+
     tracing::info!(worker, slots = hello.slots, kind = ?hello.kind, agent = %hello.agent, "worker connected");
 
     let reading = read_messages(&coordinator, worker, &mut incoming);

@@ -18,7 +18,7 @@ fn prime_chunks(count: u64, width: u64) -> Vec<ChunkRequest> {
 /// What the prime counter prints for each chunk, computed by a local run.
 fn expected_outputs(chunks: &[ChunkRequest]) -> Vec<Vec<u8>> {
     let runtime = distributivecom_worker::runtime::Runtime::new().unwrap();
-    let module = runtime.compile(&program("primes")).unwrap();
+    let module = runtime.compile(&instrumented("primes")).unwrap();
     let mut assignment = distributivecom_protocol::worker::Assignment {
         replica: 0,
         job: 0,
@@ -37,9 +37,9 @@ fn expected_outputs(chunks: &[ChunkRequest]) -> Vec<Vec<u8>> {
         .iter()
         .map(|chunk| {
             assignment.args = std::iter::once("primes.wasm".to_owned()).chain(chunk.args.iter().cloned()).collect();
-            let (status, output, _) = runtime.run(&module, &assignment);
-            assert_eq!(status, RunStatus::Exited { code: 0 });
-            output.stdout.0
+            let run = runtime.run(&module, &assignment);
+            assert_eq!(run.status, RunStatus::Exited { code: 0 });
+            run.output.stdout.0
         })
         .collect()
 }

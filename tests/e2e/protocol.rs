@@ -41,6 +41,7 @@ fn hello(slots: u32) -> WorkerMessage {
         kind: WorkerKind::Native,
         slots,
         agent: "script".into(),
+        max_memory_bytes: None,
     })
 }
 
@@ -68,8 +69,14 @@ async fn malformed_frames_are_refused_with_a_message_and_the_server_keeps_runnin
     assert_eq!(text, "text frames are not part of the protocol: send MessagePack in binary frames");
     let first = refusal_of(&server, Message::Binary(encode(&WorkerMessage::Heartbeat).into())).await;
     assert_eq!(first, "the first message must be hello");
-    let version =
-        WorkerMessage::Hello(Hello { protocol_version: 99, kind: WorkerKind::Native, slots: 1, agent: String::new() });
+    let version = WorkerMessage::Hello(Hello {
+        protocol_version: 99,
+        kind: WorkerKind::Native,
+        slots: 1,
+        agent: String::new(),
+        max_memory_bytes: None,
+    });
+
     let old = refusal_of(&server, Message::Binary(encode(&version).into())).await;
     assert_eq!(old, format!("protocol version 99 is not supported; this server speaks version {PROTOCOL_VERSION}"));
 
@@ -107,6 +114,7 @@ async fn forged_results_are_ignored_and_a_silent_worker_loses_its_lease_within_s
         status: RunStatus::Exited { code: 0 },
         output: Output { stdout: "forged".into(), ..Output::default() },
         compute_us: 1,
+        work_units: 1,
     };
     send(&mut honest, &WorkerMessage::Results(vec![forged.clone()])).await;
 

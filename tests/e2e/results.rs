@@ -110,11 +110,13 @@ async fn results_from_volunteers_equal_a_local_run_byte_for_byte() {
         let job = submit(&client, program_name, chunks.clone()).await;
         let (status, results) = finish(&client, job).await;
         assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
-        let module = runtime.compile(&program(program_name)).unwrap();
+        let module = runtime.compile(&instrumented(program_name)).unwrap();
         for (result, chunk) in results.iter().zip(&chunks) {
             let local = runtime.run(&module, &assignment_of(&status, program_name, result.index, chunk));
-            assert_eq!(result.status, local.0, "{program_name} chunk {}: status", result.index);
-            assert_eq!(result.output, local.1, "{program_name} chunk {}: output", result.index);
+            assert_eq!(result.status, local.status, "{program_name} chunk {}: status", result.index);
+            assert_eq!(result.output, local.output, "{program_name} chunk {}: output", result.index);
+            assert_eq!(result.work_units, local.work_units, "{program_name} chunk {}: work units", result.index);
+            assert!(result.work_units > 0);
         }
         check_expectations(program_name, &results);
     }

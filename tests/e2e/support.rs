@@ -26,6 +26,11 @@ pub fn program(name: &str) -> Vec<u8> {
     })
 }
 
+/// A program instrumented as the coordinator does on upload: what workers actually run.
+pub fn instrumented(name: &str) -> Vec<u8> {
+    distributivecom_program::instrument::instrument(&program(name)).expect("the test programs instrument")
+}
+
 pub fn program_path(name: &str) -> PathBuf {
     workspace_root().join("target/wasm32-wasip1/wasi-release").join(format!("{name}.wasm"))
 }

@@ -165,10 +165,12 @@ fn build() -> Result {
 }
 
 fn test(extra: &[String]) -> Result {
+    // --no-fail-fast: a red run shows every failure, not only the first crate's.
     run(cargo()
         .args([
             "test",
             "--release",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "distributivecom-web-worker",

@@ -55,15 +55,6 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// Turns a body that could not be read into a clear 4xx, naming the limit when it was too large.
-pub fn body_error(status: StatusCode, text: String, what: &str, limit_bytes: u64) -> AppError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::PayloadTooLarge(format!("{what} is larger than the limit of {}", human_bytes(limit_bytes)))
-    } else {
-        AppError::BadRequest(format!("could not read {what}: {text}"))
-    }
-}
-
 /// "64 MiB", "1.5 KiB", "12 bytes".
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -77,4 +68,35 @@ pub fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     if value.fract() == 0.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// How much of an oversized body is still read (and thrown away) before answering 413, so that the client
+/// sees the answer instead of a connection reset and its connection stays usable.
+const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes. A larger body gets a 413 that names `what` and the limit.
+pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Result<bytes::Bytes, AppError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|error| AppError::BadRequest(format!("could not read {what}: {error}")))?;
+        total += frame.len() as u64;
+        if total > limit {
+            // Drain the rest (up to a bound) so the 413 reaches the client.
+            while total <= limit.saturating_add(DRAIN_LIMIT) {
+                match stream.next().await {
+                    Some(Ok(frame)) => total += frame.len() as u64,
+                    _ => break,
+                }
+            }
+            return Err(AppError::PayloadTooLarge(format!(
+                "{what} is larger than the limit of {}",
+                human_bytes(limit)
+            )));
+        }
+        collected.extend_from_slice(&frame);
+    }
+    Ok(collected.freeze())
 }

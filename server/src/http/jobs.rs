@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Body;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use distributivecom_protocol::api::{
@@ -15,7 +16,7 @@ use distributivecom_protocol::worker::Limits;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{AppError, body_error, human_bytes};
+use super::error::{AppError, human_bytes, read_body};
 use crate::config::ServerConfig;
 use crate::coordinator::{Progress, unix_ms};
 use crate::store::{JobRow, NewJob, queries};
@@ -38,14 +39,11 @@ const MAX_NAME_CHARS: usize = 200;
         (status = 422, description = "The module has not been uploaded", body = ErrorBody),
     )
 )]
-pub async fn submit(
-    State(state): State<AppState>,
-    request: Result<Json<JobRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<JobCreated>), AppError> {
+pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(StatusCode, Json<JobCreated>), AppError> {
     let config = state.coordinator.config();
-    let Json(request) = request.map_err(|rejection| {
-        body_error(rejection.status(), rejection.body_text(), "the job request", config.max_job_request_bytes)
-    })?;
+    let body = read_body(body, config.max_job_request_bytes, "the job request").await?;
+    let request: JobRequest = serde_json::from_slice(&body)
+        .map_err(|error| AppError::BadRequest(format!("could not read the job request: {error}")))?;
     let limits = resolve_limits(&request.limits, config)?;
     let max_retries = request.max_retries.unwrap_or(config.default_max_retries);
     if max_retries > config.max_retries_cap {
@@ -68,7 +66,7 @@ pub async fn submit(
     let module = request.module.clone();
     let module_info =
         state.coordinator.store().read(move |connection| queries::module_info(connection, &module)).await?;
-    let Some((module_size, _imports)) = module_info else {
+    let Some((run_module, _imports)) = module_info else {
         return Err(AppError::Unprocessable(format!(
             "module {} has not been uploaded; upload it with POST /api/modules first",
             request.module
@@ -92,7 +90,7 @@ pub async fn submit(
         id,
         name: request.name.unwrap_or_else(|| format!("job-{id}")),
         module: request.module,
-        module_size,
+        run_module,
         program_name,
         env: request.env,
         limits,
@@ -146,6 +144,12 @@ fn resolve_limits(requested: &LimitsRequest, config: &ServerConfig) -> Result<Li
             requested.max_data_bytes,
             defaults.max_data_bytes,
             maxima.max_data_bytes,
+        )?,
+        max_work_units: pick(
+            "max_work_units",
+            requested.max_work_units,
+            defaults.max_work_units,
+            maxima.max_work_units,
         )?,
     })
 }

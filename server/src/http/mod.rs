@@ -39,14 +39,12 @@ impl AppState {
 
 /// The whole HTTP app.
 pub fn router(state: AppState) -> Router {
-    let config = state.coordinator.config();
-    let module_limit = usize::try_from(config.max_module_bytes).unwrap_or(usize::MAX);
-    let job_limit = usize::try_from(config.max_job_request_bytes).unwrap_or(usize::MAX);
+    // The upload handlers enforce their own limits while reading (see `error::read_body`).
     Router::new()
         .route("/api/health", get(|| async { "ok" }))
-        .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::max(module_limit)))
+        .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::disable()))
         .route("/modules/{sha256}", get(modules::download))
-        .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::max(job_limit)).get(jobs::list))
+        .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::disable()).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::status))
         .route("/api/jobs/{id}/results", get(jobs::results))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use distributivecom_protocol::is_sha256_hex;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::error::{AppError, body_error};
+use super::error::{AppError, read_body};
 use crate::coordinator::unix_ms;
 use crate::store::{NewModule, queries};
 
@@ -58,33 +59,31 @@ impl ModuleCache {
         (status = 422, description = "Not a WASI preview 1 command module; the message says why", body = ErrorBody),
     )
 )]
-pub async fn upload(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
+pub async fn upload(State(state): State<AppState>, body: Body) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
     let limit = state.coordinator.config().max_module_bytes;
-    let bytes =
-        body.map_err(|rejection| body_error(rejection.status(), rejection.body_text(), "the program", limit))?;
+    let bytes = read_body(body, limit, "the program").await?;
     // Validation parses the whole module: keep it off the async threads.
     let checked = bytes.clone();
-    let (sha256, info) = tokio::task::spawn_blocking(move || {
+    let (sha256, info, instrumented) = tokio::task::spawn_blocking(move || {
         let sha256 = hex::encode(Sha256::digest(&checked));
-        distributivecom_program::check(&checked).map(|info| (sha256, info))
+        let info = distributivecom_program::check(&checked)?;
+        let instrumented = distributivecom_program::instrument::instrument(&checked)?;
+        Ok::<_, distributivecom_program::ProgramError>((sha256, info, instrumented))
     })
     .await
     .map_err(|error| AppError::Internal(format!("module check panicked: {error}")))?
     .map_err(|error| AppError::Unprocessable(error.to_string()))?;
     let size = bytes.len() as u64;
-    state
-        .coordinator
-        .store()
-        .put_module(NewModule {
-            sha256: sha256.clone(),
-            bytes,
-            imports: info.imports.clone(),
-            created_at_ms: unix_ms(),
-        })
-        .await?;
+    let module = NewModule {
+        sha256: sha256.clone(),
+        bytes,
+        imports: info.imports.clone(),
+        instrumented_sha256: hex::encode(Sha256::digest(&instrumented)),
+        instrumented: instrumented.into(),
+        created_at_ms: unix_ms(),
+    };
+    state.coordinator.store().put_module(module).await?;
+
     Ok((StatusCode::CREATED, Json(ModuleInfo { sha256, size, imports: info.imports })))
 }
 

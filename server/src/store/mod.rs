@@ -44,12 +44,14 @@ pub enum StoreError {
     Closed,
 }
 
-/// A program to store.
+/// A program to store, with its instrumented form.
 #[derive(Debug)]
 pub struct NewModule {
     pub sha256: String,
     pub bytes: bytes::Bytes,
     pub imports: Vec<String>,
+    pub instrumented_sha256: String,
+    pub instrumented: bytes::Bytes,
     pub created_at_ms: u64,
 }
 
@@ -73,6 +75,7 @@ pub struct NewResult {
     pub chunk: u32,
     pub status: RunStatus,
     pub attempts: u32,
+    pub work_units: u64,
     pub output: Output,
     pub finished_at_ms: u64,
 }

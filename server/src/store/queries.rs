@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use distributivecom_protocol::api::{ChunkRequest, ChunkResult};
-use distributivecom_protocol::worker::{Limits, Output, RunStatus};
+use distributivecom_protocol::worker::{Limits, ModuleRef, Output, RunStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
@@ -13,8 +13,10 @@ use super::StoreError;
 pub struct JobRow {
     pub id: u64,
     pub name: String,
+    /// The program as uploaded (its hash).
     pub module: String,
-    pub module_size: u64,
+    /// The instrumented module workers run.
+    pub run_module: ModuleRef,
     pub program_name: String,
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
@@ -36,34 +38,46 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-/// A module's bytes, if it is stored.
+/// The bytes of a module by hash: an uploaded program or an instrumented module.
 pub fn module_bytes(connection: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(connection.query_row("SELECT bytes FROM modules WHERE sha256 = ?1", [sha256], |row| row.get(0)).optional()?)
+    Ok(connection
+        .query_row(
+            "SELECT bytes FROM modules WHERE sha256 = ?1
+             UNION ALL SELECT instrumented FROM modules WHERE instrumented_sha256 = ?1
+             LIMIT 1",
+            [sha256],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
-/// A module's size and imports, if it is stored.
-pub fn module_info(connection: &Connection, sha256: &str) -> Result<Option<(u64, Vec<String>)>, StoreError> {
-    let row: Option<(i64, String)> = connection
-        .query_row("SELECT size, imports FROM modules WHERE sha256 = ?1", [sha256], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+/// An uploaded program's instrumented module and its imports, if it is stored.
+pub fn module_info(connection: &Connection, sha256: &str) -> Result<Option<(ModuleRef, Vec<String>)>, StoreError> {
+    let row: Option<(String, i64, String)> = connection
+        .query_row(
+            "SELECT instrumented_sha256, instrumented_size, imports FROM modules WHERE sha256 = ?1",
+            [sha256],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
         .optional()?;
-    row.map(|(size, imports)| {
+    row.map(|(sha256, size, imports)| {
         let imports = serde_json::from_str(&imports).map_err(|error| corrupt("module imports", error))?;
-        Ok((size as u64, imports))
+        Ok((ModuleRef { sha256, size: size as u64 }, imports))
     })
     .transpose()
 }
 
-const JOB_COLUMNS: &str = "jobs.id, jobs.name, jobs.module, modules.size, jobs.program_name, jobs.env, jobs.limits,
-     jobs.max_retries, jobs.chunk_count, jobs.created_at_ms, jobs.cancelled_at_ms";
+const JOB_COLUMNS: &str = "jobs.id, jobs.name, jobs.module, modules.instrumented_sha256, modules.instrumented_size,
+     jobs.program_name, jobs.env, jobs.limits, jobs.max_retries, jobs.chunk_count, jobs.created_at_ms,
+     jobs.cancelled_at_ms";
 
 /// A jobs row before its JSON columns are decoded.
 struct RawJob {
     id: i64,
     name: Option<String>,
     module: String,
-    module_size: i64,
+    run_module: String,
+    run_module_size: i64,
     program_name: String,
     env: String,
     limits: String,
@@ -78,14 +92,15 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         id: row.get(0)?,
         name: row.get(1)?,
         module: row.get(2)?,
-        module_size: row.get(3)?,
-        program_name: row.get(4)?,
-        env: row.get(5)?,
-        limits: row.get(6)?,
-        max_retries: row.get(7)?,
-        chunk_count: row.get(8)?,
-        created_at_ms: row.get(9)?,
-        cancelled_at_ms: row.get(10)?,
+        run_module: row.get(3)?,
+        run_module_size: row.get(4)?,
+        program_name: row.get(5)?,
+        env: row.get(6)?,
+        limits: row.get(7)?,
+        max_retries: row.get(8)?,
+        chunk_count: row.get(9)?,
+        created_at_ms: row.get(10)?,
+        cancelled_at_ms: row.get(11)?,
     })
 }
 
@@ -95,7 +110,7 @@ impl RawJob {
             id: self.id as u64,
             name: self.name.unwrap_or_else(|| format!("job-{}", self.id)),
             module: self.module,
-            module_size: self.module_size as u64,
+            run_module: ModuleRef { sha256: self.run_module, size: self.run_module_size as u64 },
             program_name: self.program_name,
             env: serde_json::from_str(&self.env).map_err(|error| corrupt("job environment", error))?,
             limits: serde_json::from_str(&self.limits).map_err(|error| corrupt("job limits", error))?,
@@ -140,14 +155,21 @@ pub fn job_counts(connection: &Connection, id: u64) -> Result<JobCounts, StoreEr
 /// Up to `limit` stored results with index `>= offset`, in chunk order.
 pub fn results(connection: &Connection, id: u64, offset: u32, limit: u32) -> Result<Vec<ChunkResult>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT idx, status, attempts, output FROM results WHERE job_id = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3",
+        "SELECT idx, status, attempts, work_units, output FROM results
+         WHERE job_id = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3",
     )?;
     let rows = statement.query_map(params![id as i64, offset, limit], |row| {
-        Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, u32>(2)?, row.get::<_, Vec<u8>>(3)?))
+        Ok((
+            row.get::<_, u32>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, u32>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, Vec<u8>>(4)?,
+        ))
     })?;
     let mut results = Vec::new();
     for row in rows {
-        let (index, status, attempts, output) = row?;
+        let (index, status, attempts, work_units, output) = row?;
         let status: RunStatus = serde_json::from_str(&status).map_err(|error| corrupt("result status", error))?;
         let output: Output = rmp_serde::from_slice(&output).map_err(|error| corrupt("result output", error))?;
         results.push(ChunkResult {
@@ -156,6 +178,7 @@ pub fn results(connection: &Connection, id: u64, offset: u32, limit: u32) -> Res
             reason: status.describe(),
             status,
             attempts,
+            work_units: work_units as u64,
             output,
         });
     }

@@ -12,11 +12,15 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );
+    -- A program as uploaded, and the instrumented module workers run (see program::instrument).
     CREATE TABLE modules (
         sha256 TEXT PRIMARY KEY,
         size INTEGER NOT NULL,
         imports TEXT NOT NULL,          -- JSON array of WASI function names
         bytes BLOB NOT NULL,
+        instrumented_sha256 TEXT NOT NULL UNIQUE,
+        instrumented_size INTEGER NOT NULL,
+        instrumented BLOB NOT NULL,
         created_at_ms INTEGER NOT NULL
     );
     -- AUTOINCREMENT: a job id is never reused, even after the newest job is deleted.
@@ -45,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
         succeeded INTEGER NOT NULL,
         status TEXT NOT NULL,           -- JSON of protocol::worker::RunStatus
         attempts INTEGER NOT NULL,
+        work_units INTEGER NOT NULL,
         output BLOB NOT NULL,           -- MessagePack of protocol::worker::Output
         finished_at_ms INTEGER NOT NULL,
         PRIMARY KEY (job_id, idx)

@@ -15,6 +15,7 @@ fn limits() -> Limits {
         max_stdout_bytes: 100,
         max_stderr_bytes: 100,
         max_data_bytes: 1000,
+        max_work_units: 10_000,
     }
 }
 
@@ -23,6 +24,8 @@ fn module(sha256: &str) -> NewModule {
         sha256: sha256.to_owned(),
         bytes: bytes::Bytes::from_static(b"\0asm"),
         imports: vec![],
+        instrumented_sha256: format!("{sha256}-instrumented"),
+        instrumented: bytes::Bytes::from_static(b"\0asm instrumented"),
         created_at_ms: 1,
     }
 }
@@ -48,7 +51,7 @@ fn store_result(store: &Store, job: u64, chunk: u32, status: RunStatus) -> Resul
     let (done, durable) = std_mpsc::channel();
     let output = Output { stdout: Bytes::from(format!("out {chunk}").as_str()), ..Output::default() };
     store.insert_result(
-        NewResult { job, chunk, status, attempts: 1, output, finished_at_ms: 100 + u64::from(chunk) },
+        NewResult { job, chunk, status, attempts: 1, work_units: 7, output, finished_at_ms: 100 + u64::from(chunk) },
         Box::new(move |result| done.send(result).unwrap()),
     );
     durable.recv().unwrap()
@@ -83,7 +86,8 @@ async fn jobs_and_results_survive_a_reopen() {
     assert_eq!(row.name, format!("job-{id}"));
     assert_eq!(row.env.get("K").map(String::as_str), Some("V"));
     assert_eq!(row.limits, limits());
-    assert_eq!(row.module_size, 4);
+    assert_eq!(row.run_module.size, "\0asm instrumented".len() as u64);
+    assert_eq!(results[1].work_units, 7);
     assert_eq!(counts, JobCounts { succeeded: 1, failed: 1, last_finished_at_ms: Some(101) });
     assert_eq!(results.iter().map(|result| result.index).collect::<Vec<_>>(), [0, 1]);
     assert_eq!(results[0].reason, "exited with status 3");
@@ -112,6 +116,7 @@ async fn a_second_result_for_the_same_chunk_is_refused_and_does_not_disturb_othe
                 chunk,
                 status: RunStatus::Exited { code: 0 },
                 attempts: 1,
+                work_units: 1,
                 output: Output::default(),
                 finished_at_ms: 1,
             },

@@ -107,9 +107,20 @@ fn in_savepoint<T>(
 fn insert_module(tx: &Connection, module: &NewModule) -> Result<(), StoreError> {
     let imports = serde_json::to_string(&module.imports).map_err(encoding)?;
     tx.execute(
-        "INSERT INTO modules (sha256, size, imports, bytes, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO modules (sha256, size, imports, bytes, instrumented_sha256, instrumented_size, instrumented,
+                              created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (sha256) DO NOTHING",
-        params![module.sha256, module.bytes.len() as i64, imports, &module.bytes[..], module.created_at_ms as i64],
+        params![
+            module.sha256,
+            module.bytes.len() as i64,
+            imports,
+            &module.bytes[..],
+            module.instrumented_sha256,
+            module.instrumented.len() as i64,
+            &module.instrumented[..],
+            module.created_at_ms as i64
+        ],
     )?;
     Ok(())
 }
@@ -144,8 +155,8 @@ fn insert_result(tx: &Connection, result: &NewResult) -> Result<(), StoreError> 
     let status = serde_json::to_string(&result.status).map_err(encoding)?;
     let output = rmp_serde::to_vec_named(&result.output).map_err(encoding)?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO results (job_id, idx, succeeded, status, attempts, output, finished_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     insert.execute(params![
         result.job as i64,
@@ -153,6 +164,7 @@ fn insert_result(tx: &Connection, result: &NewResult) -> Result<(), StoreError> 
         result.status.is_success(),
         status,
         result.attempts,
+        result.work_units as i64,
         output,
         result.finished_at_ms as i64
     ])?;
