@@ -229,9 +229,9 @@ fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: boo
         Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
         Some(Trap::TableOutOfBounds) => TrapKind::TableOutOfBounds,
         Some(Trap::IndirectCallToNull | Trap::BadSignature) => TrapKind::BadIndirectCall,
-        Some(Trap::IntegerOverflow) => TrapKind::IntegerOverflow,
+        Some(Trap::IntegerOverflow | Trap::BadConversionToInteger) => TrapKind::IntegerOverflow,
         Some(Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
-        Some(Trap::BadConversionToInteger) => TrapKind::BadConversionToInteger,
+
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,
         _ => {
             return RunStatus::Trapped { message: format!("{error:#}") };

@@ -13,7 +13,9 @@
 //! from these types at the edge.
 
 pub mod api;
+pub mod browser;
 mod bytes;
+
 pub mod metering;
 pub mod worker;
 

@@ -196,9 +196,10 @@ pub enum TrapKind {
     /// A `call_indirect` to a null entry or to a function of another type (engines do not all tell these
     /// apart, so neither do we).
     BadIndirectCall,
+    /// Integer overflow in a division (`i32.div_s` of the minimum by -1) or a float-to-integer conversion
+    /// of NaN or an out-of-range value: engines report these differently, so they are one kind.
     IntegerOverflow,
     IntegerDivisionByZero,
-    BadConversionToInteger,
     StackOverflow,
     /// A trap no other kind describes; the engine's own words are kept.
     Other,
@@ -211,9 +212,9 @@ impl TrapKind {
             TrapKind::MemoryOutOfBounds => "out of bounds memory access",
             TrapKind::TableOutOfBounds => "out of bounds table access",
             TrapKind::BadIndirectCall => "indirect call to a null or mismatched function",
-            TrapKind::IntegerOverflow => "integer overflow",
+            TrapKind::IntegerOverflow => "integer overflow or invalid conversion to integer",
             TrapKind::IntegerDivisionByZero => "integer divide by zero",
-            TrapKind::BadConversionToInteger => "invalid conversion to integer",
+
             TrapKind::StackOverflow => "call stack exhausted",
             TrapKind::Other => "trap",
         }

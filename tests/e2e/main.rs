@@ -19,3 +19,5 @@ mod crashes;
 mod protocol;
 // The command line and the benchmark command.
 mod cli;
+// Browser volunteers in headless Chromium.
+mod browser;

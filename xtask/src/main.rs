@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         "setup" => setup(Needs::Everything),
         "build" => setup(Needs::Build).and_then(|()| build()),
         "build-programs" => build_programs(),
+        "build-web" => setup(Needs::Build).and_then(|()| build_web()),
+
         "serve" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("serve", rest)),
         "test" => setup(Needs::Everything).and_then(|()| build()).and_then(|()| test(rest)),
         "bench" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("bench", rest)),
@@ -159,8 +161,48 @@ fn build_programs() -> Result {
     ]))
 }
 
+/// The browser parts: both wasm crates built size-optimised for `wasm32-unknown-unknown`, run through
+/// `wasm-bindgen --target web`, and laid out with `static/` in `target/web/dist`, which the server embeds.
+fn build_web() -> Result {
+    run(cargo().args([
+        "build",
+        "--package",
+        "distributivecom-web-worker",
+        "--package",
+        "distributivecom-frontend",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm-release",
+    ]))?;
+    let root = workspace_root();
+    let dist = root.join("target/web/dist");
+    let assets = dist.join("assets");
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist).map_err(|error| format!("could not clear {}: {error}", dist.display()))?;
+    }
+    std::fs::create_dir_all(&assets).map_err(|error| format!("could not create {}: {error}", assets.display()))?;
+    for name in ["distributivecom_web_worker", "distributivecom_frontend"] {
+        let wasm = root.join("target/wasm32-unknown-unknown/wasm-release").join(format!("{name}.wasm"));
+        run(Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            .arg(&assets)
+            .arg(&wasm))?;
+    }
+    let copy = |from: &str, to: &Path| {
+        std::fs::copy(root.join("static").join(from), to)
+            .map(drop)
+            .map_err(|error| format!("could not copy static/{from}: {error}"))
+    };
+    copy("index.html", &dist.join("index.html"))?;
+    copy("app.css", &assets.join("app.css"))?;
+    copy("volunteer-worker.js", &assets.join("volunteer-worker.js"))?;
+    Ok(())
+}
+
 fn build() -> Result {
     build_programs()?;
+    build_web()?;
     run(cargo().args(["build", "--release", "--package", "distributivecom"]))
 }
 

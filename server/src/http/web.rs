@@ -1,17 +1,66 @@
-//! The web app's pages and the JSON 404 for unknown API paths.
+//! The web app: its pages (`/`, `/donate`) and assets (`/assets/...`), embedded in the binary from
+//! `target/web/dist` (built by `cargo xtask build`), and the JSON 404 for unknown paths.
 
 use axum::Router;
-use axum::http::Uri;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use tower_http::compression::CompressionLayer;
 
 use super::AppState;
 use super::error::AppError;
 
-const INDEX_HTML: &str = include_str!("../../../static/index.html");
+/// The built web app. A binary built without it (plain `cargo build`) serves [`NOT_BUILT`] instead.
+#[derive(rust_embed::Embed)]
+#[folder = "../target/web/dist/"]
+#[allow_missing = true]
+struct WebApp;
+
+const NOT_BUILT: &str = "<!doctype html><title>Distributivecom</title><h1>Distributivecom</h1>\
+<p>This binary was built without its web app. Build it with <code>cargo xtask build</code> (or run \
+<code>cargo xtask serve</code>). The REST API is at <a href=\"/api/docs/\">/api/docs</a>.</p>";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(|| async { Html(INDEX_HTML) }))
+    Router::new()
+        .route("/", get(page))
+        .route("/donate", get(page))
+        .route("/assets/{*path}", get(asset))
+        .layer(CompressionLayer::new())
+}
+
+async fn page() -> Response {
+    match WebApp::get("index.html") {
+        Some(file) => Html(file.data).into_response(),
+        None => Html(NOT_BUILT).into_response(),
+    }
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    let Some(file) = WebApp::get(&format!("assets/{path}")) else {
+        return AppError::NotFound(format!("no asset {path}")).into_response();
+    };
+    let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
+    let content_type = match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    // The files keep their names across builds, so browsers revalidate them (cheaply, by ETag).
+    let mut response = if headers.get(header::IF_NONE_MATCH).is_some_and(|value| value.as_bytes() == etag.as_bytes()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        file.data.into_owned().into_response()
+    };
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        response_headers.insert(header::ETAG, etag);
+    }
+    response
 }
 
 pub async fn not_found(uri: Uri) -> Response {

@@ -1,0 +1,16 @@
+// Entry point of the browser volunteer's Web Workers (module workers). The page starts one worker named
+// "coordinator" per tab (the WebSocket, leases, heartbeats, supervision); the coordinator starts one
+// "executor" per thread (runs chunks). Both run the web-worker crate's wasm.
+//
+// Messages that arrive while the wasm loads would be lost (nothing listens yet), so they are queued here
+// first and handed to the wasm once it is ready. The import is dynamic so that this handler is installed
+// before anything is fetched.
+const early = [];
+self.onmessage = (event) => early.push(event);
+const wasm = await import('./distributivecom_web_worker.js');
+await wasm.default();
+if (self.name === 'coordinator') {
+  wasm.start_coordinator(early);
+} else {
+  wasm.start_executor(early);
+}

@@ -1,0 +1,344 @@
+//! Browser volunteers in real headless Chromium (Debian's `chromium` driven through `chromedriver` with
+//! fantoccini): tabs on the donate page press Start and run jobs with no native worker at all, results
+//! are byte-identical to native runs, closed tabs lose nothing, and loops and memory hogs are reported
+//! while the tab keeps working.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use distributivecom_client::Client as Api;
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobState, JobStatus, LimitsRequest};
+use distributivecom_protocol::worker::{Assignment, ModuleRef, RunStatus};
+use distributivecom_server::ServerConfig;
+use distributivecom_server::coordinator::chunk_seed;
+use distributivecom_worker::runtime::Runtime;
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::support::*;
+
+/// A chromedriver process and one Chromium session, both gone when dropped.
+pub struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (cargo xtask setup installs Debian's chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        eventually("chromedriver to listen", Duration::from_secs(30), || async {
+            reqwest::get(format!("{url}/status")).await.is_ok_and(|response| response.status().is_success())
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        // Chromium as root needs --no-sandbox; the rest keeps it off the (closed) network.
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1100,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!("an object literal") };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&url)
+            .await
+            .expect("chromedriver starts a Chromium session");
+        Browser { client, driver, _profile: profile }
+    }
+
+    /// Opens the donate page in a tab (the first call reuses the session's initial tab).
+    pub async fn open_donate_page(&self, server: &TestServer) -> WindowHandle {
+        let current = self.client.window().await.unwrap();
+        let fresh =
+            self.client.execute("return location.href === 'about:blank' || location.href === 'data:,';", vec![]).await;
+        let handle = if fresh.ok().and_then(|value| value.as_bool()).unwrap_or(false) {
+            current
+        } else {
+            self.client.new_window(true).await.unwrap().handle
+        };
+        self.client.switch_to_window(handle.clone()).await.unwrap();
+        self.client.goto(&format!("{}/donate", server.url)).await.unwrap();
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("start"))
+            .await
+            .expect("the donate page renders");
+        handle
+    }
+
+    /// Sets the thread count and throttle the way a visitor would, then presses Start.
+    pub async fn start_volunteering(&self, tab: &WindowHandle, threads: u32, throttle_percent: u32) {
+        self.client.switch_to_window(tab.clone()).await.unwrap();
+        self.set_input("threads", &threads.to_string(), "change").await;
+        self.set_input("throttle", &throttle_percent.to_string(), "input").await;
+        self.client.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("stop"))
+            .await
+            .expect("Start turns into Stop");
+    }
+
+    async fn set_input(&self, id: &str, value: &str, event: &str) {
+        let script = format!(
+            "const input = document.getElementById('{id}'); input.value = '{value}'; \
+             input.dispatchEvent(new Event('{event}', {{ bubbles: true }}));"
+        );
+        self.client.execute(&script, vec![]).await.unwrap();
+    }
+
+    pub async fn text(&self, tab: &WindowHandle, id: &str) -> String {
+        self.client.switch_to_window(tab.clone()).await.unwrap();
+        self.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn screenshot(&self, tab: &WindowHandle, name: &str) {
+        self.client.switch_to_window(tab.clone()).await.unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        let dir = workspace_root().join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+
+    pub async fn close_tab(&self, tab: &WindowHandle, fall_back_to: &WindowHandle) {
+        self.client.switch_to_window(tab.clone()).await.unwrap();
+        self.client.close_window().await.unwrap();
+        self.client.switch_to_window(fall_back_to.clone()).await.unwrap();
+    }
+}
+
+/// Waits until `count` workers (tabs) are connected to the server.
+async fn wait_for_workers(api: &Api, count: u32) {
+    eventually("the tabs to connect", Duration::from_secs(60), || async {
+        api.stats().await.is_ok_and(|stats| stats.workers == count)
+    })
+    .await;
+}
+
+/// Runs the chunk locally with the native runtime, exactly as the server assigned it.
+fn native_run(
+    status: &JobStatus,
+    program_name: &str,
+    index: u32,
+    chunk: &ChunkRequest,
+) -> (RunStatus, distributivecom_protocol::worker::Output, u64) {
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.compile(&instrumented(program_name)).unwrap();
+    let mut args = vec![format!("{program_name}.wasm")];
+    args.extend(chunk.args.iter().cloned());
+    let assignment = Assignment {
+        replica: 0,
+        job: status.id,
+        chunk: index,
+        job_name: status.name.clone(),
+        module: ModuleRef { sha256: String::new(), size: 0 },
+        args,
+        env: BTreeMap::new(),
+        stdin: chunk.stdin.clone(),
+        files: chunk.files.clone(),
+        clock_start_ns: status.created_at_ms * 1_000_000,
+        random_seed: Bytes(chunk_seed(status.id, index).to_vec()),
+        limits: ServerConfig::default().default_limits,
+    };
+    let run = runtime.run(&module, &assignment);
+    (run.status, run.output, run.work_units)
+}
+
+fn assert_same_as_native(status: &JobStatus, program_name: &str, chunks: &[ChunkRequest], results: &[ChunkResult]) {
+    assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
+    for (result, chunk) in results.iter().zip(chunks) {
+        let (native_status, native_output, native_work_units) = native_run(status, program_name, result.index, chunk);
+        let what = format!("{program_name} chunk {}", result.index);
+        assert_eq!(result.status, native_status, "{what}: status");
+        assert_eq!(result.output, native_output, "{what}: output");
+        assert_eq!(result.work_units, native_work_units, "{what}: work units");
+    }
+}
+
+fn file_chunk(args: &[&str], stdin: &[u8], files: &[(&str, &[u8])]) -> ChunkRequest {
+    ChunkRequest {
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        stdin: Bytes(stdin.to_vec()),
+        files: files.iter().map(|(name, contents)| (name.to_string(), Bytes(contents.to_vec()))).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_tabs_alone_finish_jobs_with_results_identical_to_native_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let api = server.client();
+    let browser = Browser::start().await;
+    let first = browser.open_donate_page(&server).await;
+    browser.screenshot(&first, "donate-idle.png").await;
+    assert_eq!(browser.text(&first, "connection").await, "Stopped");
+    let second = browser.open_donate_page(&server).await;
+    browser.start_volunteering(&first, 1, 100).await;
+    browser.start_volunteering(&second, 1, 100).await;
+    wait_for_workers(&api, 2).await;
+
+    // A job submitted with the CLI, with input files and binary output files.
+    std::fs::write(
+        dir.path().join("images.jsonl"),
+        concat!(
+            r#"{"args": ["--make-test-image", "64", "48", "3", "-o", "/data/out.ppm", "-f", "blur", "-f", "sepia"]}"#,
+            "\n",
+            r#"{"args": ["--make-test-image", "32", "32", "4", "-o", "/data/out.ppm", "-f", "invert"]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["submit", program_path("imgfilter").to_str().unwrap(), "--chunks"])
+        .arg(dir.path().join("images.jsonl"))
+        .args(["--wait", "--out"])
+        .arg(dir.path().join("images"))
+        .env("DISTRIBUTIVECOM_SERVER", &server.url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let job: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    let status = api.status(job).await.unwrap();
+    let images = [
+        file_chunk(
+            &["--make-test-image", "64", "48", "3", "-o", "/data/out.ppm", "-f", "blur", "-f", "sepia"],
+            b"",
+            &[],
+        ),
+        file_chunk(&["--make-test-image", "32", "32", "4", "-o", "/data/out.ppm", "-f", "invert"], b"", &[]),
+    ];
+    let results = api.all_results(job).await.unwrap();
+    assert_same_as_native(&status, "imgfilter", &images, &results);
+    let written = std::fs::read(dir.path().join("images/0/files/out.ppm")).unwrap();
+    assert_eq!(written, results[0].output.files["out.ppm"].0);
+
+    // Programs that use the file system, stdin, random bytes and clocks.
+    let cases: Vec<(&str, Vec<ChunkRequest>)> = vec![
+        ("fsops", vec![file_chunk(&["alpha", "beta"], b"stdin bytes \x00\x01", &[("input.txt", b"hello input")])]),
+        ("entropy", vec![file_chunk(&[], b"", &[]), file_chunk(&["second"], b"", &[])]),
+        ("wordfreq", vec![file_chunk(&["-n", "3", "-o", "/data/freq.json"], b"b a b c b a", &[])]),
+        ("fail", vec![file_chunk(&[], b"", &[])]),
+    ];
+    for (program_name, chunks) in cases {
+        let job = submit_request(
+            &api,
+            program_name,
+            JobRequest { chunks: chunks.clone(), max_retries: Some(0), ..JobRequest::default() },
+        )
+        .await;
+        let (status, results) = finish(&api, job).await;
+        assert_same_as_native(&status, program_name, &chunks, &results);
+    }
+    // The page counted what this tab did.
+    let done: u64 = browser.text(&first, "chunks-done").await.replace(',', "").parse().unwrap();
+    let other: u64 = browser.text(&second, "chunks-done").await.replace(',', "").parse().unwrap();
+    assert_eq!(done + other, 2 + 1 + 2 + 1 + 1, "the two tabs ran every chunk");
+    assert_ne!(browser.text(&first, "work-units").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_closed_mid_job_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let api = server.client();
+    let browser = Browser::start().await;
+    let staying = browser.open_donate_page(&server).await;
+    let leaving = browser.open_donate_page(&server).await;
+    browser.start_volunteering(&staying, 1, 100).await;
+    browser.start_volunteering(&leaving, 1, 100).await;
+    wait_for_workers(&api, 2).await;
+    let chunks: Vec<ChunkRequest> = (0..16u64)
+        .map(|index| chunk(&[&(index * 20_000_000).to_string(), &((index + 1) * 20_000_000).to_string()]))
+        .collect();
+    let job = submit(&api, "primes", chunks.clone()).await;
+    eventually("the first results", Duration::from_secs(60), || async {
+        api.status(job).await.unwrap().finished_chunks() >= 2
+    })
+    .await;
+    // Mid-job, with chunks running: the page as a volunteer sees it.
+    browser.screenshot(&staying, "donate-running.png").await;
+    browser.close_tab(&leaving, &staying).await;
+    let (status, results) = finish(&api, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_same_as_native(&status, "primes", &chunks, &results);
+    assert!(results.iter().any(|result| result.attempts >= 2), "the closed tab's chunks were reassigned");
+    assert_eq!(api.stats().await.unwrap().workers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loops_and_memory_hogs_are_reported_and_the_tab_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let api = server.client();
+    let browser = Browser::start().await;
+    let tab = browser.open_donate_page(&server).await;
+    browser.start_volunteering(&tab, 1, 100).await;
+    wait_for_workers(&api, 1).await;
+    let limits = LimitsRequest {
+        time_limit_ms: Some(1_000),
+        memory_limit_bytes: Some(160 * 1024 * 1024),
+        ..LimitsRequest::default()
+    };
+    let request = || JobRequest { chunks: vec![chunk(&[])], limits, max_retries: Some(0), ..JobRequest::default() };
+
+    let spin = submit_request(&api, "spin", request()).await;
+    let (_, results) = finish(&api, spin).await;
+    assert_eq!(results[0].status, RunStatus::TimedOut);
+
+    let hog = submit_request(&api, "hog", request()).await;
+    let (_, results) = finish(&api, hog).await;
+    assert_eq!(results[0].status, RunStatus::MemoryLimit);
+    assert!(String::from_utf8_lossy(&results[0].output.stderr).contains("allocation failed"));
+
+    // The same tab, with a fresh executor after the timeout, runs the next job.
+    let job = submit(&api, "primes", vec![chunk(&["0", "1000000"])]).await;
+    let (status, results) = finish(&api, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_eq!(results[0].output.stdout.as_ref(), b"primes in [0, 1000000): 78498\n");
+    assert_eq!(browser.text(&tab, "connection").await, "Connected");
+    assert_eq!(browser.text(&tab, "chunks-done").await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_and_browser_workers_on_one_job_give_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let api = server.client();
+    let browser = Browser::start().await;
+    let tab = browser.open_donate_page(&server).await;
+    browser.start_volunteering(&tab, 1, 100).await;
+    let _native = server.worker(1);
+    wait_for_workers(&api, 2).await;
+    let chunks: Vec<ChunkRequest> = (0..12).map(|index| file_chunk(&[&format!("chunk-{index}")], b"", &[])).collect();
+    let job = submit(&api, "entropy", chunks.clone()).await;
+    let (status, results) = finish(&api, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_same_as_native(&status, "entropy", &chunks, &results);
+    let in_browser: u64 = browser.text(&tab, "chunks-done").await.parse().unwrap();
+    assert!(in_browser > 0 && in_browser < 12, "both kinds of worker took part ({in_browser} chunks in the browser)");
+}

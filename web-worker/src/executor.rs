@@ -1,0 +1,347 @@
+//! The executor Web Worker: fetches modules by hash (cached across reloads with the Cache API), compiles
+//! each once, and runs replicas with the browser's WebAssembly engine, every WASI import forwarding to the
+//! shared WASI implementation.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use distributivecom_protocol::metering::{
+    FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT, FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages,
+};
+use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus, TrapKind};
+use distributivecom_protocol::{Bytes, decode, encode};
+use distributivecom_wasi::{ChunkInput, FUNCTIONS, HostStop, MODULE_NAME, OutputLimits, ValType, WasiCtx};
+use js_sys::{Array, BigInt, Function, Object, Reflect, Uint8Array, WebAssembly};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Cache, DedicatedWorkerGlobalScope, MessageEvent, Response};
+
+use crate::js_memory::JsMemory;
+use crate::messages::{ExecutorCommand, ExecutorEvent};
+use crate::traps::trap_kind;
+
+/// The Cache API cache that keeps modules across reloads. Modules are immutable, so it never expires.
+const MODULE_CACHE: &str = "distributivecom-modules-v1";
+/// What a WASI import throws to unwind the program after `proc_exit`.
+const STOP: &str = "distributivecom: the program stopped itself";
+
+#[wasm_bindgen(
+    inline_js = "export function make_import(index, dispatch) { return (...args) => dispatch(index, args); }"
+)]
+extern "C" {
+    /// A JS function with the import's arity that forwards its arguments to `dispatch(index, args)`.
+    fn make_import(index: u32, dispatch: &Function) -> Function;
+}
+
+/// The state of the run in progress, shared with the WASI imports.
+struct RunState {
+    wasi: WasiCtx,
+    memory: Option<WebAssembly::Memory>,
+    stop: Option<HostStop>,
+}
+
+type Dispatch = Closure<dyn FnMut(u32, Array) -> Result<JsValue, JsValue>>;
+
+struct Executor {
+    scope: DedicatedWorkerGlobalScope,
+    modules: RefCell<HashMap<String, WebAssembly::Module>>,
+    run: Rc<RefCell<Option<RunState>>>,
+    imports: Object,
+    _dispatch: Dispatch,
+}
+
+/// Starts the executor: handles `early` messages (queued by `volunteer-worker.js` while the wasm loaded),
+/// then every message that follows, and tells the coordinator it is ready.
+#[wasm_bindgen]
+pub fn start_executor(early: Array) -> Result<(), JsValue> {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let run = Rc::new(RefCell::new(None::<RunState>));
+    let dispatch = wasi_dispatch(run.clone());
+    let wasi = Object::new();
+    for (index, function) in FUNCTIONS.iter().enumerate() {
+        Reflect::set(&wasi, &function.name.into(), &make_import(index as u32, dispatch.as_ref().unchecked_ref()))?;
+    }
+    let imports = Object::new();
+    Reflect::set(&imports, &MODULE_NAME.into(), &wasi)?;
+    let executor = Rc::new(Executor {
+        scope: scope.clone(),
+        modules: RefCell::new(HashMap::new()),
+        run,
+        imports,
+        _dispatch: dispatch,
+    });
+
+    let handler = {
+        let executor = executor.clone();
+        Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| executor.clone().receive(event))
+    };
+    scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    handler.forget();
+    for event in early.iter() {
+        executor.clone().receive(event.unchecked_into());
+    }
+    executor.post(&ExecutorEvent::Ready);
+    Ok(())
+}
+
+/// The function every WASI import calls: converts the arguments and runs the shared implementation.
+fn wasi_dispatch(run: Rc<RefCell<Option<RunState>>>) -> Dispatch {
+    Closure::new(move |index: u32, args: Array| -> Result<JsValue, JsValue> {
+        let mut slot = run.borrow_mut();
+        let state = slot.as_mut().ok_or_else(|| JsValue::from_str("WASI was called outside a run"))?;
+        let memory = state.memory.clone().ok_or_else(|| JsValue::from_str("WASI was called before _start"))?;
+        let signature = FUNCTIONS.get(index as usize).ok_or_else(|| JsValue::from_str("unknown WASI function"))?;
+        let mut raw = [0u64; 16];
+        for ((slot, value), kind) in raw.iter_mut().zip(args.iter()).zip(signature.params) {
+            *slot = match kind {
+                // i32 arguments arrive as numbers in the signed range.
+                ValType::I32 => u64::from(value.as_f64().unwrap_or(0.0) as i64 as u32),
+                // i64 arguments arrive as BigInts.
+                ValType::I64 => i64::try_from(value).unwrap_or(0) as u64,
+            };
+        }
+        let count = (args.length() as usize).min(raw.len());
+        match state.wasi.call(&mut JsMemory::new(&memory), index as usize, &raw[..count]) {
+            Ok(errno) => Ok(JsValue::from(errno)),
+            Err(stop) => {
+                state.stop = Some(stop);
+                Err(JsValue::from_str(STOP))
+            }
+        }
+    })
+}
+
+impl Executor {
+    fn post(&self, event: &ExecutorEvent) {
+        let bytes = Uint8Array::from(&encode(event)[..]);
+        if let Err(error) = self.scope.post_message(&bytes) {
+            web_sys::console::error_2(&"executor: could not post a message".into(), &error);
+        }
+    }
+
+    fn receive(self: Rc<Self>, event: MessageEvent) {
+        let bytes = Uint8Array::new(&event.data()).to_vec();
+        match decode::<ExecutorCommand>(&bytes) {
+            Ok(ExecutorCommand::Run { server, assignment }) => {
+                wasm_bindgen_futures::spawn_local(async move {
+                    let report = self.run_replica(&server, *assignment).await;
+                    self.post(&ExecutorEvent::Finished(Box::new(report)));
+                });
+            }
+            Err(error) => web_sys::console::error_1(&format!("executor: {error}").into()),
+        }
+    }
+
+    fn now_ms(&self) -> f64 {
+        self.scope.performance().map(|performance| performance.now()).unwrap_or(0.0)
+    }
+
+    async fn run_replica(&self, server: &str, assignment: Assignment) -> ReplicaReport {
+        let module = match self.module(server, &assignment.module).await {
+            Ok(module) => module,
+            Err(message) => {
+                return ReplicaReport {
+                    replica: assignment.replica,
+                    status: RunStatus::Failed { message },
+                    output: Output::default(),
+                    compute_us: 0,
+                    work_units: 0,
+                };
+            }
+        };
+        self.post(&ExecutorEvent::Started { replica: assignment.replica });
+        let started = self.now_ms();
+        let (status, output, work_units) = self.execute(&module, &assignment);
+        let compute_us = ((self.now_ms() - started) * 1000.0).max(0.0) as u64;
+        ReplicaReport { replica: assignment.replica, status, output, compute_us, work_units }
+    }
+
+    /// The compiled module: from this worker's memory, else from the Cache API, else from the server.
+    async fn module(&self, server: &str, module: &ModuleRef) -> Result<WebAssembly::Module, String> {
+        if let Some(compiled) = self.modules.borrow().get(&module.sha256) {
+            return Ok(compiled.clone());
+        }
+        let bytes = self.module_bytes(server, module).await?;
+        let compiled = JsFuture::from(WebAssembly::compile(&Uint8Array::from(&bytes[..])))
+            .await
+            .map_err(|error| format!("could not compile the module: {}", describe(&error)))?;
+        let compiled: WebAssembly::Module = compiled.unchecked_into();
+        self.modules.borrow_mut().insert(module.sha256.clone(), compiled.clone());
+        Ok(compiled)
+    }
+
+    async fn module_bytes(&self, server: &str, module: &ModuleRef) -> Result<Vec<u8>, String> {
+        let url = format!("{server}/modules/{}", module.sha256);
+        // The Cache API exists only in secure contexts (https or localhost); elsewhere the HTTP cache,
+        // told the module is immutable, still avoids most downloads.
+        let cache: Option<Cache> = match self.scope.caches() {
+            Ok(caches) => JsFuture::from(caches.open(MODULE_CACHE)).await.ok().map(JsCast::unchecked_into),
+            Err(_) => None,
+        };
+        if let Some(cache) = &cache
+            && let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await
+            && let Ok(response) = hit.dyn_into::<Response>()
+            && let Ok(bytes) = response_bytes(&response).await
+            && hex::encode(Sha256::digest(&bytes)) == module.sha256
+        {
+            return Ok(bytes);
+        }
+        let response: Response = JsFuture::from(self.scope.fetch_with_str(&url))
+            .await
+            .map_err(|error| format!("could not fetch {url}: {}", describe(&error)))?
+            .unchecked_into();
+        if !response.ok() {
+            return Err(format!("could not fetch {url}: HTTP {}", response.status()));
+        }
+        let for_cache = response.clone().ok();
+        let bytes = response_bytes(&response).await?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != module.sha256 {
+            return Err(format!("the module fetched from {url} has hash {actual}, not {}", module.sha256));
+        }
+        if let (Some(cache), Some(copy)) = (cache, for_cache) {
+            // Caching is an optimisation: a full disk or a private window must not fail the replica.
+            let _ = JsFuture::from(cache.put_with_str(&url, &copy)).await;
+        }
+        Ok(bytes)
+    }
+
+    /// Instantiates and runs the program. Returns its status, outputs and work units.
+    fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
+        let failed = |message: String| (RunStatus::Failed { message }, Output::default(), 0);
+        let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
+            return failed(format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()));
+        };
+        let limits = &assignment.limits;
+        let input = ChunkInput {
+            args: assignment.args.clone(),
+            env: assignment.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+            stdin: assignment.stdin.0.clone(),
+            files: assignment.files.iter().map(|(path, contents)| (path.clone(), contents.0.clone())).collect(),
+            clock_start_ns: assignment.clock_start_ns,
+            random_seed,
+            limits: OutputLimits {
+                max_stdout_bytes: limits.max_stdout_bytes,
+                max_stderr_bytes: limits.max_stderr_bytes,
+                max_fs_bytes: limits.max_data_bytes,
+            },
+        };
+        let wasi = match WasiCtx::new(input) {
+            Ok(wasi) => wasi,
+            Err(error) => return failed(error.to_string()),
+        };
+        *self.run.borrow_mut() = Some(RunState { wasi, memory: None, stop: None });
+
+        let instance = match WebAssembly::Instance::new(module, &self.imports) {
+            Ok(instance) => instance,
+            Err(error) => {
+                let state = self.run.borrow_mut().take();
+                let output = state.map(|state| output_of(state.wasi)).unwrap_or_default();
+                return (
+                    RunStatus::Failed { message: format!("could not instantiate: {}", describe(&error)) },
+                    output,
+                    0,
+                );
+            }
+        };
+        let exports = instance.exports();
+        let export = |name: &str| Reflect::get(&exports, &name.into()).ok().filter(|value| !value.is_undefined());
+        let memory: Option<WebAssembly::Memory> = export("memory").and_then(|value| value.dyn_into().ok());
+        let outcome = match &memory {
+            None => Err(JsValue::from_str("the module exports no memory")),
+            // The memory the module starts with must already fit the limit (as wasmtime refuses it natively).
+            Some(memory) if memory_bytes(memory) > limits.memory_bytes => Err(JsValue::NULL),
+            Some(memory) => {
+                if let Some(state) = self.run.borrow_mut().as_mut() {
+                    state.memory = Some(memory.clone());
+                }
+                set_global(export(WORK_LIMIT), BigInt::from(limits.max_work_units as i64).into());
+                set_global(export(MEMORY_LIMIT_PAGES), JsValue::from(memory_limit_pages(limits.memory_bytes)));
+                match export("_start").and_then(|value| value.dyn_into::<Function>().ok()) {
+                    Some(start) => start.call0(&JsValue::UNDEFINED).map(drop),
+                    None => Err(JsValue::from_str("the module exports no _start function")),
+                }
+            }
+        };
+        let work_units =
+            global_value(export(WORK_UNITS)).and_then(|value| i64::try_from(value).ok()).unwrap_or(0) as u64;
+        let flags = global_value(export(FLAGS)).and_then(|value| value.as_f64()).unwrap_or(0.0) as i32;
+        let memory_too_big = memory.as_ref().is_some_and(|memory| memory_bytes(memory) > limits.memory_bytes);
+        let Some(state) = self.run.borrow_mut().take() else {
+            return failed("the run's state vanished".to_owned());
+        };
+        let status = match outcome {
+            Ok(()) => RunStatus::Exited { code: 0 },
+            Err(error) => classify(&error, state.stop.as_ref(), flags, memory_too_big),
+        };
+        (status, output_of(state.wasi), work_units)
+    }
+}
+
+fn memory_bytes(memory: &WebAssembly::Memory) -> u64 {
+    memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64
+}
+
+fn set_global(global: Option<JsValue>, value: JsValue) {
+    if let Some(global) = global.and_then(|value| value.dyn_into::<WebAssembly::Global>().ok()) {
+        global.set_value(&value);
+    }
+}
+
+fn global_value(global: Option<JsValue>) -> Option<JsValue> {
+    global.and_then(|value| value.dyn_into::<WebAssembly::Global>().ok()).map(|global| global.value())
+}
+
+/// How a run that threw ended; the same order of reasons as the native worker.
+fn classify(error: &JsValue, stop: Option<&HostStop>, flags: i32, memory_too_big: bool) -> RunStatus {
+    match stop {
+        Some(HostStop::Exit(code)) => return RunStatus::Exited { code: *code },
+        Some(HostStop::Raise(signal)) => {
+            return RunStatus::Trapped { message: format!("the program raised signal {signal}") };
+        }
+        None => {}
+    }
+    if flags & FLAG_WORK_LIMIT != 0 {
+        return RunStatus::WorkLimit;
+    }
+    if memory_too_big || flags & FLAG_MEMORY_REFUSED != 0 {
+        return RunStatus::MemoryLimit;
+    }
+    let name = Reflect::get(error, &"name".into()).ok().and_then(|name| name.as_string()).unwrap_or_default();
+    let message = Reflect::get(error, &"message".into()).ok().and_then(|message| message.as_string());
+    let message = message.or_else(|| error.as_string()).unwrap_or_default();
+    match trap_kind(&name, &message) {
+        Some(TrapKind::Other) | None => RunStatus::Trapped { message: format!("{name}: {message}") },
+        Some(kind) => kind.status(),
+    }
+}
+
+fn output_of(wasi: WasiCtx) -> Output {
+    let outputs = wasi.finish();
+    Output {
+        stdout: Bytes(outputs.stdout),
+        stderr: Bytes(outputs.stderr),
+        stdout_truncated: outputs.stdout_truncated,
+        stderr_truncated: outputs.stderr_truncated,
+        files: outputs.files.into_iter().map(|(path, contents)| (path, Bytes(contents))).collect(),
+    }
+}
+
+async fn response_bytes(response: &Response) -> Result<Vec<u8>, String> {
+    let buffer = response.array_buffer().map_err(|error| describe(&error))?;
+    let buffer = JsFuture::from(buffer).await.map_err(|error| describe(&error))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A JavaScript error as text.
+pub fn describe(error: &JsValue) -> String {
+    Reflect::get(error, &"message".into())
+        .ok()
+        .and_then(|message| message.as_string())
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| format!("{error:?}"))
+}

@@ -1,0 +1,268 @@
+//! Step-by-step tests of the browser coordinator with a fake clock.
+
+use std::collections::BTreeMap;
+
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::worker::{Limits, ModuleRef, Welcome};
+
+use super::*;
+
+const SERVER: &str = "http://127.0.0.1:8080";
+
+struct Harness {
+    volunteer: Volunteer,
+    now: u64,
+}
+
+fn assignment(replica: u64) -> Assignment {
+    Assignment {
+        replica,
+        job: 1,
+        chunk: replica as u32,
+        job_name: "render frames".into(),
+        module: ModuleRef { sha256: "ab".repeat(32), size: 10 },
+        args: vec!["p.wasm".into()],
+        env: BTreeMap::new(),
+        stdin: Bytes::default(),
+        files: BTreeMap::new(),
+        clock_start_ns: 0,
+        random_seed: Bytes(vec![0; 32]),
+        limits: Limits {
+            memory_bytes: 1 << 20,
+            time_limit_ms: 5_000,
+            max_stdout_bytes: 100,
+            max_stderr_bytes: 100,
+            max_data_bytes: 100,
+            max_work_units: 1_000,
+        },
+    }
+}
+
+fn report(replica: u64, compute_ms: u64) -> ExecutorEvent {
+    ExecutorEvent::Finished(Box::new(ReplicaReport {
+        replica,
+        status: RunStatus::Exited { code: 0 },
+        output: RunOutput::default(),
+        compute_us: compute_ms * 1000,
+        work_units: 42,
+    }))
+}
+
+impl Harness {
+    /// A started, connected volunteer with `threads` ready executors (ids 1..=threads).
+    fn connected(threads: u32, throttle_percent: u32) -> Harness {
+        let mut harness = Harness { volunteer: Volunteer::new("test".into()), now: 0 };
+        let started = harness.feed(Input::Command(PageCommand::Start {
+            server: SERVER.into(),
+            settings: Settings { threads, throttle_percent },
+        }));
+        assert!(started.contains(&Output::Connect { url: "ws://127.0.0.1:8080/api/workers/ws".into() }));
+        assert_eq!(
+            started.iter().filter(|output| matches!(output, Output::SpawnExecutor(_))).count(),
+            threads as usize
+        );
+        let hello = harness.feed(Input::SocketOpened);
+        assert!(
+            matches!(&hello[0], Output::Send(WorkerMessage::Hello(hello)) if hello.slots == threads && hello.kind == WorkerKind::Browser)
+        );
+        let welcome = harness.feed(Input::SocketMessage(ServerMessage::Welcome(Welcome {
+            worker_id: 1,
+            heartbeat_interval_ms: 1000,
+            lease_timeout_ms: 5000,
+            prefetch_per_slot: 2,
+        })));
+        assert!(welcome.contains(&Output::SetTimer { timer: Timer::Heartbeat { connection: 1 }, after_ms: 1000 }));
+        for executor in 1..=u64::from(threads) {
+            harness.feed(Input::Executor(executor, ExecutorEvent::Ready));
+        }
+        harness
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Output> {
+        self.volunteer.handle(self.now, input)
+    }
+
+    fn assign(&mut self, replicas: &[u64]) -> Vec<Output> {
+        self.feed(Input::SocketMessage(ServerMessage::Assign(replicas.iter().map(|&id| assignment(id)).collect())))
+    }
+}
+
+/// The replicas started by `outputs`, as (executor, replica).
+fn runs(outputs: &[Output]) -> Vec<(ExecutorId, u64)> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Run { executor, command: ExecutorCommand::Run { assignment, .. } } => {
+                Some((*executor, assignment.replica))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_results(outputs: &[Output]) -> Vec<(u64, RunStatus)> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Send(WorkerMessage::Results(reports)) => {
+                Some(reports.iter().map(|report| (report.replica, report.status.clone())).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn last_stats(outputs: &[Output]) -> Stats {
+    outputs
+        .iter()
+        .rev()
+        .find_map(|output| match output {
+            Output::Stats(stats) => Some(stats.clone()),
+            _ => None,
+        })
+        .expect("stats were emitted")
+}
+
+#[test]
+fn assignments_wait_for_ready_executors_and_run_one_at_a_time_each() {
+    let mut harness = Harness { volunteer: Volunteer::new("test".into()), now: 0 };
+    harness.feed(Input::Command(PageCommand::Start {
+        server: SERVER.into(),
+        settings: Settings { threads: 2, throttle_percent: 100 },
+    }));
+    harness.feed(Input::SocketOpened);
+    harness.feed(Input::SocketMessage(ServerMessage::Welcome(Welcome {
+        worker_id: 1,
+        heartbeat_interval_ms: 1000,
+        lease_timeout_ms: 5000,
+        prefetch_per_slot: 2,
+    })));
+    assert!(runs(&harness.assign(&[10, 11, 12])).is_empty(), "no executor is ready yet");
+    assert_eq!(runs(&harness.feed(Input::Executor(1, ExecutorEvent::Ready))), [(1, 10)]);
+    let second = harness.feed(Input::Executor(2, ExecutorEvent::Ready));
+    assert_eq!(runs(&second), [(2, 11)]);
+    let stats = last_stats(&second);
+    assert_eq!((stats.running, stats.queued, stats.connection), (2, 1, ConnectionState::Connected));
+    assert_eq!(stats.current_job.as_deref(), Some("render frames"));
+    // Finishing one reports it and starts the next on the same executor.
+    let finished = harness.feed(Input::Executor(1, report(10, 5)));
+    assert_eq!(sent_results(&finished), [(10, RunStatus::Exited { code: 0 })]);
+    assert_eq!(runs(&finished), [(1, 12)]);
+    let stats = last_stats(&finished);
+    assert_eq!((stats.chunks_done, stats.work_units, stats.compute_ms), (1, 42, 5));
+}
+
+#[test]
+fn the_throttle_rests_an_executor_in_proportion_to_its_chunk() {
+    let mut harness = Harness::connected(1, 25);
+    harness.assign(&[1, 2]);
+    let finished = harness.feed(Input::Executor(1, report(1, 100)));
+    // At 25% an executor rests three times as long as it computed.
+    assert!(finished.contains(&Output::SetTimer { timer: Timer::Rest { executor: 1 }, after_ms: 300 }));
+    assert!(runs(&finished).is_empty());
+    harness.now += 300;
+    assert_eq!(runs(&harness.feed(Input::TimerFired(Timer::Rest { executor: 1 }))), [(1, 2)]);
+}
+
+#[test]
+fn an_overrunning_replica_is_reported_as_timed_out_and_its_executor_replaced() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[7, 8]);
+    harness.now = 1_000;
+    let started = harness.feed(Input::Executor(1, ExecutorEvent::Started { replica: 7 }));
+    let deadline = Timer::Deadline { executor: 1, replica: 7 };
+    assert!(started.contains(&Output::SetTimer { timer: deadline, after_ms: 5_000 + DEADLINE_GRACE_MS }));
+    harness.now = 7_000;
+    let expired = harness.feed(Input::TimerFired(deadline));
+    assert!(expired.contains(&Output::TerminateExecutor(1)));
+    assert!(expired.contains(&Output::SpawnExecutor(2)), "a fresh executor takes its place");
+    assert_eq!(sent_results(&expired), [(7, RunStatus::TimedOut)]);
+    // The replacement picks up the next replica once it is ready; a late report of the old one is ignored.
+    assert_eq!(runs(&harness.feed(Input::Executor(2, ExecutorEvent::Ready))), [(2, 8)]);
+    assert!(harness.feed(Input::Executor(1, report(7, 1))).iter().all(|output| !matches!(output, Output::Send(_))));
+    // A deadline timer for a replica that finished in time does nothing.
+    harness.feed(Input::Executor(2, report(8, 1)));
+    assert!(harness.feed(Input::TimerFired(Timer::Deadline { executor: 2, replica: 8 })).is_empty());
+}
+
+#[test]
+fn a_lost_connection_drops_queued_work_ignores_late_reports_and_reconnects_with_backoff() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[1, 2, 3]);
+    let closed = harness.feed(Input::SocketClosed);
+    assert!(closed.contains(&Output::SetTimer { timer: Timer::Reconnect, after_ms: 250 }));
+    assert_eq!(last_stats(&closed).connection, ConnectionState::Reconnecting { retry_in_ms: 250 });
+    // The replica that was running finishes after the connection is gone: nothing is sent.
+    let late = harness.feed(Input::Executor(1, report(1, 1)));
+    assert!(sent_results(&late).is_empty());
+    assert!(runs(&late).is_empty(), "queued replicas of the old connection are dropped");
+    let reconnect = harness.feed(Input::TimerFired(Timer::Reconnect));
+    assert!(reconnect.iter().any(|output| matches!(output, Output::Connect { .. })));
+    // Failing again doubles the delay.
+    let again = harness.feed(Input::SocketClosed);
+    assert!(again.contains(&Output::SetTimer { timer: Timer::Reconnect, after_ms: 500 }));
+}
+
+#[test]
+fn pausing_hands_queued_replicas_back_and_lets_running_ones_finish() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[1, 2, 3]);
+    let paused = harness.feed(Input::Command(PageCommand::Pause));
+    assert!(paused.contains(&Output::Send(WorkerMessage::Slots { slots: 0 })));
+    assert!(paused.contains(&Output::Send(WorkerMessage::Release(vec![2, 3]))));
+    let finished = harness.feed(Input::Executor(1, report(1, 1)));
+    assert_eq!(sent_results(&finished), [(1, RunStatus::Exited { code: 0 })]);
+    assert!(runs(&finished).is_empty());
+    // Assignments that crossed the pause go straight back.
+    assert!(harness.assign(&[4]).contains(&Output::Send(WorkerMessage::Release(vec![4]))));
+    let resumed = harness.feed(Input::Command(PageCommand::Resume));
+    assert!(resumed.contains(&Output::Send(WorkerMessage::Slots { slots: 1 })));
+}
+
+#[test]
+fn fewer_threads_stop_idle_executors_at_once_and_busy_ones_after_their_replica() {
+    let mut harness = Harness::connected(3, 100);
+    harness.assign(&[1, 2]);
+    let fewer = harness.feed(Input::Command(PageCommand::Settings(Settings { threads: 1, throttle_percent: 100 })));
+    assert!(fewer.contains(&Output::TerminateExecutor(3)), "the idle executor stops at once");
+    assert!(fewer.contains(&Output::Send(WorkerMessage::Slots { slots: 1 })));
+    let finished = harness.feed(Input::Executor(1, report(1, 1)));
+    assert!(finished.contains(&Output::TerminateExecutor(1)), "a busy executor retires after its replica");
+    assert_eq!(sent_results(&finished), [(1, RunStatus::Exited { code: 0 })]);
+    let more = harness.feed(Input::Command(PageCommand::Settings(Settings { threads: 2, throttle_percent: 100 })));
+    assert!(more.contains(&Output::SpawnExecutor(4)));
+}
+
+#[test]
+fn revoked_replicas_are_dropped_from_the_queue_and_not_reported() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[1, 2, 3]);
+    harness.feed(Input::SocketMessage(ServerMessage::Revoke(vec![1, 2])));
+    let finished = harness.feed(Input::Executor(1, report(1, 1)));
+    assert!(sent_results(&finished).is_empty(), "the running replica was revoked");
+    assert_eq!(runs(&finished), [(1, 3)], "the queued revoked replica was dropped");
+}
+
+#[test]
+fn stopping_closes_the_socket_and_terminates_every_executor() {
+    let mut harness = Harness::connected(2, 100);
+    harness.assign(&[1]);
+    let stopped = harness.feed(Input::Command(PageCommand::Stop));
+    assert!(stopped.contains(&Output::CloseSocket));
+    assert!(stopped.contains(&Output::TerminateExecutor(1)) && stopped.contains(&Output::TerminateExecutor(2)));
+    assert_eq!(last_stats(&stopped).connection, ConnectionState::Stopped);
+    // A late close event and reconnect timer do nothing.
+    assert!(harness.feed(Input::SocketClosed).is_empty());
+    assert!(harness.feed(Input::TimerFired(Timer::Reconnect)).is_empty());
+}
+
+#[test]
+fn heartbeats_repeat_only_for_the_current_connection() {
+    let mut harness = Harness::connected(1, 100);
+    let beat = harness.feed(Input::TimerFired(Timer::Heartbeat { connection: 1 }));
+    assert!(beat.contains(&Output::Send(WorkerMessage::Heartbeat)));
+    assert!(beat.contains(&Output::SetTimer { timer: Timer::Heartbeat { connection: 1 }, after_ms: 1000 }));
+    harness.feed(Input::SocketClosed);
+    assert!(harness.feed(Input::TimerFired(Timer::Heartbeat { connection: 1 })).is_empty());
+}
