@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use distributivecom_program::conformance::{
+    COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP, GROW_OR_TRAP, TRAPS, trapping_program,
+};
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, RunStatus};
 use distributivecom_worker::runtime::Runtime;
@@ -110,4 +113,37 @@ fn limits_and_failures_are_reported_with_their_reason() {
     assert_eq!(status, RunStatus::Exited { code: 3 });
     assert_eq!(output.stderr, Bytes::from("fail: something went wrong (this is on purpose)\n"));
     assert_eq!(output.files["partial.txt"], Bytes::from("partial"));
+}
+
+/// Checks, instruments, compiles and runs a module written in the text format.
+fn run_text(text: &str, assignment: &Assignment) -> distributivecom_worker::runtime::RunOutcome {
+    let original = wat::parse_str(text).expect("the test module parses");
+    distributivecom_program::check(&original).expect("the test module is a valid command");
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.compile(&distributivecom_program::instrument::instrument(&original).unwrap()).unwrap();
+    runtime.run(&module, assignment)
+}
+
+#[test]
+fn traps_are_reported_with_the_same_canonical_messages_as_in_browsers() {
+    for (body, kind) in TRAPS {
+        let outcome = run_text(&trapping_program(body), &assignment(&[]));
+        assert_eq!(outcome.status, kind.status(), "{body}");
+    }
+}
+
+#[test]
+fn work_units_and_limits_match_the_browser_worker() {
+    let counted = run_text(COUNTED_LOOP, &assignment(&[]));
+    assert_eq!((counted.status, counted.work_units), (RunStatus::Exited { code: 0 }, COUNTED_LOOP_WORK_UNITS));
+    let mut limited = assignment(&[]);
+    limited.limits.max_work_units = 10_000;
+    let stopped = run_text(ENDLESS_LOOP, &limited);
+    assert_eq!(stopped.status, RunStatus::WorkLimit);
+    assert!(stopped.work_units > 10_000 && stopped.work_units < 10_010, "{}", stopped.work_units);
+    let mut small = assignment(&[]);
+    small.limits.memory_bytes = 16 << 20;
+    assert_eq!(run_text(GROW_OR_TRAP, &small).status, RunStatus::MemoryLimit);
+    small.limits.memory_bytes = 128 << 20;
+    assert_eq!(run_text(GROW_OR_TRAP, &small).status, RunStatus::Exited { code: 0 });
 }

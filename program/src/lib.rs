@@ -11,6 +11,7 @@
 //! Architecture Invariant: a module that passes [`check`] links against the host functions of
 //! `distributivecom-wasi` on every worker, because the signatures come from the same table.
 
+pub mod conformance;
 pub mod instrument;
 
 use distributivecom_wasi::{FUNCTIONS, MODULE_NAME, ValType, lookup};

@@ -125,6 +125,7 @@ mod instrumentation {
 
     use wasmtime::{Engine, Instance, Module, Store, TypedFunc};
 
+    use crate::conformance::{COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP};
     use crate::instrument::*;
     use crate::{check, instrument::instrument};
 
@@ -173,26 +174,14 @@ mod instrumentation {
 
     #[test]
     fn loops_are_charged_per_iteration() {
-        let run = run(
-            r#"(module (memory (export "memory") 1)
-                 (func (export "_start") (local i32)
-                   (loop $again
-                     local.get 0 i32.const 1 i32.add local.tee 0
-                     i32.const 10 i32.lt_u br_if $again)))"#,
-            u64::MAX,
-            10,
-        );
         // loop (1) + 10 iterations of 7 instructions + the loop's end (1) + the function's end (1).
-        assert_eq!(run.work_units, 1 + 70 + 1 + 1);
+        assert_eq!(COUNTED_LOOP_WORK_UNITS, 1 + 70 + 1 + 1);
+        assert_eq!(run(COUNTED_LOOP, u64::MAX, 10).work_units, COUNTED_LOOP_WORK_UNITS);
     }
 
     #[test]
     fn an_infinite_loop_stops_at_the_work_limit() {
-        let run = run(
-            r#"(module (memory (export "memory") 1) (func (export "_start") (loop $forever br $forever)))"#,
-            1000,
-            10,
-        );
+        let run = run(ENDLESS_LOOP, 1000, 10);
         assert!(run.trapped);
         assert_eq!(run.flags, FLAG_WORK_LIMIT);
         assert!(run.work_units > 1000 && run.work_units < 1010, "{}", run.work_units);

@@ -45,12 +45,17 @@ struct RunState {
 
 type Dispatch = Closure<dyn FnMut(u32, Array) -> Result<JsValue, JsValue>>;
 
-struct Executor {
-    scope: DedicatedWorkerGlobalScope,
-    modules: RefCell<HashMap<String, WebAssembly::Module>>,
+/// Runs replicas of compiled modules: the WASI imports and the state they share with a run.
+pub struct Runner {
     run: Rc<RefCell<Option<RunState>>>,
     imports: Object,
     _dispatch: Dispatch,
+}
+
+struct Executor {
+    scope: DedicatedWorkerGlobalScope,
+    modules: RefCell<HashMap<String, WebAssembly::Module>>,
+    runner: Runner,
 }
 
 /// Starts the executor: handles `early` messages (queued by `volunteer-worker.js` while the wasm loaded),
@@ -58,21 +63,8 @@ struct Executor {
 #[wasm_bindgen]
 pub fn start_executor(early: Array) -> Result<(), JsValue> {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let run = Rc::new(RefCell::new(None::<RunState>));
-    let dispatch = wasi_dispatch(run.clone());
-    let wasi = Object::new();
-    for (index, function) in FUNCTIONS.iter().enumerate() {
-        Reflect::set(&wasi, &function.name.into(), &make_import(index as u32, dispatch.as_ref().unchecked_ref()))?;
-    }
-    let imports = Object::new();
-    Reflect::set(&imports, &MODULE_NAME.into(), &wasi)?;
-    let executor = Rc::new(Executor {
-        scope: scope.clone(),
-        modules: RefCell::new(HashMap::new()),
-        run,
-        imports,
-        _dispatch: dispatch,
-    });
+    let executor =
+        Rc::new(Executor { scope: scope.clone(), modules: RefCell::new(HashMap::new()), runner: Runner::new()? });
 
     let handler = {
         let executor = executor.clone();
@@ -155,7 +147,7 @@ impl Executor {
         };
         self.post(&ExecutorEvent::Started { replica: assignment.replica });
         let started = self.now_ms();
-        let (status, output, work_units) = self.execute(&module, &assignment);
+        let (status, output, work_units) = self.runner.execute(&module, &assignment);
         let compute_us = ((self.now_ms() - started) * 1000.0).max(0.0) as u64;
         ReplicaReport { replica: assignment.replica, status, output, compute_us, work_units }
     }
@@ -209,9 +201,24 @@ impl Executor {
         }
         Ok(bytes)
     }
+}
+
+impl Runner {
+    /// Builds the WASI imports once; every run reuses them.
+    pub fn new() -> Result<Runner, JsValue> {
+        let run = Rc::new(RefCell::new(None::<RunState>));
+        let dispatch = wasi_dispatch(run.clone());
+        let wasi = Object::new();
+        for (index, function) in FUNCTIONS.iter().enumerate() {
+            Reflect::set(&wasi, &function.name.into(), &make_import(index as u32, dispatch.as_ref().unchecked_ref()))?;
+        }
+        let imports = Object::new();
+        Reflect::set(&imports, &MODULE_NAME.into(), &wasi)?;
+        Ok(Runner { run, imports, _dispatch: dispatch })
+    }
 
     /// Instantiates and runs the program. Returns its status, outputs and work units.
-    fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
+    pub fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
         let failed = |message: String| (RunStatus::Failed { message }, Output::default(), 0);
         let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
             return failed(format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()));

@@ -19,6 +19,6 @@ pub mod volunteer;
 #[cfg(target_arch = "wasm32")]
 mod coordinator;
 #[cfg(target_arch = "wasm32")]
-mod executor;
+pub mod executor;
 #[cfg(target_arch = "wasm32")]
 mod js_memory;

@@ -206,20 +206,22 @@ fn build() -> Result {
     run(cargo().args(["build", "--release", "--package", "distributivecom"]))
 }
 
+/// Every test: the workspace on the host (unit, integration and end-to-end tests, browser ones included),
+/// then the wasm crates' wasm-bindgen tests in headless Chromium. Both runs happen even if the first
+/// fails, so a red run shows everything that is broken.
 fn test(extra: &[String]) -> Result {
-    // --no-fail-fast: a red run shows every failure, not only the first crate's.
-    run(cargo()
+    let host = run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra));
+    let browser = run(cargo()
         .args([
             "test",
-            "--release",
             "--no-fail-fast",
-            "--workspace",
-            "--exclude",
+            "--package",
             "distributivecom-web-worker",
-            "--exclude",
-            "distributivecom-frontend",
+            "--target",
+            "wasm32-unknown-unknown",
         ])
-        .args(extra))
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver"));
+    host.and(browser)
 }
 
 fn run_binary(subcommand: &str, args: &[String]) -> Result {
