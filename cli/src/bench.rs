@@ -1,10 +1,13 @@
 //! `distributivecom bench`: an in-process coordinator (with its SQLite store on disk) and N native workers
-//! over loopback WebSockets, driven through the real REST API.
+//! over loopback WebSockets, driven through the real REST API; optionally headless Chromium tabs too.
 //!
-//! It measures two things:
+//! It measures:
 //! - throughput: one job of many no-op chunks, from submission to the last durable result;
 //! - round latency: jobs of 32 no-op chunks submitted one after another, from submission to the last
-//!   durable result (what an iterative or interactive workload waits for each round).
+//!   durable result (what an iterative or interactive workload waits for each round);
+//! - the instrumentation's cost: a CPU-bound program run natively with and without metering;
+//! - with `--browser-tabs N`: the round latency with N Chromium tabs as the only workers, and the speed
+//!   of the CPU-bound program in a browser executor relative to the native worker.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,12 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use distributivecom_client::Client;
+use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, JobRequest, JobState};
+use distributivecom_protocol::worker::{Assignment, ModuleRef};
 use distributivecom_server::ServerConfig;
+use distributivecom_worker::runtime::Runtime;
 use distributivecom_worker::{Worker, WorkerConfig};
 use serde::Serialize;
 
 use crate::Outcome;
+use crate::chromium::Chromium;
 
 /// `(module (memory (export "memory") 1) (func (export "_start")))`: the smallest WASI command module.
 pub const NOOP_MODULE: &[u8] = &[
@@ -32,6 +39,8 @@ pub const NOOP_MODULE: &[u8] = &[
 ];
 
 const ROUND_CHUNKS: usize = 32;
+/// The CPU-bound chunk: count the primes below this (about a second natively on a 2026 laptop core).
+const CPU_CHUNK_END: u64 = 400_000_000;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -47,6 +56,12 @@ pub struct BenchArgs {
     /// Rounds of 32 chunks for the latency figures.
     #[arg(long, default_value_t = 200)]
     rounds: u32,
+    /// Also measure with this many headless Chromium tabs (each one thread) as the only workers.
+    #[arg(long, default_value_t = 0)]
+    browser_tabs: u32,
+    /// The CPU-bound program (the `primes` example); found next to this binary when built by cargo xtask.
+    #[arg(long)]
+    cpu_program: Option<PathBuf>,
     /// Keep the database here instead of in a temporary directory.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -55,7 +70,7 @@ pub struct BenchArgs {
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Figures {
     workers: u32,
     slots_per_worker: u32,
@@ -67,6 +82,13 @@ struct Figures {
     round_p90_ms: f64,
     round_p99_ms: f64,
     round_max_ms: f64,
+    /// Native run time of the CPU-bound program with metering over without.
+    instrumentation_slowdown: Option<f64>,
+    browser_tabs: u32,
+    browser_round_p50_ms: Option<f64>,
+    browser_round_p99_ms: Option<f64>,
+    /// Native run time of the CPU-bound program over its time in a browser executor (1.0: as fast).
+    browser_cpu_speed_ratio: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
@@ -78,83 +100,203 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let config = ServerConfig { listen: ([127, 0, 0, 1], 0).into(), data_dir, ..ServerConfig::default() };
     let server = distributivecom_server::start(config).await.context("could not start the server")?;
     let base = format!("http://{}", server.address());
+    let mut native_workers = Vec::new();
     for index in 0..args.workers {
         let worker = Worker::new(WorkerConfig {
             server: base.clone(),
             slots: args.slots,
             agent: format!("bench-worker-{index}"),
         })?;
-        tokio::spawn(worker.run());
+        native_workers.push(tokio::spawn(worker.run()));
     }
     let client = Client::new(&base)?;
-    let module = client.upload_module(NOOP_MODULE.to_vec()).await?;
+    let noop = client.upload_module(NOOP_MODULE.to_vec()).await?;
     wait_for_workers(&client, args.workers).await?;
 
     // Warm up: every worker fetches and compiles the module, and the connections settle.
-    run_job(&client, &module, 256).await?;
-
+    run_job(&client, &noop, vec![ChunkRequest::default(); 256]).await?;
     let started = Instant::now();
-    run_job(&client, &module, args.chunks as usize).await?;
-    let throughput = f64::from(args.chunks) / started.elapsed().as_secs_f64();
-
-    let mut rounds = Vec::with_capacity(args.rounds as usize);
-    for _ in 0..args.rounds {
-        let started = Instant::now();
-        run_job(&client, &module, ROUND_CHUNKS).await?;
-        rounds.push(started.elapsed());
-    }
-    rounds.sort();
-    let figures = Figures {
+    run_job(&client, &noop, vec![ChunkRequest::default(); args.chunks as usize]).await?;
+    let mut figures = Figures {
         workers: args.workers,
         slots_per_worker: args.slots,
         throughput_chunks: args.chunks,
-        chunks_per_sec: throughput.round(),
+        chunks_per_sec: (f64::from(args.chunks) / started.elapsed().as_secs_f64()).round(),
         rounds: args.rounds,
         round_chunks: ROUND_CHUNKS,
-        round_p50_ms: percentile_ms(&rounds, 0.50),
-        round_p90_ms: percentile_ms(&rounds, 0.90),
-        round_p99_ms: percentile_ms(&rounds, 0.99),
-        round_max_ms: percentile_ms(&rounds, 1.0),
+        browser_tabs: args.browser_tabs,
+        ..Figures::default()
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&figures)?);
-    } else {
-        println!(
-            "{} native workers x {} slots, SQLite store on, loopback WebSockets",
-            figures.workers, figures.slots_per_worker
-        );
-        println!("no-op throughput: {:.0} chunks/s ({} chunks)", figures.chunks_per_sec, figures.throughput_chunks);
-        println!(
-            "{}-chunk round latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} rounds)",
-            figures.round_chunks,
-            figures.round_p50_ms,
-            figures.round_p90_ms,
-            figures.round_p99_ms,
-            figures.round_max_ms,
-            figures.rounds
-        );
+    let rounds = time_rounds(&client, &noop, args.rounds).await?;
+    figures.round_p50_ms = percentile_ms(&rounds, 0.50);
+    figures.round_p90_ms = percentile_ms(&rounds, 0.90);
+    figures.round_p99_ms = percentile_ms(&rounds, 0.99);
+    figures.round_max_ms = percentile_ms(&rounds, 1.0);
+
+    let cpu_program = cpu_program(args.cpu_program.as_deref());
+    let native_cpu = match &cpu_program {
+        Some(program) => {
+            let (instrumented, raw) = native_cpu_seconds(program)?;
+            figures.instrumentation_slowdown = Some(round2(instrumented / raw));
+            Some(instrumented)
+        }
+        None => None,
+    };
+
+    if args.browser_tabs > 0 {
+        // Only the tabs may work now.
+        for worker in &native_workers {
+            worker.abort();
+        }
+        wait_for_workers_exactly(&client, 0).await?;
+        let chromium = Chromium::start().await?;
+        for _ in 0..args.browser_tabs {
+            let tab = chromium.open_donate_page(&base).await?;
+            chromium.start_volunteering(&tab, 1, 100).await?;
+        }
+        wait_for_workers_exactly(&client, args.browser_tabs).await?;
+        for _ in 0..10 {
+            run_job(&client, &noop, vec![ChunkRequest::default(); ROUND_CHUNKS]).await?;
+        }
+        let rounds = time_rounds(&client, &noop, args.rounds).await?;
+        figures.browser_round_p50_ms = Some(percentile_ms(&rounds, 0.50));
+        figures.browser_round_p99_ms = Some(percentile_ms(&rounds, 0.99));
+        if let (Some(program), Some(native)) = (&cpu_program, native_cpu) {
+            let primes = client.upload_module(std::fs::read(program)?).await?;
+            // Every tab compiles the program first, then one chunk is timed end to end.
+            let warm_up = (0..args.browser_tabs * 2).map(|index| primes_chunk(u64::from(index) * 1000, 1000)).collect();
+            run_job(&client, &primes, warm_up).await?;
+            let started = Instant::now();
+            run_job(&client, &primes, vec![primes_chunk(0, CPU_CHUNK_END)]).await?;
+            figures.browser_cpu_speed_ratio = Some(round2(native / started.elapsed().as_secs_f64()));
+        }
     }
+    print(&figures, args.json, cpu_program.is_none())?;
     server.stop();
     Ok(Outcome::Success)
 }
 
+fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(figures)?);
+        return Ok(());
+    }
+    println!(
+        "{} native workers x {} slots, SQLite store on, loopback WebSockets",
+        figures.workers, figures.slots_per_worker
+    );
+    println!("no-op throughput: {:.0} chunks/s ({} chunks)", figures.chunks_per_sec, figures.throughput_chunks);
+    println!(
+        "{}-chunk round latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} rounds)",
+        figures.round_chunks,
+        figures.round_p50_ms,
+        figures.round_p90_ms,
+        figures.round_p99_ms,
+        figures.round_max_ms,
+        figures.rounds
+    );
+    match figures.instrumentation_slowdown {
+        Some(slowdown) => println!("metering slowdown (CPU-bound program, native): {slowdown:.2}x"),
+        None if no_cpu_program => println!("metering slowdown: not measured (pass --cpu-program, the primes example)"),
+        None => {}
+    }
+    if let (Some(p50), Some(p99)) = (figures.browser_round_p50_ms, figures.browser_round_p99_ms) {
+        println!(
+            "{}-chunk round latency with {} Chromium tabs: p50 {p50:.2} ms, p99 {p99:.2} ms",
+            figures.round_chunks, figures.browser_tabs
+        );
+    }
+    if let Some(ratio) = figures.browser_cpu_speed_ratio {
+        println!("CPU-bound speed in the browser relative to native: {ratio:.2}");
+    }
+    Ok(())
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// The `primes` example, from `--cpu-program` or next to this binary (`target/release/..`).
+fn cpu_program(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    if let Some(path) = given {
+        return Some(path.to_owned());
+    }
+    let executable = std::env::current_exe().ok()?;
+    let target = executable.parent()?.parent()?;
+    let path = target.join("wasm32-wasip1/wasi-release/primes.wasm");
+    path.exists().then_some(path)
+}
+
+fn primes_chunk(from: u64, to: u64) -> ChunkRequest {
+    ChunkRequest { args: vec![from.to_string(), to.to_string()], ..ChunkRequest::default() }
+}
+
+/// Seconds the CPU-bound chunk takes natively, instrumented and not (best of three each).
+fn native_cpu_seconds(program: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    let original = std::fs::read(program).with_context(|| format!("could not read {}", program.display()))?;
+    let instrumented = distributivecom_program::instrument::instrument(&original)?;
+    let runtime = Runtime::new()?;
+    let assignment = Assignment {
+        replica: 0,
+        job: 0,
+        chunk: 0,
+        job_name: "bench".into(),
+        module: ModuleRef { sha256: String::new(), size: 0 },
+        args: vec!["primes.wasm".into(), "0".into(), CPU_CHUNK_END.to_string()],
+        env: Default::default(),
+        stdin: Bytes::default(),
+        files: Default::default(),
+        clock_start_ns: 0,
+        random_seed: Bytes(vec![0; 32]),
+        limits: ServerConfig::default().default_limits,
+    };
+    let best = |bytes: &[u8]| -> anyhow::Result<f64> {
+        let module = runtime.compile(bytes)?;
+        let mut fastest = f64::MAX;
+        for _ in 0..3 {
+            let outcome = runtime.run(&module, &assignment);
+            if !outcome.status.is_success() {
+                bail!("the CPU-bound program failed: {}", outcome.status.describe());
+            }
+            fastest = fastest.min(outcome.elapsed.as_secs_f64());
+        }
+        Ok(fastest)
+    };
+    Ok((best(&instrumented)?, best(&original)?))
+}
+
+async fn time_rounds(client: &Client, module: &str, rounds: u32) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        run_job(client, module, vec![ChunkRequest::default(); ROUND_CHUNKS]).await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
 async fn wait_for_workers(client: &Client, workers: u32) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.stats().await?.workers < workers {
+    wait_until(client, |connected| connected >= workers, "the workers did not connect within 60 seconds").await
+}
+
+async fn wait_for_workers_exactly(client: &Client, workers: u32) -> anyhow::Result<()> {
+    wait_until(client, |connected| connected == workers, "the expected workers did not connect within 60 seconds").await
+}
+
+async fn wait_until(client: &Client, done: impl Fn(u32) -> bool, failure: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(client.stats().await?.workers) {
         if Instant::now() > deadline {
-            bail!("the workers did not connect within 30 seconds");
+            bail!("{failure}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }
 
-async fn run_job(client: &Client, module: &str, chunks: usize) -> anyhow::Result<()> {
-    let request = JobRequest {
-        module: module.to_owned(),
-        chunks: vec![ChunkRequest::default(); chunks],
-        ..JobRequest::default()
-    };
+async fn run_job(client: &Client, module: &str, chunks: Vec<ChunkRequest>) -> anyhow::Result<()> {
+    let request = JobRequest { module: module.to_owned(), chunks, ..JobRequest::default() };
     let created = client.submit(&request).await?;
     let status = client.wait_until_finished(created.id).await?;
     if status.state != JobState::Succeeded {

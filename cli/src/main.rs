@@ -5,14 +5,10 @@
 //! 1 when a job finished with failed chunks or was cancelled; 2 on errors (bad arguments, unreachable
 //! server, refused upload); 3 when the job is still running (`status`, `results` without `--wait`).
 
-mod bench;
-mod commands;
-mod output;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use distributivecom_cli::{bench, commands};
 
 /// Volunteer computing for WASI programs: run a coordinator, donate compute, or submit jobs.
 #[derive(Debug, Parser)]
@@ -39,24 +35,6 @@ enum Command {
     Results(commands::results::ResultsArgs),
     /// Measure throughput and round latency with an in-process server and native workers.
     Bench(bench::BenchArgs),
-}
-
-/// What a command reports to the shell; see the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    ChunksFailed,
-    StillRunning,
-}
-
-impl From<Outcome> for ExitCode {
-    fn from(outcome: Outcome) -> ExitCode {
-        match outcome {
-            Outcome::Success => ExitCode::SUCCESS,
-            Outcome::ChunksFailed => ExitCode::from(1),
-            Outcome::StillRunning => ExitCode::from(3),
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -99,9 +77,4 @@ fn init_logging(command: &Command) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
-/// The default data directory of `serve`.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("distributivecom-data")
 }

@@ -159,6 +159,7 @@ impl Worker {
             agent: self.config.agent.clone(),
             // The runtime enforces each job's limit; the machine's memory is the operator's business.
             max_memory_bytes: None,
+            prefetch_per_slot: None,
         });
 
         sink.send(Message::Binary(encode(&hello).into()))

@@ -103,7 +103,9 @@ pub enum ExecutorCommand {
 pub enum ExecutorEvent {
     /// The executor's wasm is loaded; it can take work.
     Ready,
-    /// The replica's module is compiled and the run begins: its time limit starts now.
+    /// The run of this replica begins only now, because its module had to be fetched or compiled first:
+    /// its time limit starts now. (Otherwise a replica starts when it reaches the front of the
+    /// executor's queue.)
     Started {
         replica: u64,
     },

@@ -49,6 +49,11 @@ pub struct Hello {
     /// to it. Absent: no limit.
     #[serde(default)]
     pub max_memory_bytes: Option<u64>,
+    /// The most replicas per slot the worker wants queued beyond the running ones (a worker with a slow
+    /// round trip, such as a browser, asks for more). The server may grant fewer. Absent: the server's
+    /// default.
+    #[serde(default)]
+    pub prefetch_per_slot: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +87,8 @@ pub struct Welcome {
     pub heartbeat_interval_ms: u64,
     /// Silence longer than this loses every lease the worker holds.
     pub lease_timeout_ms: u64,
-    /// How many replicas beyond one per slot the server queues at the worker.
+    /// The most replicas beyond one per slot the server queues at the worker. It queues fewer of a job
+    /// whose chunks are long (see `docs/protocol.md`).
     pub prefetch_per_slot: u32,
 }
 

@@ -37,13 +37,17 @@ impl Millis {
 pub struct Config {
     /// A worker silent for longer than this loses all its leases and is disconnected.
     pub lease_timeout_ms: u64,
-    /// Replicas queued at a worker beyond one per slot, so it never waits a round trip between chunks.
+    /// Replicas queued at a worker beyond one per slot, for a job whose chunk time is not known yet.
     pub prefetch_per_slot: u32,
+    /// Once a job's chunk time is known, a worker holds about this much of the job's work per slot beyond
+    /// what runs (within the prefetch the worker asked for): enough to hide the round trip between
+    /// chunks, without hoarding long chunks that other volunteers could run.
+    pub prefetch_buffer_us: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_timeout_ms: 5_000, prefetch_per_slot: 2 }
+        Config { lease_timeout_ms: 5_000, prefetch_per_slot: 2, prefetch_buffer_us: 20_000 }
     }
 }
 
@@ -88,11 +92,13 @@ pub enum Event {
     JobCancelled {
         job: JobId,
     },
-    /// A worker connected. It runs `slots` replicas at once, each with at most `max_memory_bytes`.
+    /// A worker connected. It runs `slots` replicas at once, each with at most `max_memory_bytes`, and
+    /// wants at most `max_prefetch_per_slot` replicas queued per slot.
     WorkerJoined {
         worker: WorkerId,
         slots: u32,
         max_memory_bytes: u64,
+        max_prefetch_per_slot: u32,
     },
     WorkerSlots {
         worker: WorkerId,
@@ -109,11 +115,13 @@ pub enum Event {
         worker: WorkerId,
         replica: ReplicaId,
     },
-    /// The worker reports a finished replica; `success` means it exited with status 0.
+    /// The worker reports a finished replica; `success` means it exited with status 0, `compute_us` is how
+    /// long it ran (it tunes how much of the job workers queue).
     ReplicaReported {
         worker: WorkerId,
         replica: ReplicaId,
         success: bool,
+        compute_us: u64,
     },
     /// Time passed: expire silent workers and overdue replicas.
     Tick,
@@ -194,8 +202,9 @@ impl Scheduler {
         match event {
             Event::JobAdded(params) => self.add_job(params, actions),
             Event::JobCancelled { job } => self.cancel_job(job, actions),
-            Event::WorkerJoined { worker, slots, max_memory_bytes } => {
-                self.workers.insert(worker, state::Worker::new(slots, max_memory_bytes, self.now));
+            Event::WorkerJoined { worker, slots, max_memory_bytes, max_prefetch_per_slot } => {
+                let state = state::Worker::new(slots, max_memory_bytes, max_prefetch_per_slot, self.now);
+                self.workers.insert(worker, state);
 
                 self.fill_worker(worker, actions);
             }
@@ -222,8 +231,8 @@ impl Scheduler {
                     self.fill_all(actions);
                 }
             }
-            Event::ReplicaReported { worker, replica, success } => {
-                self.report(worker, replica, success, actions);
+            Event::ReplicaReported { worker, replica, success, compute_us } => {
+                self.report(worker, replica, success, compute_us, actions);
             }
             Event::Tick => self.expire(actions),
         }
@@ -300,7 +309,14 @@ impl Scheduler {
         None
     }
 
-    fn report(&mut self, worker: WorkerId, replica: ReplicaId, success: bool, actions: &mut Vec<Action>) {
+    fn report(
+        &mut self,
+        worker: WorkerId,
+        replica: ReplicaId,
+        success: bool,
+        compute_us: u64,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(held) = self.take_replica(worker, replica, actions) else {
             return;
         };
@@ -308,6 +324,9 @@ impl Scheduler {
             return;
         };
         let policy = job.policy;
+        if success {
+            job.observe_chunk_time(compute_us);
+        }
         let chunk = &mut job.chunks[held.chunk as usize];
         let attempts = chunk.total_replicas;
         if success {

@@ -9,6 +9,8 @@ pub(crate) struct Job {
     pub(crate) policy: RetryPolicy,
     pub(crate) time_limit_ms: u64,
     pub(crate) memory_bytes: u64,
+    /// A moving average of how long the job's chunks run, once any has succeeded.
+    pub(crate) chunk_time_us: Option<u64>,
     pub(crate) chunks: Vec<Chunk>,
     /// Chunks waiting for a volunteer; retries go to the front.
     pub(crate) unsent: VecDeque<ChunkIndex>,
@@ -34,12 +36,24 @@ impl Job {
             policy: params.policy,
             time_limit_ms: params.time_limit_ms,
             memory_bytes: params.memory_bytes,
+            chunk_time_us: None,
             unfinished: unsent.len() as u32,
             chunks,
             unsent,
             in_flight: 0,
             in_ring: true,
         }
+    }
+}
+
+impl Job {
+    /// Folds a successful replica's run time into the job's estimate (weight 1/8, so one odd chunk does
+    /// not swing it).
+    pub(crate) fn observe_chunk_time(&mut self, compute_us: u64) {
+        self.chunk_time_us = Some(match self.chunk_time_us {
+            None => compute_us,
+            Some(estimate) => (estimate * 7 + compute_us) / 8,
+        });
     }
 }
 
@@ -56,19 +70,20 @@ pub(crate) struct Chunk {
 pub(crate) struct Worker {
     pub(crate) slots: u32,
     pub(crate) max_memory_bytes: u64,
+    pub(crate) max_prefetch_per_slot: u32,
     pub(crate) in_flight: HashSet<ReplicaId>,
     pub(crate) last_seen: Millis,
 }
 
 impl Worker {
-    pub(crate) fn new(slots: u32, max_memory_bytes: u64, now: Millis) -> Worker {
-        Worker { slots, max_memory_bytes, in_flight: HashSet::new(), last_seen: now }
+    pub(crate) fn new(slots: u32, max_memory_bytes: u64, max_prefetch_per_slot: u32, now: Millis) -> Worker {
+        Worker { slots, max_memory_bytes, max_prefetch_per_slot, in_flight: HashSet::new(), last_seen: now }
     }
 
-    /// How many more replicas the worker should hold: one running per slot plus a prefetch queue.
-    pub(crate) fn free(&self, prefetch_per_slot: u32) -> usize {
-        let capacity = self.slots as usize * (1 + prefetch_per_slot as usize);
-        capacity.saturating_sub(self.in_flight.len())
+    /// Whether the worker holds fewer replicas than `prefetch_per_slot` allows: one running per slot
+    /// plus that many queued.
+    pub(crate) fn has_room(&self, prefetch_per_slot: u32) -> bool {
+        self.in_flight.len() < self.slots as usize * (1 + prefetch_per_slot as usize)
     }
 }
 

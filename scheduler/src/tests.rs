@@ -12,6 +12,8 @@ const MEMORY: u64 = 1 << 30;
 struct Harness {
     scheduler: Scheduler,
     now: u64,
+    /// What joining workers ask for.
+    prefetch: u32,
 }
 
 impl Harness {
@@ -20,8 +22,8 @@ impl Harness {
     }
 
     fn with_prefetch(prefetch_per_slot: u32) -> Harness {
-        let config = Config { lease_timeout_ms: LEASE, prefetch_per_slot };
-        Harness { scheduler: Scheduler::new(config, 1000), now: 0 }
+        let config = Config { lease_timeout_ms: LEASE, prefetch_per_slot, prefetch_buffer_us: 20_000 };
+        Harness { scheduler: Scheduler::new(config, 1000), now: 0, prefetch: prefetch_per_slot }
     }
 
     fn advance(&mut self, milliseconds: u64) {
@@ -44,11 +46,13 @@ impl Harness {
     }
 
     fn join(&mut self, worker: WorkerId, slots: u32) -> Vec<Action> {
-        self.feed(Event::WorkerJoined { worker, slots, max_memory_bytes: u64::MAX })
+        let max_prefetch_per_slot = self.prefetch;
+        self.feed(Event::WorkerJoined { worker, slots, max_memory_bytes: u64::MAX, max_prefetch_per_slot })
     }
 
     fn report(&mut self, worker: WorkerId, replica: ReplicaId, success: bool) -> Vec<Action> {
-        self.feed(Event::ReplicaReported { worker, replica, success })
+        // One millisecond per chunk: short enough that workers keep the default queue.
+        self.feed(Event::ReplicaReported { worker, replica, success, compute_us: 1_000 })
     }
 }
 
@@ -485,14 +489,74 @@ fn apply(
 #[test]
 fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it() {
     let mut harness = Harness::new();
-    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: MEMORY / 2 });
+    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: MEMORY / 2, max_prefetch_per_slot: 2 });
     let none = harness.add_job(1, 4, 0);
     assert!(assigns(&none).is_empty(), "the small worker gets nothing of a job it cannot hold");
-    let big = assigns(&harness.feed(Event::WorkerJoined { worker: 2, slots: 1, max_memory_bytes: MEMORY }));
+    let big = assigns(&harness.feed(Event::WorkerJoined {
+        worker: 2,
+        slots: 1,
+        max_memory_bytes: MEMORY,
+        max_prefetch_per_slot: 2,
+    }));
     assert_eq!(big.len(), 3);
     assert!(big.iter().all(|assignment| assignment.0 == 2));
     // A failed chunk is retried by the same big worker rather than waiting for the small one.
     let retry = assigns(&harness.report(2, big[0].1, false));
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].0, 2);
+}
+
+#[test]
+fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
+    let mut harness = Harness::new();
+    // A worker with a slow round trip (a browser) asks for a deep queue.
+    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: u64::MAX, max_prefetch_per_slot: 8 });
+    let first = assigns(&harness.add_job(1, 100, 0));
+    assert_eq!(first.len(), 3, "while the chunk time is unknown, the default queue of 2");
+    // Job 1's chunks turn out to take 100 µs: 20 ms of them is more than the worker's 8.
+    let refill = assigns(&harness.feed(Event::ReplicaReported {
+        worker: 1,
+        replica: first[0].1,
+        success: true,
+        compute_us: 100,
+    }));
+    assert_eq!(refill.len(), 7);
+    assert_eq!(harness.scheduler.stats().replicas_in_flight, 9, "the worker now holds 1 + 8");
+    // A job with 10-second chunks still gets the running slot when one frees up...
+    harness.add_job(2, 100, 0);
+    let next = assigns(&harness.feed(Event::ReplicaReported {
+        worker: 1,
+        replica: refill[0].1,
+        success: true,
+        compute_us: 100,
+    }));
+    let long = next.iter().find(|assignment| assignment.2 == 2).expect("job 2 gets a chunk").1;
+    // ...but once its chunk time is known, none of it is queued: the worker never holds two of it, while it
+    // keeps a deep queue of the short job.
+    let mut job_two_chunks = 1;
+    let mut outstanding: Vec<ReplicaId> = refill[1..].iter().map(|assignment| assignment.1).collect();
+    outstanding.extend(next.iter().filter(|assignment| assignment.2 == 1).map(|assignment| assignment.1));
+    let mut finished_long = Some(long);
+    for _ in 0..6 {
+        let actions = match finished_long.take() {
+            Some(replica) => {
+                harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 10_000_000 })
+            }
+            None => {
+                let replica = outstanding.remove(0);
+                harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 100 })
+            }
+        };
+        for assignment in assigns(&actions) {
+            if assignment.2 == 2 {
+                job_two_chunks += 1;
+                finished_long = Some(assignment.1);
+            } else {
+                outstanding.push(assignment.1);
+            }
+        }
+        let job_two_held = harness.scheduler.replicas.values().filter(|held| held.job == 2).count();
+        assert!(job_two_held <= 1, "the long job is never queued");
+    }
+    assert!(job_two_chunks >= 2, "the long job keeps running on the worker");
 }

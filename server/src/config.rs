@@ -29,8 +29,12 @@ pub struct ServerConfig {
     pub heartbeat_interval_ms: u64,
     /// Silence longer than this loses a worker's leases.
     pub lease_timeout_ms: u64,
-    /// Replicas queued at a worker beyond one per slot.
+    /// Replicas queued at a worker beyond one per slot while a job's chunk time is unknown.
     pub prefetch_per_slot: u32,
+    /// The most a worker may ask to have queued per slot.
+    pub max_prefetch_per_slot: u32,
+    /// Queued work per slot (by the job's measured chunk time) that hides a worker's round trip.
+    pub prefetch_buffer_us: u64,
     /// How often leases are checked.
     pub tick_interval_ms: u64,
 }
@@ -66,6 +70,8 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 1_000,
             lease_timeout_ms: 5_000,
             prefetch_per_slot: 2,
+            max_prefetch_per_slot: 16,
+            prefetch_buffer_us: 20_000,
             tick_interval_ms: 250,
         }
     }

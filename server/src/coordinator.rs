@@ -114,6 +114,7 @@ impl Coordinator {
         let scheduler_config = distributivecom_scheduler::Config {
             lease_timeout_ms: config.lease_timeout_ms,
             prefetch_per_slot: config.prefetch_per_slot,
+            prefetch_buffer_us: config.prefetch_buffer_us,
         };
         let coordinator = Arc::new_cyclic(|this| Coordinator {
             core: Mutex::new(Core {
@@ -302,6 +303,8 @@ impl Coordinator {
     /// Registers a worker session and returns its id. The welcome message goes out before any assignment.
     pub fn connect(&self, hello: &Hello, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
         let (slots, max_memory_bytes) = (hello.slots, hello.max_memory_bytes.unwrap_or(u64::MAX));
+        let max_prefetch_per_slot =
+            hello.prefetch_per_slot.unwrap_or(self.config.prefetch_per_slot).min(self.config.max_prefetch_per_slot);
         let mut core = self.lock();
         let worker = core.next_worker;
         core.next_worker += 1;
@@ -309,10 +312,10 @@ impl Coordinator {
             worker_id: worker,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             lease_timeout_ms: self.config.lease_timeout_ms,
-            prefetch_per_slot: self.config.prefetch_per_slot,
+            prefetch_per_slot: max_prefetch_per_slot,
         }));
         core.sessions.insert(worker, session);
-        self.run(&mut core, Event::WorkerJoined { worker, slots, max_memory_bytes });
+        self.run(&mut core, Event::WorkerJoined { worker, slots, max_memory_bytes, max_prefetch_per_slot });
         worker
     }
 
@@ -342,7 +345,8 @@ impl Coordinator {
     pub fn report(&self, worker: WorkerId, report: ReplicaReport) {
         let success = report.status.is_success();
         let mut core = self.lock();
-        let for_caller = self.run(&mut core, Event::ReplicaReported { worker, replica: report.replica, success });
+        let event = Event::ReplicaReported { worker, replica: report.replica, success, compute_us: report.compute_us };
+        let for_caller = self.run(&mut core, event);
         // Only this report's own chunk can have become final.
         let stored = for_caller.into_iter().find_map(|action| match action {
             Action::StoreResult { job, chunk, replica, outcome, attempts } => {

@@ -4,9 +4,10 @@
 //! while the tab keeps working.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use distributivecom_cli::chromium::Chromium;
 use distributivecom_client::Client as Api;
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobState, JobStatus, LimitsRequest};
@@ -14,122 +15,11 @@ use distributivecom_protocol::worker::{Assignment, ModuleRef, RunStatus};
 use distributivecom_server::ServerConfig;
 use distributivecom_server::coordinator::chunk_seed;
 use distributivecom_worker::runtime::Runtime;
-use fantoccini::wd::WindowHandle;
-use fantoccini::{Client, ClientBuilder, Locator};
 
 use crate::support::*;
 
-/// A chromedriver process and one Chromium session, both gone when dropped.
-pub struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    pub async fn start() -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is installed (cargo xtask setup installs Debian's chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        eventually("chromedriver to listen", Duration::from_secs(30), || async {
-            reqwest::get(format!("{url}/status")).await.is_ok_and(|response| response.status().is_success())
-        })
-        .await;
-        let profile = tempfile::tempdir().unwrap();
-        // Chromium as root needs --no-sandbox; the rest keeps it off the (closed) network.
-        let capabilities = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1100,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }
-        });
-        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!("an object literal") };
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&url)
-            .await
-            .expect("chromedriver starts a Chromium session");
-        Browser { client, driver, _profile: profile }
-    }
-
-    /// Opens the donate page in a tab (the first call reuses the session's initial tab).
-    pub async fn open_donate_page(&self, server: &TestServer) -> WindowHandle {
-        let current = self.client.window().await.unwrap();
-        let fresh =
-            self.client.execute("return location.href === 'about:blank' || location.href === 'data:,';", vec![]).await;
-        let handle = if fresh.ok().and_then(|value| value.as_bool()).unwrap_or(false) {
-            current
-        } else {
-            self.client.new_window(true).await.unwrap().handle
-        };
-        self.client.switch_to_window(handle.clone()).await.unwrap();
-        self.client.goto(&format!("{}/donate", server.url)).await.unwrap();
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("start"))
-            .await
-            .expect("the donate page renders");
-        handle
-    }
-
-    /// Sets the thread count and throttle the way a visitor would, then presses Start.
-    pub async fn start_volunteering(&self, tab: &WindowHandle, threads: u32, throttle_percent: u32) {
-        self.client.switch_to_window(tab.clone()).await.unwrap();
-        self.set_input("threads", &threads.to_string(), "change").await;
-        self.set_input("throttle", &throttle_percent.to_string(), "input").await;
-        self.client.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Id("stop"))
-            .await
-            .expect("Start turns into Stop");
-    }
-
-    async fn set_input(&self, id: &str, value: &str, event: &str) {
-        let script = format!(
-            "const input = document.getElementById('{id}'); input.value = '{value}'; \
-             input.dispatchEvent(new Event('{event}', {{ bubbles: true }}));"
-        );
-        self.client.execute(&script, vec![]).await.unwrap();
-    }
-
-    pub async fn text(&self, tab: &WindowHandle, id: &str) -> String {
-        self.client.switch_to_window(tab.clone()).await.unwrap();
-        self.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
-    }
-
-    pub async fn screenshot(&self, tab: &WindowHandle, name: &str) {
-        self.client.switch_to_window(tab.clone()).await.unwrap();
-        let png = self.client.screenshot().await.unwrap();
-        let dir = workspace_root().join("docs/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), png).unwrap();
-    }
-
-    pub async fn close_tab(&self, tab: &WindowHandle, fall_back_to: &WindowHandle) {
-        self.client.switch_to_window(tab.clone()).await.unwrap();
-        self.client.close_window().await.unwrap();
-        self.client.switch_to_window(fall_back_to.clone()).await.unwrap();
-    }
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    workspace_root().join("docs/screenshots").join(name)
 }
 
 /// Waits until `count` workers (tabs) are connected to the server.
@@ -193,13 +83,13 @@ async fn browser_tabs_alone_finish_jobs_with_results_identical_to_native_runs() 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Browser::start().await;
-    let first = browser.open_donate_page(&server).await;
-    browser.screenshot(&first, "donate-idle.png").await;
-    assert_eq!(browser.text(&first, "connection").await, "Stopped");
-    let second = browser.open_donate_page(&server).await;
-    browser.start_volunteering(&first, 1, 100).await;
-    browser.start_volunteering(&second, 1, 100).await;
+    let browser = Chromium::start().await.unwrap();
+    let first = browser.open_donate_page(&server.url).await.unwrap();
+    browser.screenshot(&first, &screenshot_path("donate-idle.png")).await.unwrap();
+    assert_eq!(browser.text(&first, "connection").await.unwrap(), "Stopped");
+    let second = browser.open_donate_page(&server.url).await.unwrap();
+    browser.start_volunteering(&first, 1, 100).await.unwrap();
+    browser.start_volunteering(&second, 1, 100).await.unwrap();
     wait_for_workers(&api, 2).await;
 
     // A job submitted with the CLI, with input files and binary output files.
@@ -254,11 +144,14 @@ async fn browser_tabs_alone_finish_jobs_with_results_identical_to_native_runs() 
         let (status, results) = finish(&api, job).await;
         assert_same_as_native(&status, program_name, &chunks, &results);
     }
-    // The page counted what this tab did.
-    let done: u64 = browser.text(&first, "chunks-done").await.replace(',', "").parse().unwrap();
-    let other: u64 = browser.text(&second, "chunks-done").await.replace(',', "").parse().unwrap();
-    assert_eq!(done + other, 2 + 1 + 2 + 1 + 1, "the two tabs ran every chunk");
-    assert_ne!(browser.text(&first, "work-units").await, "0");
+    // The pages counted what their tabs did (their statistics arrive a few times a second).
+    eventually("the two tabs to count every chunk", Duration::from_secs(5), || async {
+        let done = browser.text(&first, "chunks-done").await.unwrap().replace(',', "").parse::<u64>().unwrap();
+        let other = browser.text(&second, "chunks-done").await.unwrap().replace(',', "").parse::<u64>().unwrap();
+        done + other == 2 + 1 + 2 + 1 + 1
+    })
+    .await;
+    assert_ne!(browser.text(&first, "work-units").await.unwrap(), "0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,11 +159,11 @@ async fn a_tab_closed_mid_job_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Browser::start().await;
-    let staying = browser.open_donate_page(&server).await;
-    let leaving = browser.open_donate_page(&server).await;
-    browser.start_volunteering(&staying, 1, 100).await;
-    browser.start_volunteering(&leaving, 1, 100).await;
+    let browser = Chromium::start().await.unwrap();
+    let staying = browser.open_donate_page(&server.url).await.unwrap();
+    let leaving = browser.open_donate_page(&server.url).await.unwrap();
+    browser.start_volunteering(&staying, 1, 100).await.unwrap();
+    browser.start_volunteering(&leaving, 1, 100).await.unwrap();
     wait_for_workers(&api, 2).await;
     let chunks: Vec<ChunkRequest> = (0..16u64)
         .map(|index| chunk(&[&(index * 20_000_000).to_string(), &((index + 1) * 20_000_000).to_string()]))
@@ -281,8 +174,8 @@ async fn a_tab_closed_mid_job_loses_nothing() {
     })
     .await;
     // Mid-job, with chunks running: the page as a volunteer sees it.
-    browser.screenshot(&staying, "donate-running.png").await;
-    browser.close_tab(&leaving, &staying).await;
+    browser.screenshot(&staying, &screenshot_path("donate-running.png")).await.unwrap();
+    browser.close_tab(&leaving, &staying).await.unwrap();
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
     assert_same_as_native(&status, "primes", &chunks, &results);
@@ -295,9 +188,9 @@ async fn loops_and_memory_hogs_are_reported_and_the_tab_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Browser::start().await;
-    let tab = browser.open_donate_page(&server).await;
-    browser.start_volunteering(&tab, 1, 100).await;
+    let browser = Chromium::start().await.unwrap();
+    let tab = browser.open_donate_page(&server.url).await.unwrap();
+    browser.start_volunteering(&tab, 1, 100).await.unwrap();
     wait_for_workers(&api, 1).await;
     let limits = LimitsRequest {
         time_limit_ms: Some(1_000),
@@ -320,8 +213,12 @@ async fn loops_and_memory_hogs_are_reported_and_the_tab_keeps_working() {
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
     assert_eq!(results[0].output.stdout.as_ref(), b"primes in [0, 1000000): 78498\n");
-    assert_eq!(browser.text(&tab, "connection").await, "Connected");
-    assert_eq!(browser.text(&tab, "chunks-done").await, "3");
+    assert_eq!(browser.text(&tab, "connection").await.unwrap(), "Connected");
+    // The page's statistics arrive a few times a second.
+    eventually("the page to count three chunks", Duration::from_secs(5), || async {
+        browser.text(&tab, "chunks-done").await.unwrap() == "3"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -329,9 +226,9 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Browser::start().await;
-    let tab = browser.open_donate_page(&server).await;
-    browser.start_volunteering(&tab, 1, 100).await;
+    let browser = Chromium::start().await.unwrap();
+    let tab = browser.open_donate_page(&server.url).await.unwrap();
+    browser.start_volunteering(&tab, 1, 100).await.unwrap();
     let _native = server.worker(1);
     wait_for_workers(&api, 2).await;
     let chunks: Vec<ChunkRequest> = (0..12).map(|index| file_chunk(&[&format!("chunk-{index}")], b"", &[])).collect();
@@ -339,6 +236,7 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
     assert_same_as_native(&status, "entropy", &chunks, &results);
-    let in_browser: u64 = browser.text(&tab, "chunks-done").await.parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_browser: u64 = browser.text(&tab, "chunks-done").await.unwrap().parse().unwrap();
     assert!(in_browser > 0 && in_browser < 12, "both kinds of worker took part ({in_browser} chunks in the browser)");
 }

@@ -42,6 +42,7 @@ fn hello(slots: u32) -> WorkerMessage {
         slots,
         agent: "script".into(),
         max_memory_bytes: None,
+        prefetch_per_slot: None,
     })
 }
 
@@ -75,6 +76,7 @@ async fn malformed_frames_are_refused_with_a_message_and_the_server_keeps_runnin
         slots: 1,
         agent: String::new(),
         max_memory_bytes: None,
+        prefetch_per_slot: None,
     });
 
     let old = refusal_of(&server, Message::Binary(encode(&version).into())).await;

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use distributivecom_protocol::worker::ServerMessage;
+use distributivecom_protocol::worker::{ReplicaReport, ServerMessage, WorkerMessage};
 use distributivecom_protocol::{decode, encode};
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::JsCast;
@@ -36,6 +36,9 @@ struct Edge {
     /// Closures that may be running right now (a socket's or executor's own handler) are dropped on the
     /// next event instead of inside themselves.
     graveyard: RefCell<Vec<Box<dyn std::any::Any>>>,
+    /// Results waiting to go out together: executors finish short chunks in quick succession, and one
+    /// frame for several results saves a trip through the browser's network process for each.
+    pending_results: RefCell<Vec<ReplicaReport>>,
     /// The URL of `volunteer-worker.js`, which executors run too.
     script_url: String,
 }
@@ -56,6 +59,7 @@ pub fn start_coordinator(early: Array) {
         socket: RefCell::new(None),
         executors: RefCell::new(HashMap::new()),
         graveyard: RefCell::new(Vec::new()),
+        pending_results: RefCell::new(Vec::new()),
     });
     let handler = {
         let edge = edge.clone();
@@ -132,11 +136,20 @@ impl Edge {
     fn perform(self: &Rc<Self>, output: Output) {
         match output {
             Output::Connect { url } => self.connect(&url),
-            Output::Send(message) => {
-                if let Some(socket) = self.socket.borrow().as_ref() {
-                    // A send on a closing socket fails; its close event follows and handles it.
-                    let _ = socket.socket.send_with_u8_array(&encode(&message));
+            Output::Send(WorkerMessage::Results(reports)) => {
+                let mut pending = self.pending_results.borrow_mut();
+                if pending.is_empty() {
+                    // Flush on the next turn of the event loop, after the events already queued.
+                    let edge = self.clone();
+                    let flush = Closure::once_into_js(move || edge.flush_results());
+                    let _ = self.scope.set_timeout_with_callback_and_timeout_and_arguments_0(flush.unchecked_ref(), 0);
                 }
+                pending.extend(reports);
+            }
+            Output::Send(message) => {
+                // Keep the order: results queued earlier go first.
+                self.flush_results();
+                self.send(&message);
             }
             Output::CloseSocket => {
                 let socket = self.socket.borrow_mut().take();
@@ -160,6 +173,20 @@ impl Edge {
             Output::SetTimer { timer, after_ms } => self.set_timeout(after_ms, Input::TimerFired(timer)),
             Output::Stats(stats) => self.post_to_page(&CoordinatorEvent::Stats(stats)),
             Output::Notice(notice) => self.post_to_page(&CoordinatorEvent::Notice(notice)),
+        }
+    }
+
+    fn send(&self, message: &WorkerMessage) {
+        if let Some(socket) = self.socket.borrow().as_ref() {
+            // A send on a closing socket fails; its close event follows and handles it.
+            let _ = socket.socket.send_with_u8_array(&encode(message));
+        }
+    }
+
+    fn flush_results(&self) {
+        let reports = std::mem::take(&mut *self.pending_results.borrow_mut());
+        if !reports.is_empty() {
+            self.send(&WorkerMessage::Results(reports));
         }
     }
 

@@ -2,8 +2,9 @@
 //! each once, and runs replicas with the browser's WebAssembly engine, every WASI import forwarding to the
 //! shared WASI implementation.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+
 use std::rc::Rc;
 
 use distributivecom_protocol::metering::{
@@ -56,6 +57,10 @@ struct Executor {
     scope: DedicatedWorkerGlobalScope,
     modules: RefCell<HashMap<String, WebAssembly::Module>>,
     runner: Runner,
+    /// Replicas received and not yet run, in order (the coordinator sends the next one ahead).
+    pending: RefCell<VecDeque<(String, Assignment)>>,
+    /// Whether the loop that runs `pending` is active.
+    draining: Cell<bool>,
 }
 
 /// Starts the executor: handles `early` messages (queued by `volunteer-worker.js` while the wasm loaded),
@@ -63,8 +68,13 @@ struct Executor {
 #[wasm_bindgen]
 pub fn start_executor(early: Array) -> Result<(), JsValue> {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let executor =
-        Rc::new(Executor { scope: scope.clone(), modules: RefCell::new(HashMap::new()), runner: Runner::new()? });
+    let executor = Rc::new(Executor {
+        scope: scope.clone(),
+        modules: RefCell::new(HashMap::new()),
+        runner: Runner::new()?,
+        pending: RefCell::new(VecDeque::new()),
+        draining: Cell::new(false),
+    });
 
     let handler = {
         let executor = executor.clone();
@@ -119,10 +129,19 @@ impl Executor {
         let bytes = Uint8Array::new(&event.data()).to_vec();
         match decode::<ExecutorCommand>(&bytes) {
             Ok(ExecutorCommand::Run { server, assignment }) => {
-                wasm_bindgen_futures::spawn_local(async move {
-                    let report = self.run_replica(&server, *assignment).await;
-                    self.post(&ExecutorEvent::Finished(Box::new(report)));
-                });
+                self.pending.borrow_mut().push_back((server, *assignment));
+                // One loop runs the replicas strictly in order, even while a module is being fetched.
+                if !self.draining.replace(true) {
+                    wasm_bindgen_futures::spawn_local(async move {
+                        loop {
+                            let next = self.pending.borrow_mut().pop_front();
+                            let Some((server, assignment)) = next else { break };
+                            let report = self.run_replica(&server, assignment).await;
+                            self.post(&ExecutorEvent::Finished(Box::new(report)));
+                        }
+                        self.draining.set(false);
+                    });
+                }
             }
             Err(error) => web_sys::console::error_1(&format!("executor: {error}").into()),
         }
@@ -133,6 +152,7 @@ impl Executor {
     }
 
     async fn run_replica(&self, server: &str, assignment: Assignment) -> ReplicaReport {
+        let cached = self.modules.borrow().contains_key(&assignment.module.sha256);
         let module = match self.module(server, &assignment.module).await {
             Ok(module) => module,
             Err(message) => {
@@ -145,7 +165,11 @@ impl Executor {
                 };
             }
         };
-        self.post(&ExecutorEvent::Started { replica: assignment.replica });
+        // The coordinator counts the time limit from when a replica reaches the front of this executor's
+        // queue; loading a module delays the start, so say when the run really begins.
+        if !cached {
+            self.post(&ExecutorEvent::Started { replica: assignment.replica });
+        }
         let started = self.now_ms();
         let (status, output, work_units) = self.runner.execute(&module, &assignment);
         let compute_us = ((self.now_ms() - started) * 1000.0).max(0.0) as u64;

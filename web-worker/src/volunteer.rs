@@ -4,9 +4,11 @@
 //! drive this directly on the host.
 //!
 //! One coordinator per tab holds the tab's only WebSocket and supervises one executor Web Worker per
-//! thread: it hands each executor one replica at a time, terminates and replaces an executor whose
-//! replica overran its time limit (reporting the replica as timed out), and throttles by letting an
-//! executor rest after each chunk in proportion to the time the chunk took.
+//! thread. It keeps each executor supplied (at full throttle an executor holds the next replica while the
+//! current one runs, so it never waits for a round trip through the coordinator), terminates and
+//! replaces an executor whose replica overran its time limit (reporting the replica as timed out and
+//! handing the ones queued behind it back to the server), and throttles by letting an executor rest after
+//! each chunk in proportion to the time the chunk took.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -24,15 +26,33 @@ pub type ExecutorId = u64;
 pub const DEADLINE_GRACE_MS: u64 = 1_000;
 /// The most memory a browser executor offers to one replica.
 pub const BROWSER_MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Replicas per thread the tab asks the server to queue: a browser's round trip to the server passes
+/// through several processes and threads, so it needs a deeper queue than a native worker to stay busy
+/// with short chunks. (The server queues less of jobs with long chunks.)
+pub const BROWSER_PREFETCH_PER_SLOT: u32 = 8;
+/// Replicas an executor holds at most at full throttle: one running and a few waiting, so that it goes
+/// from one short chunk to the next without waiting for the coordinator.
+pub const EXECUTOR_QUEUE: usize = 4;
+/// How often running replicas are checked against their deadlines.
+pub const SUPERVISE_INTERVAL_MS: u64 = 250;
+/// Statistics reach the page at most this often, unless the connection's state changes.
+pub const STATS_INTERVAL_MS: u64 = 200;
 const FIRST_BACKOFF_MS: u64 = 250;
 const MAX_BACKOFF_MS: u64 = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
-    Heartbeat { connection: u64 },
+    Heartbeat {
+        connection: u64,
+    },
     Reconnect,
-    Deadline { executor: ExecutorId, replica: u64 },
-    Rest { executor: ExecutorId },
+    /// Check running replicas against their deadlines (every [`SUPERVISE_INTERVAL_MS`] while any runs).
+    Supervise,
+    Rest {
+        executor: ExecutorId,
+    },
+    /// Send the statistics that changed since the last message to the page.
+    Stats,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -67,19 +87,27 @@ pub enum Output {
     Notice(String),
 }
 
+/// A replica handed to an executor.
 #[derive(Clone, Debug, PartialEq)]
-enum Executor {
-    /// Loading its wasm.
-    Starting,
-    Idle,
-    Busy {
-        replica: u64,
-        connection: u64,
-        started_at_ms: Option<u64>,
-        time_limit_ms: u64,
-    },
+struct Held {
+    replica: u64,
+    /// The connection it came from: reports for an earlier connection are dropped.
+    connection: u64,
+    /// When it began running (it runs once it is first in its executor's queue); its deadline runs from
+    /// there.
+    started_at_ms: Option<u64>,
+    time_limit_ms: u64,
+}
+
+/// One executor worker; it runs the replicas it holds in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Executor {
+    /// Its wasm is loaded.
+    ready: bool,
     /// Resting after a chunk (throttle).
-    Resting,
+    resting: bool,
+    /// The replicas it holds, the running one first.
+    held: VecDeque<Held>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +131,7 @@ pub struct Volunteer {
     backoff_ms: u64,
     heartbeat_ms: u64,
     executors: BTreeMap<ExecutorId, Executor>,
-    /// Executors that stop once their current replica is done (the thread count went down).
+    /// Executors that stop once the replicas they hold are done (the thread count went down).
     retiring: HashSet<ExecutorId>,
     next_executor: ExecutorId,
     queue: VecDeque<Assignment>,
@@ -111,6 +139,9 @@ pub struct Volunteer {
     now_ms: u64,
     stats: Stats,
     last_stats: Option<Stats>,
+    last_stats_ms: u64,
+    stats_timer_pending: bool,
+    supervising: bool,
 }
 
 impl Volunteer {
@@ -133,6 +164,9 @@ impl Volunteer {
             now_ms: 0,
             stats: Stats::default(),
             last_stats: None,
+            last_stats_ms: 0,
+            stats_timer_pending: false,
+            supervising: false,
         }
     }
 
@@ -151,6 +185,7 @@ impl Volunteer {
                         slots: self.offered_slots(),
                         agent: self.agent.clone(),
                         max_memory_bytes: Some(BROWSER_MAX_MEMORY_BYTES),
+                        prefetch_per_slot: Some(BROWSER_PREFETCH_PER_SLOT),
                     })));
                 }
             }
@@ -160,6 +195,7 @@ impl Volunteer {
             Input::TimerFired(timer) => self.timer(timer, &mut out),
         }
         self.dispatch(&mut out);
+        self.supervise(&mut out);
         self.emit_stats(&mut out);
         out
     }
@@ -170,6 +206,12 @@ impl Volunteer {
 
     fn welcomed(&self) -> bool {
         self.socket == Socket::Open { welcomed: true }
+    }
+
+    /// How many replicas an executor may hold: throttled executors rest between chunks, so they only
+    /// get the next one when they are ready for it.
+    fn executor_capacity(&self) -> usize {
+        if self.settings.throttle_percent >= 100 { EXECUTOR_QUEUE } else { 1 }
     }
 
     fn command(&mut self, command: PageCommand, out: &mut Vec<Output>) {
@@ -266,31 +308,30 @@ impl Volunteer {
             for _ in 0..missing {
                 let executor = self.next_executor;
                 self.next_executor += 1;
-                self.executors.insert(executor, Executor::Starting);
+                self.executors.insert(executor, Executor::default());
                 out.push(Output::SpawnExecutor(executor));
             }
-        } else {
-            let mut surplus = active - wanted;
-            // Stop idle ones at once, busy ones when their replica is done.
-            let candidates: Vec<(ExecutorId, bool)> = self
-                .executors
-                .iter()
-                .filter(|(id, _)| !self.retiring.contains(id))
-                .map(|(id, state)| (*id, matches!(state, Executor::Busy { .. })))
-                .collect();
-            for (executor, busy) in
-                candidates.iter().filter(|(_, busy)| !busy).chain(candidates.iter().filter(|(_, busy)| *busy))
-            {
-                if surplus == 0 {
-                    break;
-                }
-                surplus -= 1;
-                if *busy {
-                    self.retiring.insert(*executor);
-                } else {
-                    self.executors.remove(executor);
-                    out.push(Output::TerminateExecutor(*executor));
-                }
+            return;
+        }
+        // Stop idle executors at once, busy ones when they are done.
+        let mut surplus = active - wanted;
+        let mut candidates: Vec<(ExecutorId, bool)> = self
+            .executors
+            .iter()
+            .filter(|(id, _)| !self.retiring.contains(id))
+            .map(|(id, state)| (*id, !state.held.is_empty()))
+            .collect();
+        candidates.sort_by_key(|(_, busy)| *busy);
+        for (executor, busy) in candidates {
+            if surplus == 0 {
+                break;
+            }
+            surplus -= 1;
+            if busy {
+                self.retiring.insert(executor);
+            } else {
+                self.executors.remove(&executor);
+                out.push(Output::TerminateExecutor(executor));
             }
         }
     }
@@ -321,11 +362,7 @@ impl Volunteer {
             ServerMessage::Revoke(replicas) => {
                 self.queue.retain(|assignment| !replicas.contains(&assignment.replica));
                 for replica in replicas {
-                    if self
-                        .executors
-                        .values()
-                        .any(|state| matches!(state, Executor::Busy { replica: running, .. } if *running == replica))
-                    {
+                    if self.executors.values().any(|state| state.held.iter().any(|held| held.replica == replica)) {
                         self.revoked.insert(replica);
                     }
                 }
@@ -355,48 +392,40 @@ impl Volunteer {
             return;
         };
         match event {
-            ExecutorEvent::Ready => {
-                if *state == Executor::Starting {
-                    *state = Executor::Idle;
-                }
-            }
+            ExecutorEvent::Ready => state.ready = true,
             ExecutorEvent::Started { replica } => {
-                if let Executor::Busy { replica: running, started_at_ms, time_limit_ms, .. } = state
-                    && *running == replica
+                // The executor had to fetch or compile the module first: the run starts only now.
+                if let Some(held) = state.held.front_mut()
+                    && held.replica == replica
                 {
-                    *started_at_ms = Some(self.now_ms);
-                    out.push(Output::SetTimer {
-                        timer: Timer::Deadline { executor, replica },
-                        after_ms: *time_limit_ms + DEADLINE_GRACE_MS,
-                    });
+                    held.started_at_ms = Some(self.now_ms);
                 }
             }
             ExecutorEvent::Finished(report) => {
-                let Executor::Busy { replica, connection, .. } = *state else {
-                    return;
-                };
-                if replica != report.replica {
+                if state.held.front().is_none_or(|held| held.replica != report.replica) {
                     return;
                 }
-                self.finish(executor, connection, *report, out);
+                let Some(held) = state.held.pop_front() else { return };
+                // The executor goes straight on to the next replica it holds.
+                if let Some(next) = state.held.front_mut() {
+                    next.started_at_ms = Some(self.now_ms);
+                }
+                self.finish(executor, held.connection, *report, out);
             }
         }
     }
 
-    /// Reports a finished replica (unless its connection or lease is gone) and frees the executor.
+    /// Counts a finished replica, reports it (unless its connection or lease is gone), and lets the
+    /// executor rest or retire.
     fn finish(&mut self, executor: ExecutorId, connection: u64, report: ReplicaReport, out: &mut Vec<Output>) {
         let compute_ms = report.compute_us / 1000;
-        self.stats.chunks_done += 1;
-        if !report.status.is_success() {
-            self.stats.chunks_failed += 1;
-        }
-        self.stats.compute_ms += compute_ms;
-        self.stats.work_units += report.work_units;
+        self.count(&report, compute_ms);
         let revoked = self.revoked.remove(&report.replica);
         if connection == self.connection && self.welcomed() && !revoked {
             out.push(Output::Send(WorkerMessage::Results(vec![report])));
         }
-        if self.retiring.remove(&executor) {
+        let Some(state) = self.executors.get_mut(&executor) else { return };
+        if state.held.is_empty() && self.retiring.remove(&executor) {
             self.executors.remove(&executor);
             out.push(Output::TerminateExecutor(executor));
             return;
@@ -404,11 +433,18 @@ impl Volunteer {
         let throttle = u64::from(self.settings.throttle_percent);
         let rest_ms = compute_ms * (100 - throttle) / throttle;
         if rest_ms > 0 {
-            self.executors.insert(executor, Executor::Resting);
+            state.resting = true;
             out.push(Output::SetTimer { timer: Timer::Rest { executor }, after_ms: rest_ms });
-        } else {
-            self.executors.insert(executor, Executor::Idle);
         }
+    }
+
+    fn count(&mut self, report: &ReplicaReport, compute_ms: u64) {
+        self.stats.chunks_done += 1;
+        if !report.status.is_success() {
+            self.stats.chunks_failed += 1;
+        }
+        self.stats.compute_ms += compute_ms;
+        self.stats.work_units += report.work_units;
     }
 
     fn timer(&mut self, timer: Timer, out: &mut Vec<Output>) {
@@ -424,79 +460,119 @@ impl Volunteer {
                     self.connect(out);
                 }
             }
-            Timer::Deadline { executor, replica } => {
-                let Some(&Executor::Busy { replica: running, connection, started_at_ms, .. }) =
-                    self.executors.get(&executor)
-                else {
-                    return;
-                };
-                if running != replica {
-                    return;
-                }
-                // The page cannot interrupt wasm running in a worker: terminate the worker and start
-                // another in its place.
-                out.push(Output::TerminateExecutor(executor));
-                let elapsed_ms = started_at_ms.map_or(0, |started| self.now_ms.saturating_sub(started));
-                let report = ReplicaReport {
-                    replica,
-                    status: RunStatus::TimedOut,
-                    output: RunOutput::default(),
-                    compute_us: elapsed_ms * 1000,
-                    work_units: 0,
-                };
-                self.retiring.remove(&executor);
-                self.executors.remove(&executor);
-                self.stats.chunks_done += 1;
-                self.stats.chunks_failed += 1;
-                self.stats.compute_ms += elapsed_ms;
-                if connection == self.connection && self.welcomed() && !self.revoked.remove(&replica) {
-                    out.push(Output::Send(WorkerMessage::Results(vec![report])));
-                }
-                if self.started {
-                    self.adjust_executors(out);
+            Timer::Supervise => {
+                self.supervising = false;
+                let now = self.now_ms;
+                let overdue: Vec<(ExecutorId, u64)> = self
+                    .executors
+                    .iter()
+                    .filter_map(|(id, state)| {
+                        let running = state.held.front()?;
+                        let started = running.started_at_ms?;
+                        (now >= started + running.time_limit_ms + DEADLINE_GRACE_MS).then_some((*id, running.replica))
+                    })
+                    .collect();
+                for (executor, replica) in overdue {
+                    self.deadline(executor, replica, out);
                 }
             }
             Timer::Rest { executor } => {
-                if let Some(state) = self.executors.get_mut(&executor)
-                    && *state == Executor::Resting
-                {
-                    *state = Executor::Idle;
+                if let Some(state) = self.executors.get_mut(&executor) {
+                    state.resting = false;
                 }
+            }
+            Timer::Stats => {
+                self.stats_timer_pending = false;
+                // The interval has passed: let `emit_stats` send whatever changed.
+                self.last_stats_ms = self.now_ms.saturating_sub(STATS_INTERVAL_MS);
             }
         }
     }
 
-    /// Gives queued replicas to idle executors.
-    fn dispatch(&mut self, out: &mut Vec<Output>) {
-        if self.paused || !self.welcomed() {
+    /// The executor's running replica overran its time limit (found by the supervision timer). Nothing
+    /// can interrupt wasm running in a worker, so the worker is terminated and another takes its place;
+    /// the replica is reported as timed out and those queued behind it go back to the server.
+    fn deadline(&mut self, executor: ExecutorId, replica: u64, out: &mut Vec<Output>) {
+        let Some(state) = self.executors.get(&executor) else { return };
+        let Some(running) = state.held.front() else { return };
+        if running.replica != replica {
             return;
         }
-        let Some(server) = self.server.clone() else { return };
-        let idle: Vec<ExecutorId> = self
-            .executors
-            .iter()
-            .filter(|(id, state)| **state == Executor::Idle && !self.retiring.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        for executor in idle {
-            let Some(assignment) = self.queue.pop_front() else { break };
-            self.stats.current_job = Some(assignment.job_name.clone());
-            self.executors.insert(
-                executor,
-                Executor::Busy {
-                    replica: assignment.replica,
-                    connection: self.connection,
-                    started_at_ms: None,
-                    time_limit_ms: assignment.limits.time_limit_ms,
-                },
-            );
-            out.push(Output::Run {
-                executor,
-                command: ExecutorCommand::Run { server: server.clone(), assignment: Box::new(assignment) },
-            });
+        let Some(mut state) = self.executors.remove(&executor) else { return };
+        self.retiring.remove(&executor);
+        out.push(Output::TerminateExecutor(executor));
+        let Some(running) = state.held.pop_front() else { return };
+        let elapsed_ms = running.started_at_ms.map_or(0, |started| self.now_ms.saturating_sub(started));
+        let report = ReplicaReport {
+            replica,
+            status: RunStatus::TimedOut,
+            output: RunOutput::default(),
+            compute_us: elapsed_ms * 1000,
+            work_units: 0,
+        };
+        self.count(&report, elapsed_ms);
+        let current = |held: &Held| held.connection == self.connection && !self.revoked.contains(&held.replica);
+        let waiting: Vec<u64> = state.held.iter().filter(|held| current(held)).map(|held| held.replica).collect();
+        if self.welcomed() {
+            if running.connection == self.connection && !self.revoked.remove(&replica) {
+                out.push(Output::Send(WorkerMessage::Results(vec![report])));
+            }
+            if !waiting.is_empty() {
+                out.push(Output::Send(WorkerMessage::Release(waiting)));
+            }
+        }
+        if self.started {
+            self.adjust_executors(out);
         }
     }
 
+    /// Keeps every ready executor supplied from the queue.
+    fn dispatch(&mut self, out: &mut Vec<Output>) {
+        if self.paused || !self.welcomed() || self.queue.is_empty() {
+            return;
+        }
+        let Some(server) = self.server.clone() else { return };
+        let capacity = self.executor_capacity();
+        let connection = self.connection;
+        // Fill executors evenly: one replica each per pass, so that a short queue spreads out.
+        loop {
+            let mut gave = false;
+            for (id, state) in self.executors.iter_mut() {
+                if !state.ready || state.resting || self.retiring.contains(id) || state.held.len() >= capacity {
+                    continue;
+                }
+                let Some(assignment) = self.queue.pop_front() else { break };
+                self.stats.current_job = Some(assignment.job_name.clone());
+                // An idle executor starts it at once (or says so later, if it must load the module).
+                let started_at_ms = state.held.is_empty().then_some(self.now_ms);
+                state.held.push_back(Held {
+                    replica: assignment.replica,
+                    connection,
+                    started_at_ms,
+                    time_limit_ms: assignment.limits.time_limit_ms,
+                });
+                out.push(Output::Run {
+                    executor: *id,
+                    command: ExecutorCommand::Run { server: server.clone(), assignment: Box::new(assignment) },
+                });
+                gave = true;
+            }
+            if !gave || self.queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Keeps the supervision timer running while any executor holds a replica.
+    fn supervise(&mut self, out: &mut Vec<Output>) {
+        if !self.supervising && self.executors.values().any(|state| !state.held.is_empty()) {
+            self.supervising = true;
+            out.push(Output::SetTimer { timer: Timer::Supervise, after_ms: SUPERVISE_INTERVAL_MS });
+        }
+    }
+
+    /// Sends the statistics to the page when they changed: at once when the connection or pause state
+    /// changed, otherwise at most every [`STATS_INTERVAL_MS`].
     fn emit_stats(&mut self, out: &mut Vec<Output>) {
         self.stats.connection = match (self.started, self.socket) {
             (false, _) => ConnectionState::Stopped,
@@ -509,13 +585,35 @@ impl Volunteer {
         };
         self.stats.paused = self.paused;
         self.stats.threads = self.settings.threads;
-        self.stats.running =
-            self.executors.values().filter(|state| matches!(state, Executor::Busy { .. })).count() as u32;
-        self.stats.queued = self.queue.len() as u32;
-        if self.last_stats.as_ref() != Some(&self.stats) {
-            self.last_stats = Some(self.stats.clone());
-            out.push(Output::Stats(self.stats.clone()));
+        self.stats.running = self.executors.values().filter(|state| !state.held.is_empty()).count() as u32;
+        self.stats.queued = (self.queue.len()
+            + self.executors.values().map(|state| state.held.len().saturating_sub(1)).sum::<usize>())
+            as u32;
+        let Some(last) = &self.last_stats else {
+            self.send_stats(out);
+            return;
+        };
+        if *last == self.stats {
+            return;
         }
+        let urgent = last.connection != self.stats.connection
+            || last.paused != self.stats.paused
+            || last.threads != self.stats.threads;
+        if urgent || self.now_ms >= self.last_stats_ms + STATS_INTERVAL_MS {
+            self.send_stats(out);
+        } else if !self.stats_timer_pending {
+            self.stats_timer_pending = true;
+            let wait = self.last_stats_ms + STATS_INTERVAL_MS - self.now_ms;
+            out.push(Output::SetTimer { timer: Timer::Stats, after_ms: wait });
+        }
+    }
+
+    fn send_stats(&mut self, out: &mut Vec<Output>) {
+        // A flush timer still pending finds nothing new when it fires; the next change schedules another.
+        self.stats_timer_pending = false;
+        self.last_stats = Some(self.stats.clone());
+        self.last_stats_ms = self.now_ms;
+        out.push(Output::Stats(self.stats.clone()));
     }
 }
 

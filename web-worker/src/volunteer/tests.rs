@@ -125,7 +125,8 @@ fn last_stats(outputs: &[Output]) -> Stats {
 }
 
 #[test]
-fn assignments_wait_for_ready_executors_and_run_one_at_a_time_each() {
+fn ready_executors_are_kept_supplied_ahead() {
+    let queue = EXECUTOR_QUEUE as u64;
     let mut harness = Harness { volunteer: Volunteer::new("test".into()), now: 0 };
     harness.feed(Input::Command(PageCommand::Start {
         server: SERVER.into(),
@@ -138,25 +139,55 @@ fn assignments_wait_for_ready_executors_and_run_one_at_a_time_each() {
         lease_timeout_ms: 5000,
         prefetch_per_slot: 2,
     })));
-    assert!(runs(&harness.assign(&[10, 11, 12])).is_empty(), "no executor is ready yet");
-    assert_eq!(runs(&harness.feed(Input::Executor(1, ExecutorEvent::Ready))), [(1, 10)]);
+    let replicas: Vec<u64> = (10..10 + 2 * queue + 1).collect();
+    assert!(runs(&harness.assign(&replicas)).is_empty(), "no executor is ready yet");
+    // At full throttle an executor holds the replica it runs and the next few.
+    let first: Vec<(ExecutorId, u64)> = replicas[..EXECUTOR_QUEUE].iter().map(|&replica| (1, replica)).collect();
+    assert_eq!(runs(&harness.feed(Input::Executor(1, ExecutorEvent::Ready))), first);
+    harness.now += 1_000;
     let second = harness.feed(Input::Executor(2, ExecutorEvent::Ready));
-    assert_eq!(runs(&second), [(2, 11)]);
+    let expected: Vec<(ExecutorId, u64)> =
+        replicas[EXECUTOR_QUEUE..2 * EXECUTOR_QUEUE].iter().map(|&replica| (2, replica)).collect();
+    assert_eq!(runs(&second), expected);
     let stats = last_stats(&second);
-    assert_eq!((stats.running, stats.queued, stats.connection), (2, 1, ConnectionState::Connected));
+    assert_eq!((stats.running, stats.queued, stats.connection), (2, 2 * queue as u32 - 1, ConnectionState::Connected));
     assert_eq!(stats.current_job.as_deref(), Some("render frames"));
-    // Finishing one reports it and starts the next on the same executor.
+    // Finishing one reports it and tops the executor up again.
+    harness.now += 1_000;
     let finished = harness.feed(Input::Executor(1, report(10, 5)));
     assert_eq!(sent_results(&finished), [(10, RunStatus::Exited { code: 0 })]);
-    assert_eq!(runs(&finished), [(1, 12)]);
+    assert_eq!(runs(&finished), [(1, replicas[2 * EXECUTOR_QUEUE])]);
     let stats = last_stats(&finished);
     assert_eq!((stats.chunks_done, stats.work_units, stats.compute_ms), (1, 42, 5));
 }
 
 #[test]
+fn statistics_reach_the_page_at_a_bounded_rate() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[1, 2, 3, 4]);
+    harness.now += 1_000;
+    let first = harness.feed(Input::Executor(1, report(1, 1)));
+    assert!(first.iter().any(|output| matches!(output, Output::Stats(_))));
+    harness.now += 10;
+    let soon = harness.feed(Input::Executor(1, report(2, 1)));
+    assert!(!soon.iter().any(|output| matches!(output, Output::Stats(_))), "too soon for another message");
+    assert!(soon.contains(&Output::SetTimer { timer: Timer::Stats, after_ms: STATS_INTERVAL_MS - 10 }));
+    harness.now += STATS_INTERVAL_MS;
+    let flushed = harness.feed(Input::TimerFired(Timer::Stats));
+    assert_eq!(last_stats(&flushed).chunks_done, 2);
+    // A change of connection state is never held back.
+    harness.now += 1;
+    assert_eq!(
+        last_stats(&harness.feed(Input::SocketClosed)).connection,
+        ConnectionState::Reconnecting { retry_in_ms: 250 }
+    );
+}
+
+#[test]
 fn the_throttle_rests_an_executor_in_proportion_to_its_chunk() {
     let mut harness = Harness::connected(1, 25);
-    harness.assign(&[1, 2]);
+    // A throttled executor holds one replica at a time, so that it can rest between them.
+    assert_eq!(runs(&harness.assign(&[1, 2])), [(1, 1)]);
     let finished = harness.feed(Input::Executor(1, report(1, 100)));
     // At 25% an executor rests three times as long as it computed.
     assert!(finished.contains(&Output::SetTimer { timer: Timer::Rest { executor: 1 }, after_ms: 300 }));
@@ -168,22 +199,45 @@ fn the_throttle_rests_an_executor_in_proportion_to_its_chunk() {
 #[test]
 fn an_overrunning_replica_is_reported_as_timed_out_and_its_executor_replaced() {
     let mut harness = Harness::connected(1, 100);
-    harness.assign(&[7, 8]);
     harness.now = 1_000;
-    let started = harness.feed(Input::Executor(1, ExecutorEvent::Started { replica: 7 }));
-    let deadline = Timer::Deadline { executor: 1, replica: 7 };
-    assert!(started.contains(&Output::SetTimer { timer: deadline, after_ms: 5_000 + DEADLINE_GRACE_MS }));
-    harness.now = 7_000;
-    let expired = harness.feed(Input::TimerFired(deadline));
+    let assigned = harness.assign(&[7, 8]);
+    assert_eq!(runs(&assigned), [(1, 7), (1, 8)]);
+    assert!(assigned.contains(&Output::SetTimer { timer: Timer::Supervise, after_ms: SUPERVISE_INTERVAL_MS }));
+    // Within its time limit (5 s) and the grace, the replica runs on.
+    harness.now = 1_000 + 5_000 + DEADLINE_GRACE_MS - 1;
+    let early = harness.feed(Input::TimerFired(Timer::Supervise));
+    assert!(!early.contains(&Output::TerminateExecutor(1)));
+    assert!(early.contains(&Output::SetTimer { timer: Timer::Supervise, after_ms: SUPERVISE_INTERVAL_MS }));
+    harness.now += 1;
+    let expired = harness.feed(Input::TimerFired(Timer::Supervise));
     assert!(expired.contains(&Output::TerminateExecutor(1)));
     assert!(expired.contains(&Output::SpawnExecutor(2)), "a fresh executor takes its place");
     assert_eq!(sent_results(&expired), [(7, RunStatus::TimedOut)]);
-    // The replacement picks up the next replica once it is ready; a late report of the old one is ignored.
-    assert_eq!(runs(&harness.feed(Input::Executor(2, ExecutorEvent::Ready))), [(2, 8)]);
+    assert!(expired.contains(&Output::Send(WorkerMessage::Release(vec![8]))), "the waiting replica goes back");
+    // A late report from the terminated executor is ignored.
     assert!(harness.feed(Input::Executor(1, report(7, 1))).iter().all(|output| !matches!(output, Output::Send(_))));
-    // A deadline timer for a replica that finished in time does nothing.
-    harness.feed(Input::Executor(2, report(8, 1)));
-    assert!(harness.feed(Input::TimerFired(Timer::Deadline { executor: 2, replica: 8 })).is_empty());
+    // The replacement takes new work once it is ready.
+    assert_eq!(runs(&harness.feed(Input::Executor(2, ExecutorEvent::Ready))), []);
+    assert_eq!(runs(&harness.assign(&[9])), [(2, 9)]);
+}
+
+#[test]
+fn the_deadline_counts_from_when_a_replica_really_starts() {
+    let mut harness = Harness::connected(1, 100);
+    harness.assign(&[1, 2]);
+    // Loading the module took 4 s: the executor says when the run began.
+    harness.now = 4_000;
+    harness.feed(Input::Executor(1, ExecutorEvent::Started { replica: 1 }));
+    harness.now = 4_000 + 5_000 + DEADLINE_GRACE_MS - 1;
+    assert!(!harness.feed(Input::TimerFired(Timer::Supervise)).contains(&Output::TerminateExecutor(1)));
+    // The second replica starts when the first finishes, so its deadline starts then too.
+    harness.now = 10_000;
+    harness.feed(Input::Executor(1, report(1, 5_000)));
+    harness.now = 10_000 + 5_000 + DEADLINE_GRACE_MS - 1;
+    assert!(!harness.feed(Input::TimerFired(Timer::Supervise)).contains(&Output::TerminateExecutor(1)));
+    harness.now += 1;
+    let expired = harness.feed(Input::TimerFired(Timer::Supervise));
+    assert_eq!(sent_results(&expired), [(2, RunStatus::TimedOut)]);
 }
 
 #[test]
@@ -193,8 +247,9 @@ fn a_lost_connection_drops_queued_work_ignores_late_reports_and_reconnects_with_
     let closed = harness.feed(Input::SocketClosed);
     assert!(closed.contains(&Output::SetTimer { timer: Timer::Reconnect, after_ms: 250 }));
     assert_eq!(last_stats(&closed).connection, ConnectionState::Reconnecting { retry_in_ms: 250 });
-    // The replica that was running finishes after the connection is gone: nothing is sent.
-    let late = harness.feed(Input::Executor(1, report(1, 1)));
+    // The replicas the executor held finish after the connection is gone: nothing is sent.
+    assert!(sent_results(&harness.feed(Input::Executor(1, report(1, 1)))).is_empty());
+    let late = harness.feed(Input::Executor(1, report(2, 1)));
     assert!(sent_results(&late).is_empty());
     assert!(runs(&late).is_empty(), "queued replicas of the old connection are dropped");
     let reconnect = harness.feed(Input::TimerFired(Timer::Reconnect));
@@ -205,25 +260,30 @@ fn a_lost_connection_drops_queued_work_ignores_late_reports_and_reconnects_with_
 }
 
 #[test]
-fn pausing_hands_queued_replicas_back_and_lets_running_ones_finish() {
+fn pausing_hands_queued_replicas_back_and_lets_held_ones_finish() {
     let mut harness = Harness::connected(1, 100);
-    harness.assign(&[1, 2, 3]);
+    let replicas: Vec<u64> = (1..=EXECUTOR_QUEUE as u64 + 1).collect();
+    harness.assign(&replicas);
     let paused = harness.feed(Input::Command(PageCommand::Pause));
     assert!(paused.contains(&Output::Send(WorkerMessage::Slots { slots: 0 })));
-    assert!(paused.contains(&Output::Send(WorkerMessage::Release(vec![2, 3]))));
-    let finished = harness.feed(Input::Executor(1, report(1, 1)));
-    assert_eq!(sent_results(&finished), [(1, RunStatus::Exited { code: 0 })]);
-    assert!(runs(&finished).is_empty());
+    let waiting = *replicas.last().unwrap();
+    assert!(paused.contains(&Output::Send(WorkerMessage::Release(vec![waiting]))), "only the unheld one goes back");
+    for &replica in &replicas[..EXECUTOR_QUEUE] {
+        let finished = harness.feed(Input::Executor(1, report(replica, 1)));
+        assert_eq!(sent_results(&finished), [(replica, RunStatus::Exited { code: 0 })]);
+        assert!(runs(&finished).is_empty());
+    }
     // Assignments that crossed the pause go straight back.
-    assert!(harness.assign(&[4]).contains(&Output::Send(WorkerMessage::Release(vec![4]))));
+    assert!(harness.assign(&[100]).contains(&Output::Send(WorkerMessage::Release(vec![100]))));
     let resumed = harness.feed(Input::Command(PageCommand::Resume));
     assert!(resumed.contains(&Output::Send(WorkerMessage::Slots { slots: 1 })));
 }
 
 #[test]
-fn fewer_threads_stop_idle_executors_at_once_and_busy_ones_after_their_replica() {
+fn fewer_threads_stop_idle_executors_at_once_and_busy_ones_after_their_replicas() {
     let mut harness = Harness::connected(3, 100);
-    harness.assign(&[1, 2]);
+    // A short queue spreads over the executors, one replica each.
+    assert_eq!(runs(&harness.assign(&[1, 2])), [(1, 1), (2, 2)]);
     let fewer = harness.feed(Input::Command(PageCommand::Settings(Settings { threads: 1, throttle_percent: 100 })));
     assert!(fewer.contains(&Output::TerminateExecutor(3)), "the idle executor stops at once");
     assert!(fewer.contains(&Output::Send(WorkerMessage::Slots { slots: 1 })));
@@ -237,11 +297,14 @@ fn fewer_threads_stop_idle_executors_at_once_and_busy_ones_after_their_replica()
 #[test]
 fn revoked_replicas_are_dropped_from_the_queue_and_not_reported() {
     let mut harness = Harness::connected(1, 100);
-    harness.assign(&[1, 2, 3]);
-    harness.feed(Input::SocketMessage(ServerMessage::Revoke(vec![1, 2])));
+    let queue = EXECUTOR_QUEUE as u64;
+    // The executor holds 1..=queue; queue + 1 and queue + 2 wait in the coordinator.
+    harness.assign(&(1..=queue + 2).collect::<Vec<u64>>());
+    harness.feed(Input::SocketMessage(ServerMessage::Revoke(vec![1, queue + 1])));
     let finished = harness.feed(Input::Executor(1, report(1, 1)));
     assert!(sent_results(&finished).is_empty(), "the running replica was revoked");
-    assert_eq!(runs(&finished), [(1, 3)], "the queued revoked replica was dropped");
+    assert_eq!(runs(&finished), [(1, queue + 2)], "the queued revoked replica was dropped");
+    assert_eq!(sent_results(&harness.feed(Input::Executor(1, report(2, 1)))), [(2, RunStatus::Exited { code: 0 })]);
 }
 
 #[test]

@@ -1,0 +1,147 @@
+//! Headless Chromium volunteers, driven through ChromeDriver (WebDriver) with fantoccini: used by the
+//! browser benchmark and by the end-to-end tests. Needs Debian's `chromium` and `chromium-driver`
+//! (`cargo xtask setup` installs them).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// How long pages and drivers may take to come up.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A ChromeDriver process and one Chromium session; both end when this is dropped.
+pub struct Chromium {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Chromium {
+    /// Starts ChromeDriver on a free port and a headless Chromium session with a fresh profile.
+    pub async fn start() -> anyhow::Result<Chromium> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("could not start chromedriver (install Debian's chromium-driver: cargo xtask setup)")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        while !reqwest::get(format!("{url}/status")).await.is_ok_and(|response| response.status().is_success()) {
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                bail!("chromedriver did not start listening on {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir()?;
+        // Chromium as root needs --no-sandbox; the rest keeps it off the network and quiet.
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1100,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!("an object literal") };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&url)
+            .await
+            .context("chromedriver could not start a Chromium session")?;
+        Ok(Chromium { client, driver, _profile: profile })
+    }
+
+    /// Opens `{server}/donate` in a tab (the first call reuses the session's initial blank tab).
+    pub async fn open_donate_page(&self, server: &str) -> anyhow::Result<WindowHandle> {
+        let blank = self
+            .client
+            .execute("return location.href === 'about:blank' || location.href === 'data:,';", vec![])
+            .await?;
+        let handle = if blank.as_bool().unwrap_or(false) {
+            self.client.window().await?
+        } else {
+            self.client.new_window(true).await?.handle
+        };
+        self.client.switch_to_window(handle.clone()).await?;
+        self.client.goto(&format!("{server}/donate")).await?;
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Id("start"))
+            .await
+            .context("the donate page did not render")?;
+        Ok(handle)
+    }
+
+    /// Sets the thread count and the throttle as a visitor would, then presses Start.
+    pub async fn start_volunteering(
+        &self,
+        tab: &WindowHandle,
+        threads: u32,
+        throttle_percent: u32,
+    ) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.set_input("threads", &threads.to_string(), "change").await?;
+        self.set_input("throttle", &throttle_percent.to_string(), "input").await?;
+        self.client.find(Locator::Id("start")).await?.click().await?;
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Id("stop"))
+            .await
+            .context("Start did not turn into Stop")?;
+        Ok(())
+    }
+
+    async fn set_input(&self, id: &str, value: &str, event: &str) -> anyhow::Result<()> {
+        let script = format!(
+            "const input = document.getElementById('{id}'); input.value = '{value}'; \
+             input.dispatchEvent(new Event('{event}', {{ bubbles: true }}));"
+        );
+        self.client.execute(&script, vec![]).await?;
+        Ok(())
+    }
+
+    /// The text of the element with this id in this tab.
+    pub async fn text(&self, tab: &WindowHandle, id: &str) -> anyhow::Result<String> {
+        self.client.switch_to_window(tab.clone()).await?;
+        Ok(self.client.find(Locator::Id(id)).await?.text().await?)
+    }
+
+    /// Saves a PNG screenshot of the tab.
+    pub async fn screenshot(&self, tab: &WindowHandle, path: &Path) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        let png = self.client.screenshot().await?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, png)?;
+        Ok(())
+    }
+
+    /// Closes a tab and switches to another.
+    pub async fn close_tab(&self, tab: &WindowHandle, fall_back_to: &WindowHandle) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.client.close_window().await?;
+        self.client.switch_to_window(fall_back_to.clone()).await?;
+        Ok(())
+    }
+}
