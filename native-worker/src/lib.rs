@@ -28,7 +28,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use pool::{Pool, Task};
 use runtime::{CompiledModule, Runtime, RuntimeError};
 
+/// Replicas per slot the worker asks the server to queue beyond the running ones.
+pub const NATIVE_PREFETCH_PER_SLOT: u32 = 8;
+
 /// How to reach the coordinator and how much to give it.
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// The coordinator's base URL, such as `http://127.0.0.1:8080`.
@@ -159,7 +163,8 @@ impl Worker {
             agent: self.config.agent.clone(),
             // The runtime enforces each job's limit; the machine's memory is the operator's business.
             max_memory_bytes: None,
-            prefetch_per_slot: None,
+            // Deep enough for very short chunks; the server queues less of long ones.
+            prefetch_per_slot: Some(NATIVE_PREFETCH_PER_SLOT),
         });
 
         sink.send(Message::Binary(encode(&hello).into()))

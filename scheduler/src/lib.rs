@@ -80,6 +80,9 @@ pub struct JobParams {
     pub time_limit_ms: u64,
     /// The job's memory limit: only workers that can offer this much get its chunks.
     pub memory_bytes: u64,
+    /// The program the job runs. Chunks of the same program tend to take similar times, so a new job
+    /// starts from what the program's earlier jobs measured.
+    pub program: String,
     /// Chunks that already have a stored final result (after a restart).
     pub finished: Vec<ChunkIndex>,
 }
@@ -174,6 +177,8 @@ pub struct Scheduler {
     ring: VecDeque<JobId>,
     workers: BTreeMap<WorkerId, state::Worker>,
     replicas: BTreeMap<ReplicaId, state::Replica>,
+    /// The latest chunk-time estimate of each program, for its next jobs.
+    program_chunk_time_us: HashMap<String, u64>,
 }
 
 impl Scheduler {
@@ -188,6 +193,7 @@ impl Scheduler {
             ring: VecDeque::new(),
             workers: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            program_chunk_time_us: HashMap::new(),
         }
     }
 
@@ -249,7 +255,8 @@ impl Scheduler {
         if self.jobs.contains_key(&params.id) {
             return;
         }
-        let job = state::Job::new(&params);
+        let mut job = state::Job::new(&params);
+        job.chunk_time_us = self.program_chunk_time_us.get(&params.program).copied();
         let finished = job.unfinished == 0;
         self.jobs.insert(params.id, job);
         if finished {
@@ -326,6 +333,9 @@ impl Scheduler {
         let policy = job.policy;
         if success {
             job.observe_chunk_time(compute_us);
+            if let Some(estimate) = job.chunk_time_us {
+                self.program_chunk_time_us.insert(job.program.clone(), estimate);
+            }
         }
         let chunk = &mut job.chunks[held.chunk as usize];
         let attempts = chunk.total_replicas;

@@ -9,6 +9,7 @@ pub(crate) struct Job {
     pub(crate) policy: RetryPolicy,
     pub(crate) time_limit_ms: u64,
     pub(crate) memory_bytes: u64,
+    pub(crate) program: String,
     /// A moving average of how long the job's chunks run, once any has succeeded.
     pub(crate) chunk_time_us: Option<u64>,
     pub(crate) chunks: Vec<Chunk>,
@@ -36,6 +37,7 @@ impl Job {
             policy: params.policy,
             time_limit_ms: params.time_limit_ms,
             memory_bytes: params.memory_bytes,
+            program: params.program.clone(),
             chunk_time_us: None,
             unfinished: unsent.len() as u32,
             chunks,

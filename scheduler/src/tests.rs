@@ -41,6 +41,7 @@ impl Harness {
             policy: RetryPolicy::with_max_retries(max_retries),
             time_limit_ms: TIME_LIMIT,
             memory_bytes: MEMORY,
+            program: "program".into(),
             finished: Vec::new(),
         }))
     }
@@ -331,6 +332,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         policy: RetryPolicy::with_max_retries(2),
         time_limit_ms: TIME_LIMIT,
         memory_bytes: MEMORY,
+        program: "program".into(),
         finished: vec![0, 2, 3],
     }));
     let chunks: BTreeSet<ChunkIndex> = assigns(&actions).iter().map(|a| a.3).collect();
@@ -341,6 +343,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         policy: RetryPolicy::with_max_retries(2),
         time_limit_ms: TIME_LIMIT,
         memory_bytes: MEMORY,
+        program: "program".into(),
         finished: vec![0, 1],
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
@@ -559,4 +562,21 @@ fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
         assert!(job_two_held <= 1, "the long job is never queued");
     }
     assert!(job_two_chunks >= 2, "the long job keeps running on the worker");
+}
+
+#[test]
+fn a_new_job_starts_from_what_its_program_measured_before() {
+    let mut harness = Harness::new();
+    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: u64::MAX, max_prefetch_per_slot: 8 });
+    let first = assigns(&harness.add_job(1, 4, 0));
+    assert_eq!(first.len(), 3, "nothing known yet: the default queue");
+    for (_, replica, _, _) in &first {
+        harness.feed(Event::ReplicaReported { worker: 1, replica: *replica, success: true, compute_us: 50 });
+    }
+    let rest: Vec<ReplicaId> = harness.scheduler.replicas.keys().copied().collect();
+    for replica in rest {
+        harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 50 });
+    }
+    // The next round of the same program is queued 1 + 8 deep at once.
+    assert_eq!(assigns(&harness.add_job(2, 32, 0)).len(), 9);
 }

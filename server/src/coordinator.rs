@@ -193,6 +193,7 @@ impl Coordinator {
             policy: RetryPolicy::with_max_retries(row.max_retries),
             time_limit_ms: row.limits.time_limit_ms,
             memory_bytes: row.limits.memory_bytes,
+            program: row.module.clone(),
 
             finished,
         };

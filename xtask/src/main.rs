@@ -185,7 +185,9 @@ fn build_web() -> Result {
     for name in ["distributivecom_web_worker", "distributivecom_frontend"] {
         let wasm = root.join("target/wasm32-unknown-unknown/wasm-release").join(format!("{name}.wasm"));
         run(Command::new("wasm-bindgen")
-            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            // The name section is a third of the size and only helps debugging.
+            .args(["--target", "web", "--no-typescript", "--remove-name-section", "--remove-producers-section"])
+            .arg("--out-dir")
             .arg(&assets)
             .arg(&wasm))?;
     }
