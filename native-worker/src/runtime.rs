@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use distributivecom_protocol::Bytes;
-use distributivecom_protocol::metering::{
-    FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT, FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages,
-};
+use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages};
 use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
-use distributivecom_wasi::{ChunkInput, FUNCTIONS, HostStop, MODULE_NAME, OutputLimits, ValType, WasiCtx};
+use distributivecom_wasi::assignment::{Ending, chunk_input, ending_status, output};
+use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
 use wasmtime::{
     Config, Engine, FuncType, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val,
 };
@@ -136,22 +134,10 @@ impl Runtime {
             elapsed: started.elapsed(),
             work_units: 0,
         };
-        let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
-            return failed(format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()));
-        };
         let limits = &assignment.limits;
-        let input = ChunkInput {
-            args: assignment.args.clone(),
-            env: assignment.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
-            stdin: assignment.stdin.0.clone(),
-            files: assignment.files.iter().map(|(path, contents)| (path.clone(), contents.0.clone())).collect(),
-            clock_start_ns: assignment.clock_start_ns,
-            random_seed,
-            limits: OutputLimits {
-                max_stdout_bytes: limits.max_stdout_bytes,
-                max_stderr_bytes: limits.max_stderr_bytes,
-                max_fs_bytes: limits.max_data_bytes,
-            },
+        let input = match chunk_input(assignment) {
+            Ok(input) => input,
+            Err(message) => return failed(message),
         };
         let wasi = match WasiCtx::new(input) {
             Ok(wasi) => wasi,
@@ -187,7 +173,7 @@ impl Runtime {
             Ok(()) => RunStatus::Exited { code: 0 },
             Err(error) => classify(&error, state.stop.as_ref(), state.limiter.denied, flags),
         };
-        RunOutcome { status, output: output_of(state.wasi), elapsed, work_units }
+        RunOutcome { status, output: output(state.wasi.finish()), elapsed, work_units }
     }
 }
 
@@ -205,50 +191,25 @@ fn get_global(instance: &Instance, store: &mut Store<ChunkState>, name: &str) ->
 
 /// How a run that returned an error ended.
 fn classify(error: &wasmtime::Error, stop: Option<&HostStop>, memory_denied: bool, flags: i32) -> RunStatus {
-    match stop {
-        Some(HostStop::Exit(code)) => return RunStatus::Exited { code: *code },
-        Some(HostStop::Raise(signal)) => {
-            return RunStatus::Trapped { message: format!("the program raised signal {signal}") };
-        }
-        None => {}
-    }
-    if flags & FLAG_WORK_LIMIT != 0 {
-        return RunStatus::WorkLimit;
-    }
     let trap = error.downcast_ref::<Trap>().copied();
-    if trap == Some(Trap::Interrupt) {
-        return RunStatus::TimedOut;
-    }
-    // A program that was refused memory usually ends in a trap of its own (Rust aborts with
-    // `unreachable`); the refusal is the real reason.
-    if memory_denied || flags & FLAG_MEMORY_REFUSED != 0 {
-        return RunStatus::MemoryLimit;
-    }
-    let kind = match trap {
-        Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
-        Some(Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
-        Some(Trap::TableOutOfBounds) => TrapKind::TableOutOfBounds,
-        Some(Trap::IndirectCallToNull | Trap::BadSignature) => TrapKind::BadIndirectCall,
-        Some(Trap::IntegerOverflow | Trap::BadConversionToInteger) => TrapKind::IntegerOverflow,
-        Some(Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
-
-        Some(Trap::StackOverflow) => TrapKind::StackOverflow,
-        _ => {
-            return RunStatus::Trapped { message: format!("{error:#}") };
-        }
-    };
-    kind.status()
-}
-
-fn output_of(wasi: WasiCtx) -> Output {
-    let outputs = wasi.finish();
-    Output {
-        stdout: Bytes(outputs.stdout),
-        stderr: Bytes(outputs.stderr),
-        stdout_truncated: outputs.stdout_truncated,
-        stderr_truncated: outputs.stderr_truncated,
-        files: outputs.files.into_iter().map(|(path, contents)| (path, Bytes(contents))).collect(),
-    }
+    let kind = trap.map(|trap| match trap {
+        Trap::UnreachableCodeReached => TrapKind::Unreachable,
+        Trap::MemoryOutOfBounds => TrapKind::MemoryOutOfBounds,
+        Trap::TableOutOfBounds => TrapKind::TableOutOfBounds,
+        Trap::IndirectCallToNull | Trap::BadSignature => TrapKind::BadIndirectCall,
+        Trap::IntegerOverflow | Trap::BadConversionToInteger => TrapKind::IntegerOverflow,
+        Trap::IntegerDivisionByZero => TrapKind::IntegerDivisionByZero,
+        Trap::StackOverflow => TrapKind::StackOverflow,
+        _ => TrapKind::Other,
+    });
+    ending_status(&Ending {
+        stop,
+        flags,
+        timed_out: trap == Some(Trap::Interrupt),
+        memory_refused: memory_denied,
+        trap: kind,
+        message: format!("{error:#}"),
+    })
 }
 
 /// Defines every WASI preview 1 function as a host function that forwards to `WasiCtx::call`.

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use distributivecom_program::conformance::{
-    COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP, GROW_OR_TRAP, TRAPS, trapping_program,
+    self, COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP, GROW_OR_TRAP, TRAPS, trapping_program,
 };
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, RunStatus};
+use distributivecom_protocol::worker::{Assignment, RunStatus};
 use distributivecom_worker::runtime::Runtime;
 
 /// A test program, instrumented as the coordinator does on upload.
@@ -22,28 +22,18 @@ fn program(name: &str) -> Vec<u8> {
     distributivecom_program::instrument::instrument(&original).expect("the test programs instrument")
 }
 
+/// A chunk with environment, stdin and an input file, and room for the memory hog to show itself.
 fn assignment(args: &[&str]) -> Assignment {
-    Assignment {
-        replica: 1,
-        job: 1,
-        chunk: 0,
-        job_name: "test".into(),
-        module: ModuleRef { sha256: String::new(), size: 0 },
-        args: args.iter().map(|arg| arg.to_string()).collect(),
-        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
-        stdin: Bytes::from("standard input\n"),
-        files: BTreeMap::from([("input.txt".to_owned(), Bytes::from("some input"))]),
-        clock_start_ns: 1_700_000_000_000_000_000,
-        random_seed: Bytes(vec![7; 32]),
-        limits: Limits {
-            memory_bytes: 256 << 20,
-            time_limit_ms: 2_000,
-            max_stdout_bytes: 1 << 20,
-            max_stderr_bytes: 1 << 20,
-            max_data_bytes: 64 << 20,
-            max_work_units: u64::MAX,
-        },
-    }
+    let mut assignment = conformance::assignment(args);
+    assignment.env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
+    assignment.stdin = Bytes::from("standard input\n");
+    assignment.files = BTreeMap::from([("input.txt".to_owned(), Bytes::from("some input"))]);
+    assignment.clock_start_ns = 1_700_000_000_000_000_000;
+    assignment.random_seed = Bytes(vec![7; 32]);
+    assignment.limits.memory_bytes = 256 << 20;
+    assignment.limits.time_limit_ms = 2_000;
+    assignment.limits.max_data_bytes = 64 << 20;
+    assignment
 }
 
 #[test]

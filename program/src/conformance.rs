@@ -2,7 +2,10 @@
 //! tests run them with wasmtime and the browser worker's tests run them with V8, so that a difference
 //! between engines shows up as a failing test on one side.
 
-use distributivecom_protocol::worker::TrapKind;
+use std::collections::BTreeMap;
+
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, TrapKind};
 
 /// A module whose `_start` executes `body`. It has a table with one function (`$f`, which takes and
 /// returns an i32) and one null entry, a recursive `$recurse`, and one page of memory.
@@ -50,3 +53,29 @@ pub const ENDLESS_LOOP: &str =
 pub const GROW_OR_TRAP: &str = r#"(module (memory (export "memory") 1)
      (func (export "_start")
        (if (i32.eq (memory.grow (i32.const 1000)) (i32.const -1)) (then unreachable))))"#;
+
+/// An assignment for tests: this argv and nothing else, a fixed seed, and limits that stop nothing the
+/// conformance programs do (16 MiB of memory, 10 s, no work limit).
+pub fn assignment(args: &[&str]) -> Assignment {
+    Assignment {
+        replica: 1,
+        job: 1,
+        chunk: 0,
+        job_name: "test".into(),
+        module: ModuleRef { sha256: String::new(), size: 0 },
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        env: BTreeMap::new(),
+        stdin: Bytes::default(),
+        files: BTreeMap::new(),
+        clock_start_ns: 0,
+        random_seed: Bytes(vec![1; 32]),
+        limits: Limits {
+            memory_bytes: 16 << 20,
+            time_limit_ms: 10_000,
+            max_stdout_bytes: 1 << 20,
+            max_stderr_bytes: 1 << 20,
+            max_data_bytes: 1 << 20,
+            max_work_units: u64::MAX,
+        },
+    }
+}

@@ -3,23 +3,34 @@
 //! are byte-identical to native runs, closed tabs lose nothing, and loops and memory hogs are reported
 //! while the tab keeps working.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use distributivecom_cli::chromium::Chromium;
 use distributivecom_client::Client as Api;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobState, JobStatus, LimitsRequest};
-use distributivecom_protocol::worker::{Assignment, ModuleRef, RunStatus};
-use distributivecom_server::ServerConfig;
-use distributivecom_server::coordinator::chunk_seed;
-use distributivecom_worker::runtime::Runtime;
+use distributivecom_protocol::api::{ChunkRequest, JobRequest, JobState, LimitsRequest};
+use distributivecom_protocol::worker::RunStatus;
+use fantoccini::wd::WindowHandle;
 
 use crate::support::*;
 
 fn screenshot_path(name: &str) -> std::path::PathBuf {
     workspace_root().join("docs/screenshots").join(name)
+}
+
+/// A Chromium with `count` tabs on the donate page, each volunteering one thread at full speed, all
+/// connected to the server.
+async fn volunteering_tabs(server: &TestServer, count: u32) -> (Chromium, Vec<WindowHandle>) {
+    let browser = Chromium::start().await.unwrap();
+    let mut tabs = Vec::new();
+    for _ in 0..count {
+        let tab = browser.open_donate_page(&server.url).await.unwrap();
+        browser.start_volunteering(&tab, 1, 100).await.unwrap();
+        tabs.push(tab);
+    }
+    wait_for_workers(&server.client(), count).await;
+    (browser, tabs)
 }
 
 /// Waits until `count` workers (tabs) are connected to the server.
@@ -28,46 +39,6 @@ async fn wait_for_workers(api: &Api, count: u32) {
         api.stats().await.is_ok_and(|stats| stats.workers == count)
     })
     .await;
-}
-
-/// Runs the chunk locally with the native runtime, exactly as the server assigned it.
-fn native_run(
-    status: &JobStatus,
-    program_name: &str,
-    index: u32,
-    chunk: &ChunkRequest,
-) -> (RunStatus, distributivecom_protocol::worker::Output, u64) {
-    let runtime = Runtime::new().unwrap();
-    let module = runtime.compile(&instrumented(program_name)).unwrap();
-    let mut args = vec![format!("{program_name}.wasm")];
-    args.extend(chunk.args.iter().cloned());
-    let assignment = Assignment {
-        replica: 0,
-        job: status.id,
-        chunk: index,
-        job_name: status.name.clone(),
-        module: ModuleRef { sha256: String::new(), size: 0 },
-        args,
-        env: BTreeMap::new(),
-        stdin: chunk.stdin.clone(),
-        files: chunk.files.clone(),
-        clock_start_ns: status.created_at_ms * 1_000_000,
-        random_seed: Bytes(chunk_seed(status.id, index).to_vec()),
-        limits: ServerConfig::default().default_limits,
-    };
-    let run = runtime.run(&module, &assignment);
-    (run.status, run.output, run.work_units)
-}
-
-fn assert_same_as_native(status: &JobStatus, program_name: &str, chunks: &[ChunkRequest], results: &[ChunkResult]) {
-    assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
-    for (result, chunk) in results.iter().zip(chunks) {
-        let (native_status, native_output, native_work_units) = native_run(status, program_name, result.index, chunk);
-        let what = format!("{program_name} chunk {}", result.index);
-        assert_eq!(result.status, native_status, "{what}: status");
-        assert_eq!(result.output, native_output, "{what}: output");
-        assert_eq!(result.work_units, native_work_units, "{what}: work units");
-    }
 }
 
 fn file_chunk(args: &[&str], stdin: &[u8], files: &[(&str, &[u8])]) -> ChunkRequest {
@@ -123,7 +94,7 @@ async fn browser_tabs_alone_finish_jobs_with_results_identical_to_native_runs() 
         file_chunk(&["--make-test-image", "32", "32", "4", "-o", "/data/out.ppm", "-f", "invert"], b"", &[]),
     ];
     let results = api.all_results(job).await.unwrap();
-    assert_same_as_native(&status, "imgfilter", &images, &results);
+    assert_results_match_native_runs(&status, "imgfilter", &images, &results);
     let written = std::fs::read(dir.path().join("images/0/files/out.ppm")).unwrap();
     assert_eq!(written, results[0].output.files["out.ppm"].0);
 
@@ -142,7 +113,7 @@ async fn browser_tabs_alone_finish_jobs_with_results_identical_to_native_runs() 
         )
         .await;
         let (status, results) = finish(&api, job).await;
-        assert_same_as_native(&status, program_name, &chunks, &results);
+        assert_results_match_native_runs(&status, program_name, &chunks, &results);
     }
     // The pages counted what their tabs did (their statistics arrive a few times a second).
     eventually("the two tabs to count every chunk", Duration::from_secs(5), || async {
@@ -159,26 +130,22 @@ async fn a_tab_closed_mid_job_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Chromium::start().await.unwrap();
-    let staying = browser.open_donate_page(&server.url).await.unwrap();
-    let leaving = browser.open_donate_page(&server.url).await.unwrap();
-    browser.start_volunteering(&staying, 1, 100).await.unwrap();
-    browser.start_volunteering(&leaving, 1, 100).await.unwrap();
-    wait_for_workers(&api, 2).await;
-    let chunks: Vec<ChunkRequest> = (0..16u64)
-        .map(|index| chunk(&[&(index * 20_000_000).to_string(), &((index + 1) * 20_000_000).to_string()]))
+    let (browser, tabs) = volunteering_tabs(&server, 2).await;
+    let (staying, leaving) = (&tabs[0], &tabs[1]);
+    let chunks: Vec<ChunkRequest> = (0..24u64)
+        .map(|index| chunk(&[&(index * 60_000_000).to_string(), &((index + 1) * 60_000_000).to_string()]))
         .collect();
     let job = submit(&api, "primes", chunks.clone()).await;
     eventually("the first results", Duration::from_secs(60), || async {
         api.status(job).await.unwrap().finished_chunks() >= 2
     })
     .await;
+    browser.close_tab(&leaving, &staying).await.unwrap();
     // Mid-job, with chunks running: the page as a volunteer sees it.
     browser.screenshot(&staying, &screenshot_path("donate-running.png")).await.unwrap();
-    browser.close_tab(&leaving, &staying).await.unwrap();
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
-    assert_same_as_native(&status, "primes", &chunks, &results);
+    assert_results_match_native_runs(&status, "primes", &chunks, &results);
     assert!(results.iter().any(|result| result.attempts >= 2), "the closed tab's chunks were reassigned");
     assert_eq!(api.stats().await.unwrap().workers, 1);
 }
@@ -188,10 +155,8 @@ async fn loops_and_memory_hogs_are_reported_and_the_tab_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Chromium::start().await.unwrap();
-    let tab = browser.open_donate_page(&server.url).await.unwrap();
-    browser.start_volunteering(&tab, 1, 100).await.unwrap();
-    wait_for_workers(&api, 1).await;
+    let (browser, tabs) = volunteering_tabs(&server, 1).await;
+    let tab = &tabs[0];
     let limits = LimitsRequest {
         time_limit_ms: Some(1_000),
         memory_limit_bytes: Some(160 * 1024 * 1024),
@@ -226,16 +191,15 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
-    let browser = Chromium::start().await.unwrap();
-    let tab = browser.open_donate_page(&server.url).await.unwrap();
-    browser.start_volunteering(&tab, 1, 100).await.unwrap();
+    let (browser, tabs) = volunteering_tabs(&server, 1).await;
+    let tab = &tabs[0];
     let _native = server.worker(1);
     wait_for_workers(&api, 2).await;
     let chunks: Vec<ChunkRequest> = (0..12).map(|index| file_chunk(&[&format!("chunk-{index}")], b"", &[])).collect();
     let job = submit(&api, "entropy", chunks.clone()).await;
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
-    assert_same_as_native(&status, "entropy", &chunks, &results);
+    assert_results_match_native_runs(&status, "entropy", &chunks, &results);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let in_browser: u64 = browser.text(&tab, "chunks-done").await.unwrap().parse().unwrap();
     assert!(in_browser > 0 && in_browser < 12, "both kinds of worker took part ({in_browser} chunks in the browser)");

@@ -7,11 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobStatus};
-use distributivecom_protocol::worker::{Assignment, ModuleRef, RunStatus};
-use distributivecom_server::ServerConfig;
-use distributivecom_server::coordinator::chunk_seed;
-use distributivecom_worker::runtime::Runtime;
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult};
+use distributivecom_protocol::worker::RunStatus;
 
 use crate::support::*;
 
@@ -74,33 +71,12 @@ fn jobs() -> Vec<(&'static str, Vec<ChunkRequest>)> {
     ]
 }
 
-/// The assignment the server sends for a chunk, rebuilt from what the job says.
-fn assignment_of(status: &JobStatus, program: &str, index: u32, chunk: &ChunkRequest) -> Assignment {
-    let mut args = vec![format!("{program}.wasm")];
-    args.extend(chunk.args.iter().cloned());
-    Assignment {
-        replica: 0,
-        job: status.id,
-        chunk: index,
-        job_name: status.name.clone(),
-        module: ModuleRef { sha256: status.module.clone(), size: 0 },
-        args,
-        env: BTreeMap::new(),
-        stdin: chunk.stdin.clone(),
-        files: chunk.files.clone(),
-        clock_start_ns: status.created_at_ms * 1_000_000,
-        random_seed: Bytes(chunk_seed(status.id, index).to_vec()),
-        limits: ServerConfig::default().default_limits,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn results_from_volunteers_equal_a_local_run_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let _worker = server.worker(2);
     let client = server.client();
-    let runtime = Runtime::new().unwrap();
     let mut entropy_chunks = vec![chunk_with(&[], b"", &[]); 3];
     entropy_chunks[1].args = vec!["different".into()];
     let mut all_jobs = jobs();
@@ -110,14 +86,7 @@ async fn results_from_volunteers_equal_a_local_run_byte_for_byte() {
         let job = submit(&client, program_name, chunks.clone()).await;
         let (status, results) = finish(&client, job).await;
         assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
-        let module = runtime.compile(&instrumented(program_name)).unwrap();
-        for (result, chunk) in results.iter().zip(&chunks) {
-            let local = runtime.run(&module, &assignment_of(&status, program_name, result.index, chunk));
-            assert_eq!(result.status, local.status, "{program_name} chunk {}: status", result.index);
-            assert_eq!(result.output, local.output, "{program_name} chunk {}: output", result.index);
-            assert_eq!(result.work_units, local.work_units, "{program_name} chunk {}: work units", result.index);
-            assert!(result.work_units > 0);
-        }
+        assert_results_match_native_runs(&status, program_name, &chunks, &results);
         check_expectations(program_name, &results);
     }
 }

@@ -8,8 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use distributivecom_client::Client;
+use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobStatus};
+use distributivecom_protocol::worker::{Assignment, ModuleRef};
+use distributivecom_server::ServerConfig;
+use distributivecom_server::coordinator::chunk_seed;
+use distributivecom_worker::runtime::Runtime;
 
 /// The binary under test.
 pub fn binary() -> &'static str {
@@ -182,4 +189,45 @@ pub async fn finish(client: &Client, job: u64) -> (JobStatus, Vec<ChunkResult>) 
 /// A chunk with these arguments (after argv[0]).
 pub fn chunk(args: &[&str]) -> ChunkRequest {
     ChunkRequest { args: args.iter().map(|arg| arg.to_string()).collect(), ..ChunkRequest::default() }
+}
+
+/// The assignment the server sends for a chunk of a job, rebuilt from what the job says.
+pub fn server_assignment(status: &JobStatus, program_name: &str, index: u32, chunk: &ChunkRequest) -> Assignment {
+    let mut args = vec![format!("{program_name}.wasm")];
+    args.extend(chunk.args.iter().cloned());
+    Assignment {
+        replica: 0,
+        job: status.id,
+        chunk: index,
+        job_name: status.name.clone(),
+        module: ModuleRef { sha256: String::new(), size: 0 },
+        args,
+        env: BTreeMap::new(),
+        stdin: chunk.stdin.clone(),
+        files: chunk.files.clone(),
+        clock_start_ns: status.created_at_ms * 1_000_000,
+        random_seed: Bytes(chunk_seed(status.id, index).to_vec()),
+        limits: ServerConfig::default().default_limits,
+    }
+}
+
+/// Checks every result against a local run of the same chunk, as the server assigned it, with the
+/// native runtime: status, outputs (random bytes and clocks included) and work units.
+pub fn assert_results_match_native_runs(
+    status: &JobStatus,
+    program_name: &str,
+    chunks: &[ChunkRequest],
+    results: &[ChunkResult],
+) {
+    assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.compile(&instrumented(program_name)).unwrap();
+    for (result, chunk) in results.iter().zip(chunks) {
+        let local = runtime.run(&module, &server_assignment(status, program_name, result.index, chunk));
+        let what = format!("{program_name} chunk {}", result.index);
+        assert_eq!(result.status, local.status, "{what}: status");
+        assert_eq!(result.output, local.output, "{what}: output");
+        assert_eq!(result.work_units, local.work_units, "{what}: work units");
+        assert!(result.work_units > 0, "{what}: work units are counted");
+    }
 }

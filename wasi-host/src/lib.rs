@@ -82,7 +82,10 @@
 //! of a call is [`HostStop`].
 
 mod abi;
+#[cfg(feature = "protocol")]
+pub mod assignment;
 mod calls;
+
 mod chunk;
 mod clock;
 mod ctx;

@@ -7,12 +7,11 @@ use std::collections::{HashMap, VecDeque};
 
 use std::rc::Rc;
 
-use distributivecom_protocol::metering::{
-    FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT, FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages,
-};
-use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus, TrapKind};
-use distributivecom_protocol::{Bytes, decode, encode};
-use distributivecom_wasi::{ChunkInput, FUNCTIONS, HostStop, MODULE_NAME, OutputLimits, ValType, WasiCtx};
+use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages};
+use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus};
+use distributivecom_protocol::{decode, encode};
+use distributivecom_wasi::assignment::{Ending, chunk_input, ending_status, output};
+use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
 use js_sys::{Array, BigInt, Function, Object, Reflect, Uint8Array, WebAssembly};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
@@ -244,22 +243,10 @@ impl Runner {
     /// Instantiates and runs the program. Returns its status, outputs and work units.
     pub fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
         let failed = |message: String| (RunStatus::Failed { message }, Output::default(), 0);
-        let Ok(random_seed) = <[u8; 32]>::try_from(assignment.random_seed.as_ref()) else {
-            return failed(format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()));
-        };
         let limits = &assignment.limits;
-        let input = ChunkInput {
-            args: assignment.args.clone(),
-            env: assignment.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
-            stdin: assignment.stdin.0.clone(),
-            files: assignment.files.iter().map(|(path, contents)| (path.clone(), contents.0.clone())).collect(),
-            clock_start_ns: assignment.clock_start_ns,
-            random_seed,
-            limits: OutputLimits {
-                max_stdout_bytes: limits.max_stdout_bytes,
-                max_stderr_bytes: limits.max_stderr_bytes,
-                max_fs_bytes: limits.max_data_bytes,
-            },
+        let input = match chunk_input(assignment) {
+            Ok(input) => input,
+            Err(message) => return failed(message),
         };
         let wasi = match WasiCtx::new(input) {
             Ok(wasi) => wasi,
@@ -271,7 +258,7 @@ impl Runner {
             Ok(instance) => instance,
             Err(error) => {
                 let state = self.run.borrow_mut().take();
-                let output = state.map(|state| output_of(state.wasi)).unwrap_or_default();
+                let output = state.map(|state| output(state.wasi.finish())).unwrap_or_default();
                 return (
                     RunStatus::Failed { message: format!("could not instantiate: {}", describe(&error)) },
                     output,
@@ -309,7 +296,7 @@ impl Runner {
             Ok(()) => RunStatus::Exited { code: 0 },
             Err(error) => classify(&error, state.stop.as_ref(), flags, memory_too_big),
         };
-        (status, output_of(state.wasi), work_units)
+        (status, output(state.wasi.finish()), work_units)
     }
 }
 
@@ -327,39 +314,20 @@ fn global_value(global: Option<JsValue>) -> Option<JsValue> {
     global.and_then(|value| value.dyn_into::<WebAssembly::Global>().ok()).map(|global| global.value())
 }
 
-/// How a run that threw ended; the same order of reasons as the native worker.
+/// How a run that threw ended; the shared rules decide, from what the browser tells.
 fn classify(error: &JsValue, stop: Option<&HostStop>, flags: i32, memory_too_big: bool) -> RunStatus {
-    match stop {
-        Some(HostStop::Exit(code)) => return RunStatus::Exited { code: *code },
-        Some(HostStop::Raise(signal)) => {
-            return RunStatus::Trapped { message: format!("the program raised signal {signal}") };
-        }
-        None => {}
-    }
-    if flags & FLAG_WORK_LIMIT != 0 {
-        return RunStatus::WorkLimit;
-    }
-    if memory_too_big || flags & FLAG_MEMORY_REFUSED != 0 {
-        return RunStatus::MemoryLimit;
-    }
     let name = Reflect::get(error, &"name".into()).ok().and_then(|name| name.as_string()).unwrap_or_default();
     let message = Reflect::get(error, &"message".into()).ok().and_then(|message| message.as_string());
     let message = message.or_else(|| error.as_string()).unwrap_or_default();
-    match trap_kind(&name, &message) {
-        Some(TrapKind::Other) | None => RunStatus::Trapped { message: format!("{name}: {message}") },
-        Some(kind) => kind.status(),
-    }
-}
-
-fn output_of(wasi: WasiCtx) -> Output {
-    let outputs = wasi.finish();
-    Output {
-        stdout: Bytes(outputs.stdout),
-        stderr: Bytes(outputs.stderr),
-        stdout_truncated: outputs.stdout_truncated,
-        stderr_truncated: outputs.stderr_truncated,
-        files: outputs.files.into_iter().map(|(path, contents)| (path, Bytes(contents))).collect(),
-    }
+    ending_status(&Ending {
+        stop,
+        flags,
+        // Overrunning executors are terminated by the coordinator, which reports the timeout itself.
+        timed_out: false,
+        memory_refused: memory_too_big,
+        trap: trap_kind(&name, &message),
+        message: format!("{name}: {message}"),
+    })
 }
 
 async fn response_bytes(response: &Response) -> Result<Vec<u8>, String> {

@@ -3,42 +3,16 @@
 //! match the native worker's.
 #![cfg(target_arch = "wasm32")]
 
-use std::collections::BTreeMap;
-
 use distributivecom_program::conformance::{
-    COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP, GROW_OR_TRAP, TRAPS, trapping_program,
+    COUNTED_LOOP, COUNTED_LOOP_WORK_UNITS, ENDLESS_LOOP, GROW_OR_TRAP, TRAPS, assignment, trapping_program,
 };
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::worker::{Assignment, Limits, ModuleRef, Output, RunStatus};
+use distributivecom_protocol::worker::{Assignment, Output, RunStatus};
 use distributivecom_web_worker::executor::Runner;
 use js_sys::{Uint8Array, WebAssembly};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
-
-fn assignment(args: &[&str]) -> Assignment {
-    Assignment {
-        replica: 1,
-        job: 1,
-        chunk: 0,
-        job_name: "test".into(),
-        module: ModuleRef { sha256: String::new(), size: 0 },
-        args: args.iter().map(|arg| arg.to_string()).collect(),
-        env: BTreeMap::new(),
-        stdin: Bytes::default(),
-        files: BTreeMap::new(),
-        clock_start_ns: 0,
-        random_seed: Bytes(vec![1; 32]),
-        limits: Limits {
-            memory_bytes: 16 << 20,
-            time_limit_ms: 10_000,
-            max_stdout_bytes: 1 << 20,
-            max_stderr_bytes: 1 << 20,
-            max_data_bytes: 1 << 20,
-            max_work_units: u64::MAX,
-        },
-    }
-}
 
 /// Instruments the module as the coordinator does, compiles it in the browser and runs it.
 fn run(text: &str, assignment: &Assignment) -> (RunStatus, Output, u64) {
