@@ -1,22 +1,48 @@
 //! The Distributivecom web app: a Leptos app rendered in the browser (CSR) and served by
-//! `distributivecom serve`. Today it is the donate page; the volunteer itself runs in Web Workers
-//! (`distributivecom-web-worker`), which the page starts and talks to.
+//! `distributivecom serve`. It has the donate page (the volunteer itself runs in Web Workers,
+//! `distributivecom-web-worker`, which the page starts and talks to) and the account pages.
 //!
-//! - [`format`]: numbers and durations for people (tested on the host);
+//! Pure modules, tested on the host:
+//! - [`format`]: numbers, durations, credits, dates and the pricing formula for people;
 //! - [`settings`]: the donate page's settings, kept in `localStorage`;
-//! - `volunteer` (wasm32): the handle on the coordinator Web Worker;
-//! - `donate` (wasm32): the page itself.
+//! - [`identity`]: the browser's anonymous volunteer identity, kept in `localStorage`;
+//! - [`validate`]: checks on the sign-up, log-in and token forms before they are sent;
+//! - [`api`]: requests to the REST API (the `fetch` half on wasm32 only) and the server's error bodies.
+//!
+//! Browser-only modules (wasm32):
+//! - `app`: the router, the header and the routes;
+//! - `session`: the signed-in user and CSRF token, as a context;
+//! - `volunteer`: the handle on the coordinator Web Worker;
+//! - `donate`: the volunteering state and the donate page (`/`, `/donate`);
+//! - `auth`: the sign-up and log-in pages (`/signup`, `/login`);
+//! - `account`: the account page (`/account`).
 
+pub mod api;
 pub mod format;
+pub mod identity;
 pub mod settings;
+pub mod validate;
 
 #[cfg(target_arch = "wasm32")]
+mod account;
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod auth;
+#[cfg(target_arch = "wasm32")]
 mod donate;
+#[cfg(target_arch = "wasm32")]
+mod session;
 #[cfg(target_arch = "wasm32")]
 mod volunteer;
 
 #[cfg(target_arch = "wasm32")]
+fn window() -> web_sys::Window {
+    web_sys::window().expect("the app runs in a browser window")
+}
+
+#[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn main() {
-    leptos::mount::mount_to_body(donate::App);
+    leptos::mount::mount_to_body(app::App);
 }

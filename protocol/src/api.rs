@@ -39,9 +39,28 @@ pub struct JobRequest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: LimitsRequest,
-    /// How many times a failed chunk is retried on another volunteer (default 2).
+    /// How many times a chunk is sent out again after a volunteer could not run it (it timed out, lost
+    /// its lease or could not start the program); default 2.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// The most the job may cost, in millicredits; held in escrow while the job runs and the rest refunded.
+    /// Default: the submitter's whole balance.
+    #[serde(default)]
+    pub budget_millicredits: Option<i64>,
+    /// How results are validated. Default: 2 replicas on distinct volunteers that must agree.
+    #[serde(default)]
+    pub replication: Option<ReplicationRequest>,
+}
+
+/// Validation by replication: each chunk runs on `replicas` distinct volunteers (more if they disagree)
+/// and a result is accepted once `quorum` of them agree byte for byte. `replicas: 1, quorum: 1` is allowed
+/// only for jobs run by the submitter's own workers, which are then the only ones to get its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationRequest {
+    pub replicas: u32,
+    pub quorum: u32,
 }
 
 /// One chunk: the program's arguments (after `argv[0]`), stdin and files under `/data`.
@@ -124,6 +143,10 @@ pub struct JobStatus {
     pub running: u32,
     /// Chunks waiting for a volunteer.
     pub pending: u32,
+    /// The budget held in escrow at submission, in millicredits.
+    pub budget_millicredits: i64,
+    /// What the job has paid volunteers and the platform so far, in millicredits.
+    pub spent_millicredits: i64,
 }
 
 impl JobStatus {
@@ -177,4 +200,134 @@ pub struct ServerStats {
     pub pending_chunks: u64,
     pub replicas_in_flight: u64,
     pub chunks_finished: u64,
+}
+
+/// `POST /api/auth/signup` and `POST /api/auth/login`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// 3 to 64 characters: letters, digits, `.`, `_`, `-`.
+    pub username: String,
+    /// At least 10 characters.
+    pub password: String,
+    /// The anonymous volunteer identity of this browser: its credits move to the account, and what it
+    /// earns from now on goes there too.
+    #[serde(default)]
+    pub volunteer: Option<VolunteerCredential>,
+}
+
+/// An anonymous volunteer's identity, as `POST /api/volunteers` issued it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VolunteerCredential {
+    pub id: String,
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserInfo {
+    pub id: u64,
+    pub username: String,
+    pub is_admin: bool,
+}
+
+/// The signed-in user and the token that cookie-authenticated writes must send as `X-CSRF-Token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionInfo {
+    pub user: UserInfo,
+    pub csrf_token: String,
+}
+
+/// `GET /api/account`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccountInfo {
+    pub user: UserInfo,
+    /// Credits available to spend, in millicredits.
+    pub balance_millicredits: i64,
+    /// Credits held in escrow for the user's running jobs.
+    pub escrowed_millicredits: i64,
+}
+
+/// One ledger entry as seen from one account: positive amounts came in, negative ones went out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LedgerEntry {
+    pub id: u64,
+    /// `grant`, `escrow`, `payment`, `refund`, `fee` or `claim`.
+    pub kind: String,
+    pub amount_millicredits: i64,
+    pub job: Option<u64>,
+    pub chunk: Option<u32>,
+    pub memo: String,
+    pub created_at_ms: u64,
+}
+
+/// `GET /api/account/ledger`: the newest entries first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LedgerPage {
+    pub balance_millicredits: i64,
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// `POST /api/account/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    pub id: u64,
+    pub name: String,
+    pub token: String,
+}
+
+/// `GET /api/account/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    pub id: u64,
+    pub name: String,
+    /// The token's first characters, to tell tokens apart.
+    pub prefix: String,
+    pub created_at_ms: u64,
+    pub last_used_at_ms: Option<u64>,
+    pub revoked: bool,
+}
+
+/// `GET /api/volunteers/me`: an anonymous volunteer's standing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VolunteerInfo {
+    pub id: String,
+    /// Credits earned and not yet moved to an account.
+    pub balance_millicredits: i64,
+    pub validated_replicas: u64,
+    pub invalid_replicas: u64,
+    /// The account this identity belongs to once claimed; its credits go there.
+    pub claimed_by: Option<String>,
+}
+
+/// `GET /api/pricing`: what work costs and who gets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pricing {
+    /// A validated replica costs `ceil(work_units × this / 1,000,000)` millicredits.
+    pub millicredits_per_million_work_units: u64,
+    /// The volunteer's share of each payment, in percent; the rest is the platform's fee (burned).
+    pub volunteer_share_percent: u32,
+    /// What a new account receives.
+    pub starter_grant_millicredits: i64,
+    pub default_replicas: u32,
+    pub default_quorum: u32,
 }

@@ -4,7 +4,7 @@
 //! Every message is a `Uint8Array` holding MessagePack (the same encoding as the worker protocol), so the
 //! page (Leptos, Rust) and both worker kinds (Rust) share these types and nothing is hand-written in JS.
 
-use crate::worker::{Assignment, ReplicaReport};
+use crate::worker::{Assignment, Credential, ReplicaReport};
 use serde::{Deserialize, Serialize};
 
 /// What the volunteer should do; chosen by the person on the donate page.
@@ -38,10 +38,12 @@ impl Settings {
 /// From the page to the coordinator worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PageCommand {
-    /// Connect to `server` (an `http(s)://` origin) and start computing.
+    /// Connect to `server` (an `http(s)://` origin) and start computing, volunteering as `credential`
+    /// (the browser's anonymous volunteer identity).
     Start {
         server: String,
         settings: Settings,
+        credential: Credential,
     },
     Settings(Settings),
     /// Finish what is running, hand queued chunks back, take no new ones.

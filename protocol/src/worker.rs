@@ -54,6 +54,20 @@ pub struct Hello {
     /// default.
     #[serde(default)]
     pub prefetch_per_slot: Option<u32>,
+    /// Who is volunteering: an account's API token, or an anonymous volunteer identity issued by
+    /// `POST /api/volunteers`. Credits for validated work go there. Required.
+    #[serde(default)]
+    pub credential: Option<Credential>,
+}
+
+/// How a worker proves who it volunteers for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// An account's API token.
+    Token(String),
+    /// An anonymous volunteer identity.
+    Volunteer { id: String, secret: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,17 +1,26 @@
-//! The scheduling core of Distributivecom: an IO-free state machine over jobs, chunks, replicas and leases.
+//! The scheduling core of Distributivecom: an IO-free state machine over jobs, chunks, replicas, leases and
+//! validation by replication.
 //!
 //! The coordinator feeds it [`Event`]s (a worker joined, a replica finished, time passed) together with the
-//! current time, and carries out the [`Action`]s it returns (send an assignment, store a result, close a
-//! silent worker). Sockets, SQL and clocks stay outside, so tests drive it step by step with a fake clock.
+//! current time, and carries out the [`Action`]s it returns (send an assignment, store a validated result
+//! and pay for it, close a silent worker). Sockets, SQL, clocks and randomness stay outside (the random
+//! spot checks come from a seeded generator in [`Config`]), so tests drive it step by step.
 //!
 //! Vocabulary (after BOINC): a *job* has *chunks*; a chunk is sent out as *replicas*, each held by one
-//! worker under a *lease*. A replica moves `Unsent -> InProgress(lease) -> Over(outcome)`.
+//! worker under a *lease*, on behalf of a *volunteer* (an account or an anonymous identity; one volunteer
+//! may run several workers). A replica moves `Unsent -> InProgress(lease) -> Over(outcome)`, the outcome
+//! being a *result* (the program ran: its digest is compared with other replicas'), an *error* (the
+//! volunteer could not run it: timeout, start failure), or *lost* (lease lapsed, connection closed).
+//!
+//! Modules: `dispatch` (which replica goes where, leases and expiry), `validate` (reports, quorum,
+//! retries, trust), `state` (the records).
 //!
 //! Architecture Invariant: this crate does no IO, reads no clock and cannot fail: every event is valid in
 //! every state (stale or forged ones become [`Action::Ignored`]).
 
 mod dispatch;
 mod state;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -21,6 +30,11 @@ pub type JobId = u64;
 pub type ChunkIndex = u32;
 pub type ReplicaId = u64;
 pub type WorkerId = u64;
+/// Who volunteers a worker: `user:<id>` or `volunteer:<id>`. Replicas of one chunk that must agree go
+/// to distinct volunteers.
+pub type Volunteer = String;
+/// The SHA-256 of a replica's result (status, outputs, work units): equal digests mean equal results.
+pub type Digest = [u8; 32];
 
 /// A point on a monotonic clock, in milliseconds from an arbitrary origin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,30 +57,49 @@ pub struct Config {
     /// what runs (within the prefetch the worker asked for): enough to hide the round trip between
     /// chunks, without hoarding long chunks that other volunteers could run.
     pub prefetch_buffer_us: u64,
+    /// Adaptive replication: a volunteer with at least this many validated replicas in a row may be
+    /// trusted to run a chunk alone.
+    pub trust_after: u32,
+    /// Seeds the generator behind the random choice between trusting and spot-checking.
+    pub seed: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_timeout_ms: 5_000, prefetch_per_slot: 2, prefetch_buffer_us: 20_000 }
+        Config { lease_timeout_ms: 5_000, prefetch_per_slot: 2, prefetch_buffer_us: 20_000, trust_after: 10, seed: 1 }
     }
 }
 
-/// How hard the scheduler tries before a chunk is given up (BOINC's `max_error_results` and
-/// `max_total_results`).
+/// How a job's chunks are validated and how hard the scheduler tries (BOINC's `target_nresults`,
+/// `min_quorum`, `max_error_results` and `max_total_results` in one place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Failed replicas (bad exit, trap, limit exceeded) after which the chunk is failed.
+pub struct ReplicationPolicy {
+    /// Replicas sent out for each chunk at first, to distinct volunteers.
+    pub target_replicas: u32,
+    /// Results with the same digest needed to accept one.
+    pub min_quorum: u32,
+    /// Volunteer errors (timeouts, programs that could not start) after which the chunk fails.
     pub max_error_replicas: u32,
-    /// Replicas of any kind, lost ones included, after which the chunk is abandoned. This bounds chunks that
-    /// crash or hang every volunteer they reach.
+    /// Replicas of any kind, lost ones included, after which the chunk fails: this bounds chunks that
+    /// crash or hang every volunteer they reach, and replicas that keep disagreeing.
     pub max_total_replicas: u32,
+    /// Only the job owner's own workers run it (a quorum of one is only allowed there).
+    pub owner_only: bool,
 }
 
-impl RetryPolicy {
-    /// A chunk may fail `max_retries + 1` times; lost replicas get a few more chances on top.
-    pub fn with_max_retries(max_retries: u32) -> RetryPolicy {
+impl ReplicationPolicy {
+    /// `replicas` replicas per chunk, `quorum` of which must agree; `max_retries` volunteer errors are
+    /// retried. Disagreements may bring in as many extra replicas as the first round had.
+    pub fn new(replicas: u32, quorum: u32, max_retries: u32) -> ReplicationPolicy {
+        let replicas = replicas.max(1);
         let max_error_replicas = max_retries.saturating_add(1);
-        RetryPolicy { max_error_replicas, max_total_replicas: max_error_replicas.saturating_add(5) }
+        ReplicationPolicy {
+            target_replicas: replicas,
+            min_quorum: quorum.clamp(1, replicas),
+            max_error_replicas,
+            max_total_replicas: replicas.saturating_mul(2).saturating_add(max_error_replicas).saturating_add(4),
+            owner_only: replicas == 1,
+        }
     }
 }
 
@@ -75,7 +108,7 @@ impl RetryPolicy {
 pub struct JobParams {
     pub id: JobId,
     pub chunk_count: u32,
-    pub policy: RetryPolicy,
+    pub policy: ReplicationPolicy,
     /// The job's per-run time limit; with the lease timeout it bounds how long a replica may stay out.
     pub time_limit_ms: u64,
     /// The job's memory limit: only workers that can offer this much get its chunks.
@@ -83,8 +116,20 @@ pub struct JobParams {
     /// The program the job runs. Chunks of the same program tend to take similar times, so a new job
     /// starts from what the program's earlier jobs measured.
     pub program: String,
+    /// The volunteer key of the job's owner (for owner-only jobs).
+    pub owner: Volunteer,
     /// Chunks that already have a stored final result (after a restart).
     pub finished: Vec<ChunkIndex>,
+}
+
+/// What a worker reported about one replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The program ran to an end that any correct worker reproduces (an exit status, a trap, the memory or
+    /// work limit): its digest takes part in validation.
+    Result { digest: Digest, work_units: u64 },
+    /// The volunteer could not give a result (time limit, the program could not start): retried.
+    Error,
 }
 
 /// Something that happened at the edge.
@@ -95,10 +140,13 @@ pub enum Event {
     JobCancelled {
         job: JobId,
     },
-    /// A worker connected. It runs `slots` replicas at once, each with at most `max_memory_bytes`, and
-    /// wants at most `max_prefetch_per_slot` replicas queued per slot.
+    /// A worker connected for `volunteer`, whose current run of validated replicas is `trust`. It runs
+    /// `slots` replicas at once, each with at most `max_memory_bytes`, and wants at most
+    /// `max_prefetch_per_slot` replicas queued per slot.
     WorkerJoined {
         worker: WorkerId,
+        volunteer: Volunteer,
+        trust: u32,
         slots: u32,
         max_memory_bytes: u64,
         max_prefetch_per_slot: u32,
@@ -118,23 +166,35 @@ pub enum Event {
         worker: WorkerId,
         replica: ReplicaId,
     },
-    /// The worker reports a finished replica; `success` means it exited with status 0, `compute_us` is how
-    /// long it ran (it tunes how much of the job workers queue).
+    /// The worker reports a finished replica; `compute_us` is how long it ran (it tunes how much of the
+    /// job workers queue).
     ReplicaReported {
         worker: WorkerId,
         replica: ReplicaId,
-        success: bool,
+        report: Report,
         compute_us: u64,
     },
     /// Time passed: expire silent workers and overdue replicas.
     Tick,
 }
 
-/// The final outcome of a chunk whose result the edge must store.
+/// A replica whose result the accepted result's quorum included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    pub replica: ReplicaId,
+    pub volunteer: Volunteer,
+    pub work_units: u64,
+}
+
+/// Why a chunk failed without an accepted result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkOutcome {
-    Succeeded,
-    Failed,
+pub enum FailureReason {
+    /// Volunteers kept failing to run it (the last error's replica is kept).
+    Errors,
+    /// Its replicas kept disagreeing: this many different results and no quorum.
+    Disagreement { distinct_results: u32 },
+    /// Its replicas were all lost (no report ever came back).
+    Lost,
 }
 
 /// Something the edge must do.
@@ -146,11 +206,28 @@ pub enum Action {
     Revoke { worker: WorkerId, replica: ReplicaId },
     /// Close the worker's connection: it went silent and its leases are gone.
     Disconnect { worker: WorkerId },
-    /// The report of `replica` is the chunk's final result: store its output.
-    StoreResult { job: JobId, chunk: ChunkIndex, replica: ReplicaId, outcome: ChunkOutcome, attempts: u32 },
-    /// The chunk's replicas were all lost (no report ever came back): store a failure without output.
-    StoreAbandoned { job: JobId, chunk: ChunkIndex, attempts: u32 },
-    /// A replica failed and its chunk goes back in the queue for another volunteer.
+    /// The chunk's result is accepted: store the output of `canonical`, pay the `validated` replicas, and
+    /// record that the `invalid` volunteers returned something else. `reported` lists every replica of the
+    /// chunk whose report the edge may still hold.
+    StoreResult {
+        job: JobId,
+        chunk: ChunkIndex,
+        canonical: ReplicaId,
+        validated: Vec<Validated>,
+        invalid: Vec<Volunteer>,
+        reported: Vec<ReplicaId>,
+        attempts: u32,
+    },
+    /// The chunk failed for good: store a failure (with the output of `replica`, if any).
+    StoreFailure {
+        job: JobId,
+        chunk: ChunkIndex,
+        replica: Option<ReplicaId>,
+        reason: FailureReason,
+        reported: Vec<ReplicaId>,
+        attempts: u32,
+    },
+    /// A replica was lost or could not be run; its chunk goes back in the queue for another volunteer.
     ReplicaFailed { job: JobId, chunk: ChunkIndex, replica: ReplicaId, worker: WorkerId },
     /// Every chunk of the job has a final outcome; the edge may drop the job's inputs.
     JobFinished { job: JobId },
@@ -173,12 +250,16 @@ pub struct Scheduler {
     now: Millis,
     next_replica: ReplicaId,
     jobs: HashMap<JobId, state::Job>,
-    /// Jobs that may have unsent chunks, served round-robin so a small job never waits behind a big one.
+    /// Jobs that may have chunks waiting, served round-robin so a small job never waits behind a big one.
     ring: VecDeque<JobId>,
     workers: BTreeMap<WorkerId, state::Worker>,
     replicas: BTreeMap<ReplicaId, state::Replica>,
     /// The latest chunk-time estimate of each program, for its next jobs.
     program_chunk_time_us: HashMap<String, u64>,
+    /// Each volunteer's run of validated replicas.
+    trust: HashMap<Volunteer, u32>,
+    /// xorshift64* state for the trust-or-spot-check draws.
+    random: u64,
 }
 
 impl Scheduler {
@@ -194,6 +275,8 @@ impl Scheduler {
             workers: BTreeMap::new(),
             replicas: BTreeMap::new(),
             program_chunk_time_us: HashMap::new(),
+            trust: HashMap::new(),
+            random: config.seed.max(1),
         }
     }
 
@@ -208,10 +291,10 @@ impl Scheduler {
         match event {
             Event::JobAdded(params) => self.add_job(params, actions),
             Event::JobCancelled { job } => self.cancel_job(job, actions),
-            Event::WorkerJoined { worker, slots, max_memory_bytes, max_prefetch_per_slot } => {
-                let state = state::Worker::new(slots, max_memory_bytes, max_prefetch_per_slot, self.now);
+            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot } => {
+                self.trust.insert(volunteer.clone(), trust);
+                let state = state::Worker::new(volunteer, slots, max_memory_bytes, max_prefetch_per_slot, self.now);
                 self.workers.insert(worker, state);
-
                 self.fill_worker(worker, actions);
             }
             Event::WorkerSlots { worker, slots } => {
@@ -233,12 +316,12 @@ impl Scheduler {
             Event::ReplicaReleased { worker, replica } => {
                 if let Some(held) = self.take_replica(worker, replica, actions) {
                     // Handing back unstarted work is not the chunk's fault: it does not count as an attempt.
-                    self.requeue(held, false, actions);
+                    self.unissue(&held);
                     self.fill_all(actions);
                 }
             }
-            Event::ReplicaReported { worker, replica, success, compute_us } => {
-                self.report(worker, replica, success, compute_us, actions);
+            Event::ReplicaReported { worker, replica, report, compute_us } => {
+                self.report(worker, replica, report, compute_us, actions);
             }
             Event::Tick => self.expire(actions),
         }
@@ -308,69 +391,13 @@ impl Scheduler {
                 }
                 if let Some(job) = self.jobs.get_mut(&held.job) {
                     job.in_flight -= 1;
+                    job.chunks[held.chunk as usize].in_flight.retain(|id| *id != replica);
                 }
                 return Some(held);
             }
         };
         actions.push(Action::Ignored { replica, reason });
         None
-    }
-
-    fn report(
-        &mut self,
-        worker: WorkerId,
-        replica: ReplicaId,
-        success: bool,
-        compute_us: u64,
-        actions: &mut Vec<Action>,
-    ) {
-        let Some(held) = self.take_replica(worker, replica, actions) else {
-            return;
-        };
-        let Some(job) = self.jobs.get_mut(&held.job) else {
-            return;
-        };
-        let policy = job.policy;
-        if success {
-            job.observe_chunk_time(compute_us);
-            if let Some(estimate) = job.chunk_time_us {
-                self.program_chunk_time_us.insert(job.program.clone(), estimate);
-            }
-        }
-        let chunk = &mut job.chunks[held.chunk as usize];
-        let attempts = chunk.total_replicas;
-        if success {
-            chunk.finished = true;
-            actions.push(Action::StoreResult {
-                job: held.job,
-                chunk: held.chunk,
-                replica,
-                outcome: ChunkOutcome::Succeeded,
-                attempts,
-            });
-            self.finish_chunk(held.job, actions);
-            self.fill_worker(worker, actions);
-            return;
-        }
-        chunk.error_replicas += 1;
-        chunk.failed_on.push(worker);
-        if chunk.error_replicas >= policy.max_error_replicas || chunk.total_replicas >= policy.max_total_replicas {
-            chunk.finished = true;
-            actions.push(Action::StoreResult {
-                job: held.job,
-                chunk: held.chunk,
-                replica,
-                outcome: ChunkOutcome::Failed,
-                attempts,
-            });
-            self.finish_chunk(held.job, actions);
-            self.fill_worker(worker, actions);
-        } else {
-            actions.push(Action::ReplicaFailed { job: held.job, chunk: held.chunk, replica, worker });
-            job.unsent.push_front(held.chunk);
-            self.ensure_in_ring(held.job);
-            self.fill_all(actions);
-        }
     }
 
     /// Counts down the job's unfinished chunks after one became final.
@@ -385,35 +412,28 @@ impl Scheduler {
         }
     }
 
-    /// Puts the chunk of a replica that is no longer in flight back at the front of its job's queue.
-    /// `counts` says whether the replica counts as an attempt: a lost one does, a released one does not.
-    /// A chunk that has used up `max_total_replicas` is abandoned instead of requeued.
-    fn requeue(&mut self, held: state::Replica, counts: bool, actions: &mut Vec<Action>) {
-        let Some(job) = self.jobs.get_mut(&held.job) else {
+    /// Puts a chunk back in its job's queue (at the front: it is already under way) if it needs another
+    /// replica now.
+    fn requeue_if_needed(&mut self, job_id: JobId, chunk: ChunkIndex) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let policy = job.policy;
-        let chunk = &mut job.chunks[held.chunk as usize];
-        if !counts {
-            chunk.total_replicas -= 1;
-        } else if chunk.total_replicas >= policy.max_total_replicas {
-            chunk.finished = true;
-            let attempts = chunk.total_replicas;
-            actions.push(Action::StoreAbandoned { job: held.job, chunk: held.chunk, attempts });
-            self.finish_chunk(held.job, actions);
-            return;
+        if job.chunks[chunk as usize].needs_replica() {
+            job.unsent.push_front(chunk);
+            if !job.in_ring {
+                job.in_ring = true;
+                self.ring.push_back(job_id);
+            }
         }
-        job.unsent.push_front(held.chunk);
-        self.ensure_in_ring(held.job);
     }
 
-    fn ensure_in_ring(&mut self, job_id: JobId) {
-        if let Some(job) = self.jobs.get_mut(&job_id)
-            && !job.in_ring
-        {
-            job.in_ring = true;
-            self.ring.push_back(job_id);
-        }
+    /// The next draw of the scheduler's generator, uniform in `0..100`.
+    fn percent_draw(&mut self) -> u64 {
+        // xorshift64*: deterministic for a given seed, which keeps tests reproducible.
+        self.random ^= self.random >> 12;
+        self.random ^= self.random << 25;
+        self.random ^= self.random >> 27;
+        self.random.wrapping_mul(0x2545_F491_4F6C_DD1D) % 100
     }
 }
 

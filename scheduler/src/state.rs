@@ -2,18 +2,22 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::{ChunkIndex, JobId, JobParams, Millis, ReplicaId, RetryPolicy, Scheduler, WorkerId};
+use crate::{
+    ChunkIndex, Digest, JobId, JobParams, Millis, ReplicaId, ReplicationPolicy, Scheduler, Volunteer, WorkerId,
+};
 
 #[derive(Debug)]
 pub(crate) struct Job {
-    pub(crate) policy: RetryPolicy,
+    pub(crate) policy: ReplicationPolicy,
+    pub(crate) owner: Volunteer,
     pub(crate) time_limit_ms: u64,
     pub(crate) memory_bytes: u64,
     pub(crate) program: String,
-    /// A moving average of how long the job's chunks run, once any has succeeded.
+    /// A moving average of how long the job's chunks run, once any has returned a result.
     pub(crate) chunk_time_us: Option<u64>,
     pub(crate) chunks: Vec<Chunk>,
-    /// Chunks waiting for a volunteer; retries go to the front.
+    /// Chunks that may need a replica sent; a chunk under way goes to the front. Entries that turn out to
+    /// need nothing (any more) are skipped when found.
     pub(crate) unsent: VecDeque<ChunkIndex>,
     /// Chunks without a final outcome yet.
     pub(crate) unfinished: u32,
@@ -25,7 +29,8 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn new(params: &JobParams) -> Job {
-        let mut chunks: Vec<Chunk> = (0..params.chunk_count).map(|_| Chunk::default()).collect();
+        let policy = params.policy;
+        let mut chunks: Vec<Chunk> = (0..params.chunk_count).map(|_| Chunk::new(policy)).collect();
         for &index in &params.finished {
             if let Some(chunk) = chunks.get_mut(index as usize) {
                 chunk.finished = true;
@@ -34,7 +39,8 @@ impl Job {
         let unsent: VecDeque<ChunkIndex> =
             (0..params.chunk_count).filter(|&index| !chunks[index as usize].finished).collect();
         Job {
-            policy: params.policy,
+            policy,
+            owner: params.owner.clone(),
             time_limit_ms: params.time_limit_ms,
             memory_bytes: params.memory_bytes,
             program: params.program.clone(),
@@ -46,11 +52,8 @@ impl Job {
             in_ring: true,
         }
     }
-}
 
-impl Job {
-    /// Folds a successful replica's run time into the job's estimate (weight 1/8, so one odd chunk does
-    /// not swing it).
+    /// Folds a replica's run time into the job's estimate (weight 1/8, so one odd chunk does not swing it).
     pub(crate) fn observe_chunk_time(&mut self, compute_us: u64) {
         self.chunk_time_us = Some(match self.chunk_time_us {
             None => compute_us,
@@ -59,17 +62,67 @@ impl Job {
     }
 }
 
-#[derive(Debug, Default)]
+/// A result reported for a chunk, waiting for validation.
+#[derive(Clone, Debug)]
+pub(crate) struct Reported {
+    pub(crate) replica: ReplicaId,
+    pub(crate) volunteer: Volunteer,
+    pub(crate) digest: Digest,
+    pub(crate) work_units: u64,
+}
+
+#[derive(Debug)]
 pub(crate) struct Chunk {
     pub(crate) finished: bool,
-    pub(crate) error_replicas: u32,
-    pub(crate) total_replicas: u32,
-    /// Workers on which a replica of this chunk failed: retries go elsewhere when anyone else is there.
-    pub(crate) failed_on: Vec<WorkerId>,
+    /// Results wanted in hand: the policy's replicas at first (one if a trusted volunteer runs it alone),
+    /// one more each time the results in hand disagree.
+    pub(crate) wanted: u32,
+    /// Results with one digest needed to accept it.
+    pub(crate) quorum: u32,
+    /// Replicas ever sent out (released ones excepted).
+    pub(crate) issued: u32,
+    /// The most replicas it may ever have (the policy's total).
+    pub(crate) max_issued: u32,
+    /// Replicas whose volunteer could not run them.
+    pub(crate) errors: u32,
+    pub(crate) in_flight: Vec<ReplicaId>,
+    pub(crate) results: Vec<Reported>,
+    /// Volunteers holding a replica of it or who returned a result: another replica must go elsewhere.
+    pub(crate) holders: Vec<Volunteer>,
+    /// Volunteers on whom a replica errored: retries go elsewhere while anyone else can take them.
+    pub(crate) errored_on: Vec<Volunteer>,
+}
+
+impl Chunk {
+    fn new(policy: ReplicationPolicy) -> Chunk {
+        Chunk {
+            finished: false,
+            wanted: policy.target_replicas,
+            quorum: policy.min_quorum,
+            issued: 0,
+            max_issued: policy.max_total_replicas,
+            errors: 0,
+            in_flight: Vec::new(),
+            results: Vec::new(),
+            holders: Vec::new(),
+            errored_on: Vec::new(),
+        }
+    }
+
+    /// Whether another replica should and may go out now.
+    pub(crate) fn needs_replica(&self) -> bool {
+        self.short_of_results() && self.issued < self.max_issued
+    }
+
+    /// Whether the results in hand and the replicas out fall short of what the chunk needs.
+    pub(crate) fn short_of_results(&self) -> bool {
+        !self.finished && self.results.len() + self.in_flight.len() < self.wanted as usize
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Worker {
+    pub(crate) volunteer: Volunteer,
     pub(crate) slots: u32,
     pub(crate) max_memory_bytes: u64,
     pub(crate) max_prefetch_per_slot: u32,
@@ -78,8 +131,14 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(slots: u32, max_memory_bytes: u64, max_prefetch_per_slot: u32, now: Millis) -> Worker {
-        Worker { slots, max_memory_bytes, max_prefetch_per_slot, in_flight: HashSet::new(), last_seen: now }
+    pub(crate) fn new(
+        volunteer: Volunteer,
+        slots: u32,
+        max_memory_bytes: u64,
+        max_prefetch_per_slot: u32,
+        now: Millis,
+    ) -> Worker {
+        Worker { volunteer, slots, max_memory_bytes, max_prefetch_per_slot, in_flight: HashSet::new(), last_seen: now }
     }
 
     /// Whether the worker holds fewer replicas than `prefetch_per_slot` allows: one running per slot
@@ -94,6 +153,7 @@ pub(crate) struct Replica {
     pub(crate) job: JobId,
     pub(crate) chunk: ChunkIndex,
     pub(crate) worker: WorkerId,
+    pub(crate) volunteer: Volunteer,
     /// The replica is requeued if no report arrives by then, even from a worker that keeps heartbeating.
     pub(crate) deadline: Millis,
 }
@@ -101,7 +161,7 @@ pub(crate) struct Replica {
 /// A job's chunks as the scheduler sees them right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JobProgress {
-    /// Chunks waiting for a volunteer.
+    /// Chunks waiting for a volunteer (with no replica out).
     pub pending: u32,
     /// Chunks with a replica at a volunteer.
     pub running: u32,
@@ -120,7 +180,13 @@ pub struct Stats {
 impl Scheduler {
     /// Pending and running chunks of a job that is still active; `None` once every chunk is final.
     pub fn job_progress(&self, job: JobId) -> Option<JobProgress> {
-        self.jobs.get(&job).map(|job| JobProgress { pending: job.unsent.len() as u32, running: job.in_flight })
+        self.jobs.get(&job).map(|job| {
+            let open = job.chunks.iter().filter(|chunk| !chunk.finished);
+            let (running, pending) = open.fold((0, 0), |(running, pending), chunk| {
+                if chunk.in_flight.is_empty() { (running, pending + 1) } else { (running + 1, pending) }
+            });
+            JobProgress { pending, running }
+        })
     }
 
     pub fn stats(&self) -> Stats {

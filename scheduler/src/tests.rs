@@ -7,6 +7,17 @@ use crate::*;
 const LEASE: u64 = 5_000;
 const TIME_LIMIT: u64 = 60_000;
 const MEMORY: u64 = 1 << 30;
+/// The digest of the honest result of every chunk in these tests.
+const HONEST: Digest = [1; 32];
+/// A wrong result's digest.
+const FORGED: Digest = [2; 32];
+
+/// What became of a chunk, as the tests care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkOutcome {
+    Succeeded,
+    Failed,
+}
 
 /// A scheduler and a fake clock.
 struct Harness {
@@ -22,7 +33,7 @@ impl Harness {
     }
 
     fn with_prefetch(prefetch_per_slot: u32) -> Harness {
-        let config = Config { lease_timeout_ms: LEASE, prefetch_per_slot, prefetch_buffer_us: 20_000 };
+        let config = Config { lease_timeout_ms: LEASE, prefetch_per_slot, ..Config::default() };
         Harness { scheduler: Scheduler::new(config, 1000), now: 0, prefetch: prefetch_per_slot }
     }
 
@@ -34,26 +45,51 @@ impl Harness {
         self.scheduler.handle_collect(Millis(self.now), event)
     }
 
+    /// A job whose chunks each need one result, from anyone (the shape of the policy for a trusted pool).
     fn add_job(&mut self, id: JobId, chunk_count: u32, max_retries: u32) -> Vec<Action> {
+        let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, max_retries) };
+        self.add_job_with(id, chunk_count, policy)
+    }
+
+    fn add_job_with(&mut self, id: JobId, chunk_count: u32, policy: ReplicationPolicy) -> Vec<Action> {
         self.feed(Event::JobAdded(JobParams {
             id,
             chunk_count,
-            policy: RetryPolicy::with_max_retries(max_retries),
+            policy,
             time_limit_ms: TIME_LIMIT,
             memory_bytes: MEMORY,
             program: "program".into(),
+            owner: "user:1".into(),
             finished: Vec::new(),
         }))
     }
 
+    /// A worker of its own volunteer (`volunteer:<worker>`).
     fn join(&mut self, worker: WorkerId, slots: u32) -> Vec<Action> {
-        let max_prefetch_per_slot = self.prefetch;
-        self.feed(Event::WorkerJoined { worker, slots, max_memory_bytes: u64::MAX, max_prefetch_per_slot })
+        self.join_as(worker, &format!("volunteer:{worker}"), slots)
     }
 
+    fn join_as(&mut self, worker: WorkerId, volunteer: &str, slots: u32) -> Vec<Action> {
+        let max_prefetch_per_slot = self.prefetch;
+        self.feed(Event::WorkerJoined {
+            worker,
+            volunteer: volunteer.into(),
+            trust: 0,
+            slots,
+            max_memory_bytes: u64::MAX,
+            max_prefetch_per_slot,
+        })
+    }
+
+    /// `success`: a result (all honest results have one digest); otherwise a volunteer error.
     fn report(&mut self, worker: WorkerId, replica: ReplicaId, success: bool) -> Vec<Action> {
+        let report = if success { Report::Result { digest: HONEST, work_units: 10 } } else { Report::Error };
+        self.report_with(worker, replica, report)
+    }
+
+    fn report_with(&mut self, worker: WorkerId, replica: ReplicaId, report: Report) -> Vec<Action> {
         // One millisecond per chunk: short enough that workers keep the default queue.
-        self.feed(Event::ReplicaReported { worker, replica, success, compute_us: 1_000 })
+        self.feed(Event::ReplicaReported { worker, replica, report, compute_us: 1_000 })
     }
 }
 
@@ -72,7 +108,8 @@ fn stored(actions: &[Action]) -> Vec<(ChunkIndex, ChunkOutcome)> {
     actions
         .iter()
         .filter_map(|action| match *action {
-            Action::StoreResult { chunk, outcome, .. } => Some((chunk, outcome)),
+            Action::StoreResult { chunk, .. } => Some((chunk, ChunkOutcome::Succeeded)),
+            Action::StoreFailure { chunk, .. } => Some((chunk, ChunkOutcome::Failed)),
             _ => None,
         })
         .collect()
@@ -241,11 +278,12 @@ fn a_failed_chunk_is_retried_on_another_worker_then_failed_for_good() {
         } else {
             assert_eq!(stored(&actions), [(0, ChunkOutcome::Failed)]);
             assert!(actions.contains(&Action::JobFinished { job: 1 }));
-            let attempts = actions.iter().find_map(|action| match action {
-                Action::StoreResult { attempts, .. } => Some(*attempts),
+            let failure = actions.iter().find_map(|action| match action {
+                Action::StoreFailure { attempts, reason, replica: failed, .. } => Some((*attempts, *reason, *failed)),
                 _ => None,
             });
-            assert_eq!(attempts, Some(3));
+            // The last error's replica is kept, so its output (a partial stdout, say) can be shown.
+            assert_eq!(failure, Some((3, FailureReason::Errors, Some(replica))));
         }
     }
 }
@@ -265,12 +303,15 @@ fn a_lone_worker_retries_a_failed_chunk_itself() {
 fn a_chunk_that_is_lost_again_and_again_is_abandoned_not_retried_forever() {
     let mut harness = Harness::with_prefetch(0);
     harness.add_job(1, 1, 0);
-    let policy = RetryPolicy::with_max_retries(0);
+    let policy = ReplicationPolicy::new(1, 1, 0);
     let mut abandoned = false;
     for worker in 1..=u64::from(policy.max_total_replicas) + 1 {
         let actions = harness.join(worker, 1);
         let left = harness.feed(Event::WorkerLeft { worker });
-        if left.iter().any(|action| matches!(action, Action::StoreAbandoned { .. })) {
+        if left
+            .iter()
+            .any(|action| matches!(action, Action::StoreFailure { reason: FailureReason::Lost, replica: None, .. }))
+        {
             assert_eq!(worker, u64::from(policy.max_total_replicas));
             assert!(left.contains(&Action::JobFinished { job: 1 }));
             abandoned = true;
@@ -329,10 +370,11 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
     let actions = harness.feed(Event::JobAdded(JobParams {
         id: 5,
         chunk_count: 6,
-        policy: RetryPolicy::with_max_retries(2),
+        policy: ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 2) },
         time_limit_ms: TIME_LIMIT,
         memory_bytes: MEMORY,
         program: "program".into(),
+        owner: "user:1".into(),
         finished: vec![0, 2, 3],
     }));
     let chunks: BTreeSet<ChunkIndex> = assigns(&actions).iter().map(|a| a.3).collect();
@@ -340,10 +382,11 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
     let all_done = harness.feed(Event::JobAdded(JobParams {
         id: 6,
         chunk_count: 2,
-        policy: RetryPolicy::with_max_retries(2),
+        policy: ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 2) },
         time_limit_ms: TIME_LIMIT,
         memory_bytes: MEMORY,
         program: "program".into(),
+        owner: "user:1".into(),
         finished: vec![0, 1],
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
@@ -478,7 +521,7 @@ fn apply(
                 assert!(!already, "chunk {job}/{chunk} is in flight twice");
                 held.insert(replica, (worker, job, chunk));
             }
-            Action::StoreResult { job, chunk, .. } | Action::StoreAbandoned { job, chunk, .. } => {
+            Action::StoreResult { job, chunk, .. } | Action::StoreFailure { job, chunk, .. } => {
                 *final_outcomes.entry((job, chunk)).or_default() += 1;
             }
             Action::JobFinished { job } => {
@@ -492,11 +535,20 @@ fn apply(
 #[test]
 fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it() {
     let mut harness = Harness::new();
-    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: MEMORY / 2, max_prefetch_per_slot: 2 });
+    harness.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "volunteer:1".into(),
+        trust: 0,
+        slots: 1,
+        max_memory_bytes: MEMORY / 2,
+        max_prefetch_per_slot: 2,
+    });
     let none = harness.add_job(1, 4, 0);
     assert!(assigns(&none).is_empty(), "the small worker gets nothing of a job it cannot hold");
     let big = assigns(&harness.feed(Event::WorkerJoined {
         worker: 2,
+        volunteer: "volunteer:2".into(),
+        trust: 0,
         slots: 1,
         max_memory_bytes: MEMORY,
         max_prefetch_per_slot: 2,
@@ -513,14 +565,21 @@ fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it()
 fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
     let mut harness = Harness::new();
     // A worker with a slow round trip (a browser) asks for a deep queue.
-    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: u64::MAX, max_prefetch_per_slot: 8 });
+    harness.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "volunteer:1".into(),
+        trust: 0,
+        slots: 1,
+        max_memory_bytes: u64::MAX,
+        max_prefetch_per_slot: 8,
+    });
     let first = assigns(&harness.add_job(1, 100, 0));
     assert_eq!(first.len(), 3, "while the chunk time is unknown, the default queue of 2");
     // Job 1's chunks turn out to take 100 µs: 20 ms of them is more than the worker's 8.
     let refill = assigns(&harness.feed(Event::ReplicaReported {
         worker: 1,
         replica: first[0].1,
-        success: true,
+        report: Report::Result { digest: HONEST, work_units: 10 },
         compute_us: 100,
     }));
     assert_eq!(refill.len(), 7);
@@ -530,7 +589,7 @@ fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
     let next = assigns(&harness.feed(Event::ReplicaReported {
         worker: 1,
         replica: refill[0].1,
-        success: true,
+        report: Report::Result { digest: HONEST, work_units: 10 },
         compute_us: 100,
     }));
     let long = next.iter().find(|assignment| assignment.2 == 2).expect("job 2 gets a chunk").1;
@@ -542,12 +601,20 @@ fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
     let mut finished_long = Some(long);
     for _ in 0..6 {
         let actions = match finished_long.take() {
-            Some(replica) => {
-                harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 10_000_000 })
-            }
+            Some(replica) => harness.feed(Event::ReplicaReported {
+                worker: 1,
+                replica,
+                report: Report::Result { digest: HONEST, work_units: 10 },
+                compute_us: 10_000_000,
+            }),
             None => {
                 let replica = outstanding.remove(0);
-                harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 100 })
+                harness.feed(Event::ReplicaReported {
+                    worker: 1,
+                    replica,
+                    report: Report::Result { digest: HONEST, work_units: 10 },
+                    compute_us: 100,
+                })
             }
         };
         for assignment in assigns(&actions) {
@@ -567,16 +634,260 @@ fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
 #[test]
 fn a_new_job_starts_from_what_its_program_measured_before() {
     let mut harness = Harness::new();
-    harness.feed(Event::WorkerJoined { worker: 1, slots: 1, max_memory_bytes: u64::MAX, max_prefetch_per_slot: 8 });
+    harness.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "volunteer:1".into(),
+        trust: 0,
+        slots: 1,
+        max_memory_bytes: u64::MAX,
+        max_prefetch_per_slot: 8,
+    });
     let first = assigns(&harness.add_job(1, 4, 0));
     assert_eq!(first.len(), 3, "nothing known yet: the default queue");
     for (_, replica, _, _) in &first {
-        harness.feed(Event::ReplicaReported { worker: 1, replica: *replica, success: true, compute_us: 50 });
+        harness.feed(Event::ReplicaReported {
+            worker: 1,
+            replica: *replica,
+            report: Report::Result { digest: HONEST, work_units: 10 },
+            compute_us: 50,
+        });
     }
     let rest: Vec<ReplicaId> = harness.scheduler.replicas.keys().copied().collect();
     for replica in rest {
-        harness.feed(Event::ReplicaReported { worker: 1, replica, success: true, compute_us: 50 });
+        harness.feed(Event::ReplicaReported {
+            worker: 1,
+            replica,
+            report: Report::Result { digest: HONEST, work_units: 10 },
+            compute_us: 50,
+        });
     }
     // The next round of the same program is queued 1 + 8 deep at once.
     assert_eq!(assigns(&harness.add_job(2, 32, 0)).len(), 9);
+}
+
+/// Two replicas that must agree, up to six in all, errors retried twice.
+fn replicated() -> ReplicationPolicy {
+    ReplicationPolicy::new(2, 2, 2)
+}
+
+fn accepted(actions: &[Action]) -> Vec<(ChunkIndex, ReplicaId, Vec<ReplicaId>, Vec<Volunteer>)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::StoreResult { chunk, canonical, validated, invalid, .. } => {
+                Some((*chunk, *canonical, validated.iter().map(|replica| replica.replica).collect(), invalid.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_of_a_chunk_go_to_distinct_volunteers_and_are_accepted_when_they_agree() {
+    let mut harness = Harness::with_prefetch(0);
+    // Workers 1 and 2 belong to the same volunteer; worker 3 to another.
+    harness.join_as(1, "user:7", 1);
+    harness.join_as(2, "user:7", 1);
+    harness.join_as(3, "user:8", 1);
+    let sent = assigns(&harness.add_job_with(1, 1, replicated()));
+    assert_eq!(sent.len(), 2, "two replicas of the one chunk");
+    let workers: BTreeSet<WorkerId> = sent.iter().map(|assignment| assignment.0).collect();
+    assert!(workers.contains(&3), "one replica goes to the other volunteer: {workers:?}");
+    let first = harness.report(sent[0].0, sent[0].1, true);
+    assert!(accepted(&first).is_empty(), "one result is not a quorum");
+    let second = harness.report(sent[1].0, sent[1].1, true);
+    let accepted = accepted(&second);
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].1, sent[0].1, "the first agreeing replica is canonical");
+    assert_eq!(accepted[0].2, [sent[0].1, sent[1].1], "both replicas are validated (and paid)");
+    assert!(accepted[0].3.is_empty());
+}
+
+#[test]
+fn a_disagreement_brings_a_third_replica_and_the_odd_one_out_is_invalid() {
+    let mut harness = Harness::with_prefetch(0);
+    for worker in 1..=3 {
+        harness.join(worker, 1);
+    }
+    let sent = assigns(&harness.add_job_with(1, 1, replicated()));
+    let (honest, cheater) = (sent[0], sent[1]);
+    harness.report(honest.0, honest.1, true);
+    let disagreement = harness.report_with(cheater.0, cheater.1, Report::Result { digest: FORGED, work_units: 1 });
+    let third = assigns(&disagreement);
+    assert_eq!(third.len(), 1, "one more opinion is needed");
+    assert!(third[0].0 != honest.0 && third[0].0 != cheater.0, "it goes to a volunteer who has not seen the chunk");
+    let decided = harness.report(third[0].0, third[0].1, true);
+    let accepted = accepted(&decided);
+    assert_eq!(accepted[0].2, [honest.1, third[0].1]);
+    assert_eq!(accepted[0].3, [format!("volunteer:{}", cheater.0)], "the cheater is invalid: no credit");
+    assert_eq!(harness.scheduler.trust[&format!("volunteer:{}", cheater.0)], 0);
+    assert_eq!(harness.scheduler.trust[&format!("volunteer:{}", honest.0)], 1);
+}
+
+#[test]
+fn replicas_that_keep_disagreeing_fail_the_chunk_within_the_policy() {
+    let mut harness = Harness::with_prefetch(0);
+    // More volunteers than the policy allows replicas, so the bound and not the crowd ends it.
+    for worker in 1..=u64::from(replicated().max_total_replicas) + 2 {
+        harness.join(worker, 1);
+    }
+    let mut out = assigns(&harness.add_job_with(1, 1, replicated()));
+    let mut failure = None;
+    let mut digest = 10u8;
+    while let Some((worker, replica, _, _)) = out.pop() {
+        digest += 1;
+        let actions = harness.report_with(worker, replica, Report::Result { digest: [digest; 32], work_units: 1 });
+        out.extend(assigns(&actions));
+        failure = failure.or_else(|| {
+            actions.iter().find_map(|action| match action {
+                Action::StoreFailure { reason, attempts, .. } => Some((*reason, *attempts)),
+                _ => None,
+            })
+        });
+    }
+    let policy = replicated();
+    assert_eq!(
+        failure,
+        Some((FailureReason::Disagreement { distinct_results: policy.max_total_replicas }, policy.max_total_replicas))
+    );
+}
+
+#[test]
+fn a_replicated_job_waits_for_a_second_volunteer_rather_than_asking_the_first_twice() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    let sent = assigns(&harness.add_job_with(1, 1, replicated()));
+    assert_eq!(sent.len(), 1);
+    let first = harness.report(1, sent[0].1, true);
+    assert!(assigns(&first).is_empty(), "the same volunteer never validates itself");
+    let second = assigns(&harness.join(2, 1));
+    assert_eq!(second.len(), 1);
+    assert_eq!(accepted(&harness.report(2, second[0].1, true)).len(), 1);
+}
+
+#[test]
+fn an_owner_only_job_runs_only_on_the_owners_workers() {
+    let mut harness = Harness::new();
+    harness.join_as(1, "user:9", 1);
+    let policy = ReplicationPolicy::new(1, 1, 2);
+    assert!(policy.owner_only);
+    assert!(assigns(&harness.add_job_with(1, 4, policy)).is_empty(), "user:9 does not own it");
+    let owners = assigns(&harness.join_as(2, "user:1", 1));
+    assert_eq!(owners.len(), 3);
+    assert!(owners.iter().all(|assignment| assignment.0 == 2));
+    // A single result from the owner's own worker is accepted.
+    assert_eq!(accepted(&harness.report(2, owners[0].1, true)).len(), 1);
+}
+
+#[test]
+fn a_volunteer_with_a_long_run_of_valid_results_is_often_trusted_alone_and_sometimes_spot_checked() {
+    let mut harness = Harness::with_prefetch(0);
+    let mut config = harness.scheduler.config();
+    config.seed = 42;
+    harness.scheduler = Scheduler::new(config, 1);
+    harness.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "user:5".into(),
+        trust: 200,
+        slots: 1,
+        max_memory_bytes: u64::MAX,
+        max_prefetch_per_slot: 0,
+    });
+    harness.add_job_with(1, 200, replicated());
+    // Run everything with the trusted volunteer alone first, then a second volunteer for the spot checks;
+    // count the chunks the trusted volunteer validated alone.
+    let mut alone = 0;
+    let mut spot_checked = 0;
+    let mut out: Vec<(WorkerId, ReplicaId)> =
+        harness.scheduler.replicas.iter().map(|(id, replica)| (replica.worker, *id)).collect();
+    while let Some((worker, replica)) = out.pop() {
+        let actions = harness.report(worker, replica, true);
+        for action in &actions {
+            if let Action::StoreResult { validated, .. } = action {
+                if validated.len() == 1 {
+                    // The other volunteer earns trust along the way and may run alone later on.
+                    if validated[0].volunteer == "user:5" {
+                        alone += 1;
+                    }
+                } else if validated.iter().any(|replica| replica.volunteer == "user:5") {
+                    spot_checked += 1;
+                }
+            }
+        }
+        out.extend(assigns(&actions).iter().map(|assignment| (assignment.0, assignment.1)));
+        if out.is_empty() && harness.scheduler.workers.len() == 1 {
+            out.extend(assigns(&harness.join(2, 1)).iter().map(|assignment| (assignment.0, assignment.1)));
+        }
+    }
+    assert_eq!(harness.scheduler.jobs.len(), 0, "every chunk was decided");
+    assert!(alone > 100, "trusted often: {alone} of 200");
+    assert!(spot_checked > 0, "but spot-checked too");
+}
+
+/// Random interleavings with replication, honest and cheating volunteers: every chunk is decided exactly
+/// once, and an accepted result is always the honest one.
+#[test]
+fn random_histories_with_cheaters_accept_only_honest_results() {
+    for seed in 0..100 {
+        let mut random = Lcg(seed);
+        let mut harness = Harness::with_prefetch(1);
+        let mut held: BTreeMap<ReplicaId, WorkerId> = BTreeMap::new();
+        let mut decided: BTreeMap<ChunkIndex, usize> = BTreeMap::new();
+        let mut honest_replicas: BTreeSet<ReplicaId> = BTreeSet::new();
+        let chunk_count = 1 + random.below(15) as u32;
+        // Workers 1..=6; 5 and 6 cheat with garbage of their own (cheaters do not agree with each other).
+        let cheaters = [5, 6];
+        for worker in 1..=6 {
+            for assignment in assigns(&harness.join(worker, 1)) {
+                held.insert(assignment.1, assignment.0);
+            }
+        }
+        let record = |actions: &[Action],
+                      held: &mut BTreeMap<ReplicaId, WorkerId>,
+                      decided: &mut BTreeMap<ChunkIndex, usize>,
+                      honest: &BTreeSet<ReplicaId>| {
+            for action in actions {
+                match action {
+                    Action::Assign { worker, replica, .. } => {
+                        held.insert(*replica, *worker);
+                    }
+                    Action::Revoke { replica, .. } => {
+                        held.remove(replica);
+                    }
+                    Action::StoreResult { chunk, validated, .. } => {
+                        *decided.entry(*chunk).or_default() += 1;
+                        assert!(
+                            validated.iter().all(|replica| honest.contains(&replica.replica)),
+                            "a forged result won"
+                        );
+                    }
+                    Action::StoreFailure { chunk, .. } => *decided.entry(*chunk).or_default() += 1,
+                    _ => {}
+                }
+            }
+        };
+        let actions = harness.add_job_with(1, chunk_count, replicated());
+        record(&actions, &mut held, &mut decided, &honest_replicas);
+        let mut garbage = 100u8;
+        let mut steps = 0;
+        while let Some((&replica, &worker)) = held.iter().nth(random.below(held.len().max(1) as u64) as usize) {
+            held.remove(&replica);
+            let report = if cheaters.contains(&worker) {
+                garbage = garbage.wrapping_add(1);
+                Report::Result { digest: [garbage; 32], work_units: 1 }
+            } else if random.below(8) == 0 {
+                Report::Error
+            } else {
+                honest_replicas.insert(replica);
+                Report::Result { digest: HONEST, work_units: 1 }
+            };
+            let actions = harness.report_with(worker, replica, report);
+            record(&actions, &mut held, &mut decided, &honest_replicas);
+            steps += 1;
+            assert!(steps < 10_000, "seed {seed}: no convergence");
+        }
+        for chunk in 0..chunk_count {
+            assert_eq!(decided.get(&chunk), Some(&1), "seed {seed}: chunk {chunk}");
+        }
+    }
 }

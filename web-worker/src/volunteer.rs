@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use distributivecom_protocol::PROTOCOL_VERSION;
 use distributivecom_protocol::worker::{
-    Assignment, Hello, Output as RunOutput, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
+    Assignment, Credential, Hello, Output as RunOutput, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
+    WorkerMessage,
 };
 
 use crate::messages::{ConnectionState, ExecutorCommand, ExecutorEvent, PageCommand, Settings, Stats};
@@ -121,6 +122,7 @@ enum Socket {
 #[derive(Debug)]
 pub struct Volunteer {
     agent: String,
+    credential: Option<Credential>,
     server: Option<String>,
     settings: Settings,
     started: bool,
@@ -148,6 +150,7 @@ impl Volunteer {
     pub fn new(agent: String) -> Volunteer {
         Volunteer {
             agent,
+            credential: None,
             server: None,
             settings: Settings::default_for(2),
             started: false,
@@ -186,6 +189,7 @@ impl Volunteer {
                         agent: self.agent.clone(),
                         max_memory_bytes: Some(BROWSER_MAX_MEMORY_BYTES),
                         prefetch_per_slot: Some(BROWSER_PREFETCH_PER_SLOT),
+                        credential: self.credential.clone(),
                     })));
                 }
             }
@@ -216,11 +220,12 @@ impl Volunteer {
 
     fn command(&mut self, command: PageCommand, out: &mut Vec<Output>) {
         match command {
-            PageCommand::Start { server, settings } => {
+            PageCommand::Start { server, settings, credential } => {
                 if self.started {
                     return;
                 }
                 self.started = true;
+                self.credential = Some(credential);
                 self.paused = false;
                 self.server = Some(server.trim_end_matches('/').to_owned());
                 self.settings = settings.clamped();

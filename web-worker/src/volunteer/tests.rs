@@ -9,6 +9,10 @@ use super::*;
 
 const SERVER: &str = "http://127.0.0.1:8080";
 
+fn credential() -> Credential {
+    Credential::Volunteer { id: "v-1".into(), secret: "s".into() }
+}
+
 struct Harness {
     volunteer: Volunteer,
     now: u64,
@@ -55,6 +59,7 @@ impl Harness {
         let started = harness.feed(Input::Command(PageCommand::Start {
             server: SERVER.into(),
             settings: Settings { threads, throttle_percent },
+            credential: credential(),
         }));
         assert!(started.contains(&Output::Connect { url: "ws://127.0.0.1:8080/api/workers/ws".into() }));
         assert_eq!(
@@ -63,7 +68,7 @@ impl Harness {
         );
         let hello = harness.feed(Input::SocketOpened);
         assert!(
-            matches!(&hello[0], Output::Send(WorkerMessage::Hello(hello)) if hello.slots == threads && hello.kind == WorkerKind::Browser)
+            matches!(&hello[0], Output::Send(WorkerMessage::Hello(hello)) if hello.slots == threads && hello.kind == WorkerKind::Browser && hello.credential == Some(credential()))
         );
         let welcome = harness.feed(Input::SocketMessage(ServerMessage::Welcome(Welcome {
             worker_id: 1,
@@ -131,6 +136,7 @@ fn ready_executors_are_kept_supplied_ahead() {
     harness.feed(Input::Command(PageCommand::Start {
         server: SERVER.into(),
         settings: Settings { threads: 2, throttle_percent: 100 },
+        credential: credential(),
     }));
     harness.feed(Input::SocketOpened);
     harness.feed(Input::SocketMessage(ServerMessage::Welcome(Welcome {

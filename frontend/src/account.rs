@@ -1,0 +1,268 @@
+//! The account page: balance and escrow, the pricing formula, API tokens (create, revoke) and the
+//! ledger. Signed-out visitors are sent to the log-in page.
+
+use std::cmp::Reverse;
+
+use distributivecom_protocol::api::{AccountInfo, LedgerPage, NewToken, Pricing, TokenCreated, TokenInfo};
+use leptos::prelude::*;
+use leptos::task::spawn_local_scoped_with_cancellation;
+use leptos_router::NavigateOptions;
+use leptos_router::hooks::use_navigate;
+
+use crate::api::{self, ApiError};
+use crate::format;
+use crate::session::Session;
+use crate::validate;
+
+#[component]
+pub fn AccountPage() -> impl IntoView {
+    let session = Session::get();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if session.checked() && session.user().is_none() {
+            navigate("/login", NavigateOptions { replace: true, ..NavigateOptions::default() });
+        }
+    });
+    view! {
+        <main class="account">
+            <Show
+                when=move || session.user().is_some()
+                fallback=|| view! { <p class="lead">"Loading…"</p> }
+            >
+                <AccountDetails />
+            </Show>
+        </main>
+    }
+}
+
+/// Everything the page loads; `None` until the first answer.
+#[derive(Clone, Copy)]
+struct AccountData {
+    account: RwSignal<Option<AccountInfo>>,
+    pricing: RwSignal<Option<Pricing>>,
+    tokens: RwSignal<Option<Vec<TokenInfo>>>,
+    ledger: RwSignal<Option<LedgerPage>>,
+    /// The last failure's message, shown in `#error`.
+    error: RwSignal<Option<String>>,
+    session: Session,
+}
+
+impl AccountData {
+    /// Shows a failure. An expired session signs the visitor out, which sends them to the log-in page.
+    fn fail(self, error: ApiError) {
+        if error.is_unauthorized() {
+            self.session.signed_out();
+        }
+        self.error.set(Some(error.message));
+    }
+
+    /// Loads `path` into `target`. Tasks end with the page, so late answers touch nothing.
+    fn load<T>(self, path: &'static str, target: RwSignal<Option<T>>)
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        spawn_local_scoped_with_cancellation(async move {
+            match api::get_json::<T>(path).await {
+                Ok(value) => target.set(Some(value)),
+                Err(error) => self.fail(error),
+            }
+        });
+    }
+
+    /// The balance, the tokens and the ledger change together when tokens change or jobs run.
+    fn reload(self) {
+        self.load("/api/account", self.account);
+        self.load("/api/account/tokens", self.tokens);
+        self.load("/api/account/ledger", self.ledger);
+    }
+}
+
+#[component]
+fn AccountDetails() -> impl IntoView {
+    let session = Session::get();
+    let data = AccountData {
+        account: RwSignal::new(None),
+        pricing: RwSignal::new(None),
+        tokens: RwSignal::new(None),
+        ledger: RwSignal::new(None),
+        error: RwSignal::new(None),
+        session,
+    };
+    data.reload();
+    data.load("/api/pricing", data.pricing);
+
+    let username = move || session.user().map(|user| user.username).unwrap_or_default();
+    let amount = move |pick: fn(&AccountInfo) -> i64| {
+        move || data.account.with(|account| account.as_ref().map(|account| format::credits(pick(account))))
+    };
+    view! {
+        <h1>"Your account"</h1>
+        <p class="lead">"Signed in as " <strong id="account-username">{username}</strong> "."</p>
+        <Show when=move || data.error.get().is_some()>
+            <p id="error" class="error" role="alert">{move || data.error.get().unwrap_or_default()}</p>
+        </Show>
+        <section class="panel">
+            <h2>"Credits"</h2>
+            <dl>
+                <dt>"Balance"</dt>
+                <dd id="balance">{amount(|account| account.balance_millicredits)}</dd>
+                <dt>"Held for running jobs"</dt>
+                <dd id="escrowed">{amount(|account| account.escrowed_millicredits)}</dd>
+            </dl>
+            <p id="pricing" class="aside">{move || data.pricing.get().map(|pricing| format::pricing(&pricing))}</p>
+        </section>
+        <Tokens data />
+        <Ledger data />
+    }
+}
+
+#[component]
+fn Tokens(data: AccountData) -> impl IntoView {
+    let name = RwSignal::new(String::new());
+    let created = RwSignal::new(None::<TokenCreated>);
+    let pending = RwSignal::new(false);
+
+    let create = move |event: web_sys::SubmitEvent| {
+        event.prevent_default();
+        let token_name = name.get_untracked().trim().to_owned();
+        if let Some(problem) = validate::token_name_problem(&token_name) {
+            data.error.set(Some(problem.to_owned()));
+            return;
+        }
+        if pending.get_untracked() {
+            return;
+        }
+        pending.set(true);
+        data.error.set(None);
+        let csrf_token = data.session.csrf_token();
+        spawn_local_scoped_with_cancellation(async move {
+            let body = NewToken { name: token_name };
+            match api::post_json::<_, TokenCreated>("/api/account/tokens", &body, csrf_token.as_deref()).await {
+                Ok(token) => {
+                    created.set(Some(token));
+                    name.set(String::new());
+                    data.load("/api/account/tokens", data.tokens);
+                }
+                Err(error) => data.fail(error),
+            }
+            pending.set(false);
+        });
+    };
+    let revoke = move |id: u64| {
+        data.error.set(None);
+        let csrf_token = data.session.csrf_token();
+        spawn_local_scoped_with_cancellation(async move {
+            match api::delete(&format!("/api/account/tokens/{id}"), csrf_token.as_deref()).await {
+                Ok(()) => {
+                    // The secret shown for a token that is now revoked would only mislead.
+                    if created.with_untracked(|token| token.as_ref().is_some_and(|token| token.id == id)) {
+                        created.set(None);
+                    }
+                    data.load("/api/account/tokens", data.tokens);
+                }
+                Err(error) => data.fail(error),
+            }
+        });
+    };
+
+    let rows = move || {
+        data.tokens
+            .get()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|token| {
+                let status = if token.revoked {
+                    view! { <span class="muted">"revoked"</span> }.into_any()
+                } else {
+                    let id = token.id;
+                    view! {
+                        <button class="revoke" id=format!("revoke-{id}") on:click=move |_| revoke(id)>"Revoke"</button>
+                    }
+                    .into_any()
+                };
+                view! {
+                    <tr class:revoked=token.revoked>
+                        <td>{token.name}</td>
+                        <td><code>{token.prefix}"…"</code></td>
+                        <td>{format::date_time_utc(token.created_at_ms)}</td>
+                        <td>{token.last_used_at_ms.map_or_else(|| "never".to_owned(), format::date_time_utc)}</td>
+                        <td>{status}</td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <section class="panel">
+            <h2>"API tokens"</h2>
+            <p class="aside">
+                "A token lets the command line, the SDK or a native worker act for this account. Treat it like "
+                "a password, and revoke it when a machine no longer needs it."
+            </p>
+            <Show when=move || created.get().is_some()>
+                <div class="new-token">
+                    <p>
+                        "Your new token " <strong>{move || created.get().map(|token| token.name)}</strong>
+                        ". Copy it now: it will not be shown again."
+                    </p>
+                    <code id="new-token">{move || created.get().map(|token| token.token)}</code>
+                </div>
+            </Show>
+            <form class="inline-form" on:submit=create>
+                <input
+                    id="token-name"
+                    type="text"
+                    placeholder="Token name, e.g. build-server"
+                    prop:value=move || name.get()
+                    on:input=move |event| name.set(event_target_value(&event))
+                />
+                <button id="create-token" type="submit" prop:disabled=move || pending.get()>"Create token"</button>
+            </form>
+            <table id="tokens" class="data">
+                <thead>
+                    <tr><th>"Name"</th><th>"Prefix"</th><th>"Created"</th><th>"Last used"</th><th></th></tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+            <Show when=move || data.tokens.with(|tokens| tokens.as_ref().is_some_and(Vec::is_empty))>
+                <p class="aside">"No tokens yet."</p>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn Ledger(data: AccountData) -> impl IntoView {
+    let rows = move || {
+        let mut entries = data.ledger.get().map(|page| page.entries).unwrap_or_default();
+        // The server sends the newest first; sorting again keeps the table right whatever it sends.
+        entries.sort_by_key(|entry| Reverse((entry.created_at_ms, entry.id)));
+        entries
+            .into_iter()
+            .map(|entry| {
+                let direction = if entry.amount_millicredits < 0 { "amount out" } else { "amount in" };
+                view! {
+                    <tr>
+                        <td>{format::date_time_utc(entry.created_at_ms)}</td>
+                        <td>{entry.kind}</td>
+                        <td class=direction>{format::signed_credits(entry.amount_millicredits)}</td>
+                        <td>{format::job_and_chunk(entry.job, entry.chunk)}</td>
+                        <td>{entry.memo}</td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <section class="panel">
+            <h2>"Ledger"</h2>
+            <p class="aside">"Every movement of this account's credits, newest first. Amounts are in credits."</p>
+            <table id="ledger" class="data">
+                <thead>
+                    <tr><th>"Date"</th><th>"Kind"</th><th class="amount">"Amount"</th><th>"Job / chunk"</th><th>"Memo"</th></tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </section>
+    }
+}

@@ -1,0 +1,209 @@
+//! Reports, validation by replication, retries and trust.
+//!
+//! A result is accepted once `quorum` results of a chunk have the same digest: those replicas are
+//! validated (paid, and their volunteers' runs of validated results grow), the others are invalid (their
+//! volunteers' runs start over). Results that disagree bring in one more replica each time, up to the
+//! policy's total. Errors (a volunteer could not run the replica) and lost replicas are sent out again,
+//! within the policy's bounds.
+
+use crate::state::Replica;
+use crate::{
+    Action, ChunkIndex, Digest, FailureReason, JobId, ReplicaId, Report, Scheduler, Validated, Volunteer, WorkerId,
+};
+
+impl Scheduler {
+    pub(crate) fn report(
+        &mut self,
+        worker: WorkerId,
+        replica: ReplicaId,
+        report: Report,
+        compute_us: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(held) = self.take_replica(worker, replica, actions) else {
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&held.job) else {
+            return;
+        };
+        let chunk = &mut job.chunks[held.chunk as usize];
+        if chunk.finished {
+            return;
+        }
+        match report {
+            Report::Result { digest, work_units } => {
+                chunk.results.push(crate::state::Reported {
+                    replica,
+                    volunteer: held.volunteer.clone(),
+                    digest,
+                    work_units,
+                });
+                job.observe_chunk_time(compute_us);
+                if let Some(estimate) = job.chunk_time_us {
+                    self.program_chunk_time_us.insert(job.program.clone(), estimate);
+                }
+                self.evaluate(held.job, held.chunk, actions);
+            }
+            Report::Error => {
+                chunk.errors += 1;
+                forget_holder(&mut chunk.holders, &held.volunteer);
+                chunk.errored_on.push(held.volunteer.clone());
+                if chunk.errors >= job.policy.max_error_replicas {
+                    self.fail_chunk(held.job, held.chunk, Some(replica), FailureReason::Errors, actions);
+                } else {
+                    actions.push(Action::ReplicaFailed { job: held.job, chunk: held.chunk, replica, worker });
+                    self.settle(held.job, held.chunk, Some(replica), actions);
+                }
+            }
+        }
+        self.fill_all(actions);
+    }
+
+    /// Accepts the chunk's result if a quorum agrees; asks for another replica if the results in hand
+    /// disagree; otherwise waits for the replicas still out.
+    fn evaluate(&mut self, job_id: JobId, index: ChunkIndex, actions: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let chunk = &mut job.chunks[index as usize];
+        let agreed: Option<Digest> = chunk.results.iter().map(|result| result.digest).find(|digest| {
+            chunk.results.iter().filter(|other| other.digest == *digest).count() >= chunk.quorum as usize
+        });
+        let Some(digest) = agreed else {
+            if chunk.in_flight.is_empty() && chunk.results.len() >= chunk.wanted as usize {
+                // Every result is in and there is no quorum: one more opinion is needed.
+                chunk.wanted += 1;
+            }
+            self.settle(job_id, index, None, actions);
+            return;
+        };
+        let validated: Vec<Validated> = chunk
+            .results
+            .iter()
+            .filter(|result| result.digest == digest)
+            .map(|result| Validated {
+                replica: result.replica,
+                volunteer: result.volunteer.clone(),
+                work_units: result.work_units,
+            })
+            .collect();
+        let invalid: Vec<Volunteer> = chunk
+            .results
+            .iter()
+            .filter(|result| result.digest != digest)
+            .map(|result| result.volunteer.clone())
+            .collect();
+        let canonical = validated[0].replica;
+        for result in &validated {
+            *self.trust.entry(result.volunteer.clone()).or_default() += 1;
+        }
+        for volunteer in &invalid {
+            self.trust.insert(volunteer.clone(), 0);
+        }
+        let reported = self.close_chunk(job_id, index, actions);
+        let attempts = self.jobs.get(&job_id).map_or(0, |job| job.chunks[index as usize].issued);
+        actions.push(Action::StoreResult {
+            job: job_id,
+            chunk: index,
+            canonical,
+            validated,
+            invalid,
+            reported,
+            attempts,
+        });
+        self.finish_chunk(job_id, actions);
+    }
+
+    /// A replica was lost: its lease lapsed or its worker went away.
+    pub(crate) fn lose(&mut self, lost: Replica, replica: ReplicaId, actions: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get_mut(&lost.job) else {
+            return;
+        };
+        job.in_flight -= 1;
+        let chunk = &mut job.chunks[lost.chunk as usize];
+        chunk.in_flight.retain(|id| *id != replica);
+        forget_holder(&mut chunk.holders, &lost.volunteer);
+        chunk.errored_on.push(lost.volunteer);
+        self.settle(lost.job, lost.chunk, None, actions);
+    }
+
+    /// A replica came back unstarted: it does not count as an attempt.
+    pub(crate) fn unissue(&mut self, released: &Replica) {
+        let Some(job) = self.jobs.get_mut(&released.job) else {
+            return;
+        };
+        let chunk = &mut job.chunks[released.chunk as usize];
+        chunk.issued = chunk.issued.saturating_sub(1);
+        forget_holder(&mut chunk.holders, &released.volunteer);
+        self.requeue_if_needed(released.job, released.chunk);
+    }
+
+    /// After a change to a chunk: fails it if it can get no further (nothing out and no replica left to
+    /// send), otherwise puts it back in the queue if it needs another replica.
+    fn settle(&mut self, job_id: JobId, index: ChunkIndex, last_error: Option<ReplicaId>, actions: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get(&job_id) else {
+            return;
+        };
+        let chunk = &job.chunks[index as usize];
+        // Stuck: it needs more than it has and is allowed to send, and nothing is out.
+        if chunk.short_of_results() && !chunk.needs_replica() && chunk.in_flight.is_empty() {
+            let reason = if !chunk.results.is_empty() {
+                let mut digests: Vec<Digest> = chunk.results.iter().map(|result| result.digest).collect();
+                digests.sort_unstable();
+                digests.dedup();
+                FailureReason::Disagreement { distinct_results: digests.len() as u32 }
+            } else if chunk.errors > 0 {
+                FailureReason::Errors
+            } else {
+                FailureReason::Lost
+            };
+            let replica = if reason == FailureReason::Errors { last_error } else { None };
+            self.fail_chunk(job_id, index, replica, reason, actions);
+            return;
+        }
+        self.requeue_if_needed(job_id, index);
+    }
+
+    fn fail_chunk(
+        &mut self,
+        job_id: JobId,
+        index: ChunkIndex,
+        replica: Option<ReplicaId>,
+        reason: FailureReason,
+        actions: &mut Vec<Action>,
+    ) {
+        let reported = self.close_chunk(job_id, index, actions);
+        let attempts = self.jobs.get(&job_id).map_or(0, |job| job.chunks[index as usize].issued);
+        actions.push(Action::StoreFailure { job: job_id, chunk: index, replica, reason, reported, attempts });
+        self.finish_chunk(job_id, actions);
+    }
+
+    /// Marks the chunk final, revokes its replicas still out, and returns the replicas whose reports the
+    /// edge may hold.
+    fn close_chunk(&mut self, job_id: JobId, index: ChunkIndex, actions: &mut Vec<Action>) -> Vec<ReplicaId> {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return Vec::new();
+        };
+        let chunk = &mut job.chunks[index as usize];
+        chunk.finished = true;
+        let reported = chunk.results.iter().map(|result| result.replica).collect();
+        let out = std::mem::take(&mut chunk.in_flight);
+        job.in_flight -= out.len() as u32;
+        for replica in out {
+            if let Some(held) = self.replicas.remove(&replica) {
+                if let Some(state) = self.workers.get_mut(&held.worker) {
+                    state.in_flight.remove(&replica);
+                }
+                actions.push(Action::Revoke { worker: held.worker, replica });
+            }
+        }
+        reported
+    }
+}
+
+/// Removes one occurrence of `volunteer` from a chunk's holders.
+fn forget_holder(holders: &mut Vec<Volunteer>, volunteer: &Volunteer) {
+    if let Some(position) = holders.iter().position(|holder| holder == volunteer) {
+        holders.remove(position);
+    }
+}
