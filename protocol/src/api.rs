@@ -147,6 +147,12 @@ pub struct JobStatus {
     pub budget_millicredits: i64,
     /// What the job has paid volunteers and the platform so far, in millicredits.
     pub spent_millicredits: i64,
+    /// Replicas sent out for each chunk at first, and how many must agree.
+    pub replicas: u32,
+    pub quorum: u32,
+    /// Why the job stopped before every chunk finished (cancelled by its owner, budget spent).
+    #[serde(default)]
+    pub stop_reason: Option<String>,
 }
 
 impl JobStatus {

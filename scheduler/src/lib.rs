@@ -24,7 +24,7 @@ mod validate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-pub use state::{JobProgress, Stats};
+pub use state::{JobProgress, Lease, Stats};
 
 pub type JobId = u64;
 pub type ChunkIndex = u32;

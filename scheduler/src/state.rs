@@ -199,8 +199,16 @@ impl Scheduler {
         }
     }
 
-    /// The worker holding a replica, if it is in flight.
-    pub fn replica_holder(&self, replica: ReplicaId) -> Option<WorkerId> {
-        self.replicas.get(&replica).map(|held| held.worker)
+    /// The lease on a replica, if it is in flight.
+    pub fn lease(&self, replica: ReplicaId) -> Option<Lease> {
+        self.replicas.get(&replica).map(|held| Lease { worker: held.worker, job: held.job, chunk: held.chunk })
     }
+}
+
+/// Who holds a replica in flight, and of what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub worker: WorkerId,
+    pub job: JobId,
+    pub chunk: ChunkIndex,
 }

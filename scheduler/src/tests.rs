@@ -229,7 +229,7 @@ fn results_for_leases_that_are_gone_or_held_by_someone_else_are_ignored() {
     let other = if holder == 1 { 2 } else { 1 };
     let forged = harness.report(other, replica, true);
     assert_eq!(forged, [Action::Ignored { replica, reason: IgnoredReason::NotLeasedToSender }]);
-    assert_eq!(harness.scheduler.replica_holder(replica), Some(holder));
+    assert_eq!(harness.scheduler.lease(replica).map(|lease| lease.worker), Some(holder));
     let never_sent = harness.report(holder, 99, true);
     assert_eq!(never_sent, [Action::Ignored { replica: 99, reason: IgnoredReason::NotInFlight }]);
     // The holder's genuine report is accepted exactly once; a replay is ignored.

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use distributivecom_protocol::worker::Limits;
 
+use crate::store::Pricing;
+
 const MIB: u64 = 1024 * 1024;
 
 /// Everything `serve` can be told. [`ServerConfig::default`] is what `distributivecom serve` uses with no
@@ -37,6 +39,29 @@ pub struct ServerConfig {
     pub prefetch_buffer_us: u64,
     /// How often leases are checked.
     pub tick_interval_ms: u64,
+    /// What work costs and the volunteers' share (see the README's pricing section).
+    pub pricing: Pricing,
+    /// Credits a new account starts with, in millicredits.
+    pub starter_grant_millicredits: i64,
+    /// Credits the administrator created on first start gets, in millicredits.
+    pub admin_grant_millicredits: i64,
+    /// Replication of jobs that do not choose: replicas per chunk, and how many must agree.
+    pub default_replicas: u32,
+    pub default_quorum: u32,
+    /// The most replicas per chunk a job may ask for.
+    pub max_replicas: u32,
+    /// Adaptive replication: a volunteer with at least this many validated results in a row may be
+    /// trusted, with a probability that grows with the run, to run a chunk alone. `u32::MAX` turns it off.
+    pub trust_after: u32,
+    /// Whether the session cookie carries `Secure` (browsers then send it only over HTTPS, and to
+    /// `localhost`). Turn off only for plain-HTTP deployments on a trusted network.
+    pub secure_cookies: bool,
+    /// How long a web session lasts.
+    pub session_lifetime_ms: u64,
+    /// Sign-up and log-in attempts allowed per client address per minute (with bursts of as many).
+    pub auth_attempts_per_minute: u32,
+    /// Anonymous volunteer identities one client address may register per minute.
+    pub volunteer_registrations_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -53,8 +78,8 @@ impl Default for ServerConfig {
                 max_stdout_bytes: MIB,
                 max_stderr_bytes: MIB,
                 max_data_bytes: 64 * MIB,
-                // About ten minutes of work on a fast core: the wall-clock limit stops a run first.
-                max_work_units: 1_000_000_000_000,
+                // About a minute of work on a fast core; it also bounds what a chunk can cost.
+                max_work_units: 50_000_000_000,
             },
             max_limits: Limits {
                 // A wasm32 memory cannot grow past 4 GiB.
@@ -73,6 +98,18 @@ impl Default for ServerConfig {
             max_prefetch_per_slot: 16,
             prefetch_buffer_us: 20_000,
             tick_interval_ms: 250,
+            pricing: Pricing { millicredits_per_million_work_units: 1, volunteer_share_percent: 90 },
+            starter_grant_millicredits: 100_000,
+            admin_grant_millicredits: 1_000_000_000,
+            default_replicas: 2,
+            default_quorum: 2,
+            max_replicas: 10,
+            trust_after: 10,
+
+            secure_cookies: true,
+            session_lifetime_ms: 30 * 24 * 3600 * 1000,
+            auth_attempts_per_minute: 20,
+            volunteer_registrations_per_minute: 30,
         }
     }
 }

@@ -10,15 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, JobState, JobStatus, ServerStats};
-use distributivecom_protocol::worker::{Assignment, Hello, Output, ReplicaReport, RunStatus, Welcome};
-
-use distributivecom_scheduler::{Action, ChunkOutcome, Event, JobParams, Millis, RetryPolicy, Scheduler, WorkerId};
+use distributivecom_protocol::api::{ChunkRequest, JobState, JobStatus, ServerStats, VolunteerCredential};
+use distributivecom_protocol::encode;
+use distributivecom_protocol::worker::{Assignment, Credential, Hello, Output, ReplicaReport, RunStatus, Welcome};
+use distributivecom_scheduler::{
+    Action, Event, FailureReason, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth;
 use crate::config::ServerConfig;
-use crate::store::{JobRow, NewResult, Store, StoreError, queries};
+use crate::store::{JobRow, NewResult, Payment, Store, StoreError, accounts, ledger, queries, writes};
 
 /// What a worker session is told to send.
 #[derive(Debug)]
@@ -49,6 +52,8 @@ pub struct Progress {
     pub failed: u32,
     pub cancelled: bool,
     pub last_finished_at_ms: Option<u64>,
+    /// Paid out of the job's escrow so far, in millicredits.
+    pub spent: i64,
 }
 
 impl ActiveJob {
@@ -93,9 +98,25 @@ pub fn unix_ms() -> u64 {
 struct Core {
     scheduler: Scheduler,
     sessions: HashMap<WorkerId, mpsc::UnboundedSender<Outbound>>,
+    /// The API token each worker connected with, if any.
+    worker_tokens: HashMap<WorkerId, u64>,
     jobs: HashMap<u64, Arc<ActiveJob>>,
+    /// Reports of replicas whose chunk is not final yet, by chunk: the accepted result's output is taken
+    /// from here once a quorum agrees, and the rest are dropped.
+    reports: HashMap<(u64, u32), HashMap<u64, ReplicaReport>>,
     next_worker: WorkerId,
     chunks_finished: u64,
+}
+
+/// Who a worker volunteers for, as its hello proved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The ledger account and volunteer key: `user:<id>` or `volunteer:<id>`.
+    pub volunteer: String,
+    /// Its current run of validated replicas.
+    pub trust: u32,
+    /// The API token it connected with, if any: revoking the token closes the connection.
+    pub token: Option<u64>,
 }
 
 /// See the module documentation.
@@ -107,6 +128,26 @@ pub struct Coordinator {
     this: Weak<Coordinator>,
 }
 
+/// The digest replicas are compared by: everything a correct worker reproduces exactly (how the run ended,
+/// its outputs and its work units), and nothing that varies between honest workers (run time).
+pub fn result_digest(report: &ReplicaReport) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"distributivecom result v1");
+    hasher.update(encode(&(&report.status, &report.output, report.work_units)));
+    hasher.finalize().into()
+}
+
+/// How the scheduler sees a report: a result to validate, or an error to retry elsewhere.
+fn scheduler_report(report: &ReplicaReport) -> Report {
+    match report.status {
+        RunStatus::Exited { .. } | RunStatus::Trapped { .. } | RunStatus::MemoryLimit | RunStatus::WorkLimit => {
+            Report::Result { digest: result_digest(report), work_units: report.work_units }
+        }
+        // The wall clock and start-up failures depend on the volunteer's machine, not on the program.
+        RunStatus::TimedOut | RunStatus::Failed { .. } => Report::Error,
+    }
+}
+
 impl Coordinator {
     /// Starts the coordinator over an opened store, resuming every unfinished job. Blocking: call it before
     /// serving or from a blocking thread.
@@ -115,12 +156,16 @@ impl Coordinator {
             lease_timeout_ms: config.lease_timeout_ms,
             prefetch_per_slot: config.prefetch_per_slot,
             prefetch_buffer_us: config.prefetch_buffer_us,
+            trust_after: config.trust_after,
+            seed: first_replica_id ^ unix_ms(),
         };
         let coordinator = Arc::new_cyclic(|this| Coordinator {
             core: Mutex::new(Core {
                 scheduler: Scheduler::new(scheduler_config, first_replica_id),
                 sessions: HashMap::new(),
+                worker_tokens: HashMap::new(),
                 jobs: HashMap::new(),
+                reports: HashMap::new(),
                 next_worker: 1,
                 chunks_finished: 0,
             }),
@@ -156,7 +201,7 @@ impl Coordinator {
     fn recover(&self) -> Result<(), StoreError> {
         let unfinished = self.store.read_blocking(queries::unfinished_jobs)?;
         for id in unfinished {
-            let (row, chunks, finished, counts) = self.store.read_blocking(|connection| {
+            let (row, chunks, finished, counts, (_, spent)) = self.store.read_blocking(|connection| {
                 let row = queries::job(connection, id)?
                     .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished during recovery")))?;
                 Ok((
@@ -164,6 +209,7 @@ impl Coordinator {
                     queries::chunk_specs(connection, id)?,
                     queries::finished_chunks(connection, id)?,
                     queries::job_counts(connection, id)?,
+                    accounts::job_money(connection, id)?,
                 ))
             })?;
             if chunks.len() != row.chunk_count as usize {
@@ -178,6 +224,7 @@ impl Coordinator {
                 failed: counts.failed,
                 cancelled: false,
                 last_finished_at_ms: counts.last_finished_at_ms,
+                spent,
             };
             tracing::info!(job = id, finished = finished.len(), chunks = row.chunk_count, "resuming job");
             self.activate(row, chunks.into(), progress, finished);
@@ -190,11 +237,11 @@ impl Coordinator {
         let params = JobParams {
             id: row.id,
             chunk_count: row.chunk_count,
-            policy: RetryPolicy::with_max_retries(row.max_retries),
+            policy: ReplicationPolicy::new(row.replicas, row.quorum, row.max_retries),
             time_limit_ms: row.limits.time_limit_ms,
             memory_bytes: row.limits.memory_bytes,
             program: row.module.clone(),
-
+            owner: row.owner.map(ledger::user).unwrap_or_default(),
             finished,
         };
         let job = Arc::new(ActiveJob { row, chunks, progress: watch::Sender::new(progress) });
@@ -203,12 +250,10 @@ impl Coordinator {
         self.run(&mut core, Event::JobAdded(params));
     }
 
-    /// Feeds one event to the scheduler and carries out the actions that need nothing from the caller.
-    /// Returns the actions that do: `StoreResult` needs the reported output.
-    fn run(&self, core: &mut Core, event: Event) -> Vec<Action> {
+    /// Feeds one event to the scheduler and carries out its actions.
+    fn run(&self, core: &mut Core, event: Event) {
         let mut actions = Vec::new();
         core.scheduler.handle(self.now(), event, &mut actions);
-        let mut for_caller = Vec::new();
         for action in actions {
             match action {
                 Action::Assign { worker, replica, job, chunk } => {
@@ -235,18 +280,53 @@ impl Coordinator {
                         )));
                     }
                 }
-                Action::StoreAbandoned { job, chunk, attempts } => {
-                    let message = format!(
-                        "no volunteer returned a result: {attempts} replicas were lost (disconnected or timed out)"
-                    );
-                    tracing::warn!(job, chunk, attempts, "abandoning a chunk");
-                    self.persist_result(
-                        core,
-                        job,
-                        chunk,
-                        attempts,
-                        (RunStatus::Failed { message }, Output::default(), 0),
-                    );
+                Action::StoreResult { job, chunk, canonical, validated, invalid, attempts, .. } => {
+                    let mut reports = core.reports.remove(&(job, chunk)).unwrap_or_default();
+                    let Some(report) = reports.remove(&canonical) else {
+                        tracing::error!(job, chunk, canonical, "the accepted replica's report is missing");
+                        continue;
+                    };
+                    if !invalid.is_empty() {
+                        tracing::warn!(job, chunk, ?invalid, "volunteers returned results the quorum contradicts");
+                    }
+                    let payments = validated
+                        .iter()
+                        .map(|replica| Payment {
+                            volunteer: replica.volunteer.clone(),
+                            replica: replica.replica,
+                            work_units: replica.work_units,
+                        })
+                        .collect();
+                    let reputation = validated
+                        .into_iter()
+                        .map(|replica| (replica.volunteer, true))
+                        .chain(invalid.into_iter().map(|volunteer| (volunteer, false)))
+                        .collect();
+                    let accepted = Accepted {
+                        status: report.status,
+                        output: report.output,
+                        work_units: report.work_units,
+                        payments,
+                        reputation,
+                    };
+                    self.persist_result(core, job, chunk, attempts, accepted);
+                }
+                Action::StoreFailure { job, chunk, replica, reason, attempts, .. } => {
+                    let mut reports = core.reports.remove(&(job, chunk)).unwrap_or_default();
+                    let last = replica.and_then(|replica| reports.remove(&replica));
+                    tracing::warn!(job, chunk, attempts, ?reason, "a chunk failed");
+                    let failed = match (reason, last) {
+                        // The last volunteer error says best what went wrong (a timeout, a start failure).
+                        (FailureReason::Errors, Some(report)) => {
+                            Accepted::unpaid(report.status, report.output, report.work_units)
+                        }
+                        (reason, _) => Accepted::unpaid(
+                            RunStatus::Failed { message: failure_message(reason, attempts) },
+                            Output::default(),
+                            0,
+                        ),
+                    };
+                    self.persist_result(core, job, chunk, attempts, failed);
                 }
                 Action::ReplicaFailed { job, chunk, replica, worker } => {
                     tracing::debug!(job, chunk, replica, worker, "a replica failed; the chunk will be retried");
@@ -257,52 +337,105 @@ impl Coordinator {
                 Action::JobFinished { job } => {
                     tracing::debug!(job, "every chunk has a final outcome");
                 }
-                Action::StoreResult { .. } => for_caller.push(action),
             }
         }
-        for_caller
     }
 
-    /// Writes a chunk's final result; once durable, clients see it.
-    fn persist_result(&self, core: &Core, job: u64, chunk: u32, attempts: u32, report: (RunStatus, Output, u64)) {
-        let (status, output, work_units) = report;
+    /// Writes a chunk's final result and its payments; once durable, clients see it. A job whose budget
+    /// is spent is stopped.
+    fn persist_result(&self, core: &Core, job: u64, chunk: u32, attempts: u32, accepted: Accepted) {
         let Some(active) = core.jobs.get(&job).cloned() else {
             return;
         };
         let finished_at_ms = unix_ms();
-        let succeeded = status.is_success();
-        let result = NewResult { job, chunk, status, attempts, work_units, output, finished_at_ms };
+        let succeeded = accepted.status.is_success();
+        let result = NewResult {
+            job,
+            chunk,
+            status: accepted.status,
+            attempts,
+            work_units: accepted.work_units,
+            output: accepted.output,
+            finished_at_ms,
+            payments: accepted.payments,
+            reputation: accepted.reputation,
+            pricing: self.config.pricing,
+        };
         let coordinator = self.this.clone();
-        self.store.insert_result(
-            result,
-            Box::new(move |stored| {
-                if let Err(error) = stored {
+        self.store.insert_result(result, move |stored| {
+            let settlement = match stored {
+                Ok(settlement) => settlement,
+                Err(error) => {
                     tracing::error!(job, chunk, %error, "could not store a result; the chunk stays unfinished");
                     return;
                 }
-                let mut complete = false;
-                active.progress.send_modify(|progress| {
-                    if succeeded {
-                        progress.succeeded += 1;
-                    } else {
-                        progress.failed += 1;
-                    }
-                    progress.last_finished_at_ms = Some(finished_at_ms);
-                    complete = progress.succeeded + progress.failed == active.row.chunk_count;
-                });
-                if let Some(coordinator) = coordinator.upgrade() {
-                    let mut core = coordinator.lock();
-                    core.chunks_finished += 1;
-                    if complete {
-                        core.jobs.remove(&job);
-                    }
+            };
+            let mut complete = false;
+            active.progress.send_modify(|progress| {
+                if succeeded {
+                    progress.succeeded += 1;
+                } else {
+                    progress.failed += 1;
                 }
-            }),
-        );
+                progress.spent += settlement.paid;
+                progress.last_finished_at_ms = Some(finished_at_ms);
+                complete = progress.succeeded + progress.failed == active.row.chunk_count;
+            });
+            let Some(coordinator) = coordinator.upgrade() else { return };
+            {
+                let mut core = coordinator.lock();
+                core.chunks_finished += 1;
+                if complete {
+                    core.jobs.remove(&job);
+                }
+            }
+            if settlement.budget_spent {
+                tracing::info!(job, "stopping a job whose budget is spent");
+                coordinator.stop(job, "its budget is spent: raise budget_millicredits to run it whole".to_owned());
+            }
+        });
+    }
+
+    /// Works out who a worker's hello says it volunteers for.
+    pub async fn identify(&self, credential: Option<Credential>) -> Result<Identity, String> {
+        let mut token_id = None;
+        let volunteer = match credential {
+            None => {
+                return Err("say who you volunteer for: send an API token (`--token`) or an anonymous volunteer \
+                            identity from POST /api/volunteers in hello's credential"
+                    .to_owned());
+            }
+            Some(Credential::Token(token)) => {
+                let hash = auth::sha256_hex(&token);
+                let found = self.store.read(move |connection| accounts::token(connection, &hash)).await;
+                match found {
+                    Ok(Some((user, id))) => {
+                        token_id = Some(id);
+                        ledger::user(user.id)
+                    }
+                    Ok(None) => return Err("this API token is not valid: it was revoked or mistyped".to_owned()),
+                    Err(error) => return Err(internal(error)),
+                }
+            }
+            Some(Credential::Volunteer { id, secret }) => {
+                match auth::check_volunteer(&self.store, VolunteerCredential { id, secret }).await {
+                    Ok(Some(volunteer)) => match volunteer.user_id {
+                        Some(user) => ledger::user(user),
+                        None => ledger::volunteer(&volunteer.id),
+                    },
+                    Ok(None) => return Err("unknown volunteer identity or wrong secret".to_owned()),
+                    Err(error) => return Err(internal(error)),
+                }
+            }
+        };
+        let key = volunteer.clone();
+        let reputation = self.store.read(move |connection| accounts::reputation(connection, &key)).await;
+        let trust = reputation.map_err(internal)?.consecutive_valid;
+        Ok(Identity { volunteer, trust, token: token_id })
     }
 
     /// Registers a worker session and returns its id. The welcome message goes out before any assignment.
-    pub fn connect(&self, hello: &Hello, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
+    pub fn connect(&self, hello: &Hello, identity: Identity, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
         let (slots, max_memory_bytes) = (hello.slots, hello.max_memory_bytes.unwrap_or(u64::MAX));
         let max_prefetch_per_slot =
             hello.prefetch_per_slot.unwrap_or(self.config.prefetch_per_slot).min(self.config.max_prefetch_per_slot);
@@ -316,7 +449,14 @@ impl Coordinator {
             prefetch_per_slot: max_prefetch_per_slot,
         }));
         core.sessions.insert(worker, session);
-        self.run(&mut core, Event::WorkerJoined { worker, slots, max_memory_bytes, max_prefetch_per_slot });
+        let Identity { volunteer, trust, token } = identity;
+        if let Some(token) = token {
+            core.worker_tokens.insert(worker, token);
+        }
+        self.run(
+            &mut core,
+            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot },
+        );
         worker
     }
 
@@ -324,7 +464,23 @@ impl Coordinator {
     pub fn disconnect(&self, worker: WorkerId) {
         let mut core = self.lock();
         core.sessions.remove(&worker);
+        core.worker_tokens.remove(&worker);
         self.run(&mut core, Event::WorkerLeft { worker });
+    }
+
+    /// An API token was revoked: the workers that connected with it are told so and closed (their
+    /// sessions then end and their replicas are requeued).
+    pub fn token_revoked(&self, token: u64) {
+        let mut core = self.lock();
+        let workers: Vec<WorkerId> =
+            core.worker_tokens.iter().filter(|(_, held)| **held == token).map(|(worker, _)| *worker).collect();
+        for worker in workers {
+            core.worker_tokens.remove(&worker);
+            if let Some(session) = core.sessions.remove(&worker) {
+                tracing::info!(worker, token, "closing a worker whose API token was revoked");
+                let _ = session.send(Outbound::Close("the API token this worker uses was revoked".to_owned()));
+            }
+        }
     }
 
     pub fn heartbeat(&self, worker: WorkerId) {
@@ -342,24 +498,24 @@ impl Coordinator {
         self.run(&mut core, Event::ReplicaReleased { worker, replica });
     }
 
-    /// A worker reports a finished replica. If it is the chunk's final result, it is stored.
+    /// A worker reports a finished replica. The report is held until its chunk is final; if this report
+    /// completes a quorum, the chunk's result is stored.
     pub fn report(&self, worker: WorkerId, report: ReplicaReport) {
-        let success = report.status.is_success();
+        let event = Event::ReplicaReported {
+            worker,
+            replica: report.replica,
+            report: scheduler_report(&report),
+            compute_us: report.compute_us,
+        };
         let mut core = self.lock();
-        let event = Event::ReplicaReported { worker, replica: report.replica, success, compute_us: report.compute_us };
-        let for_caller = self.run(&mut core, event);
-        // Only this report's own chunk can have become final.
-        let stored = for_caller.into_iter().find_map(|action| match action {
-            Action::StoreResult { job, chunk, replica, outcome, attempts } => {
-                debug_assert_eq!(replica, report.replica);
-                debug_assert_eq!(outcome == ChunkOutcome::Succeeded, success);
-                Some((job, chunk, attempts))
-            }
-            _ => None,
-        });
-        if let Some((job, chunk, attempts)) = stored {
-            self.persist_result(&core, job, chunk, attempts, (report.status, report.output, report.work_units));
+        // Only reports for a replica leased to this worker are kept; the scheduler ignores the others
+        // (forged, duplicated or late), so they never reach validation, the store or the ledger.
+        if let Some(lease) = core.scheduler.lease(report.replica)
+            && lease.worker == worker
+        {
+            core.reports.entry((lease.job, lease.chunk)).or_default().insert(report.replica, report);
         }
+        self.run(&mut core, event);
     }
 
     /// Expires silent workers and overdue replicas.
@@ -368,17 +524,41 @@ impl Coordinator {
         self.run(&mut core, Event::Tick);
     }
 
-    /// Cancels a job: its unfinished chunks will not run. Returns false if it had already finished.
-    pub async fn cancel(&self, job: u64) -> Result<bool, StoreError> {
-        if !self.store.cancel_job(job, unix_ms()).await? {
+    /// Cancels a job: its unfinished chunks will not run and its escrow is refunded. Returns false if it
+    /// had already finished or stopped.
+    pub async fn cancel(&self, job: u64, reason: &str) -> Result<bool, StoreError> {
+        if !self.store.cancel_job(job, reason.to_owned(), unix_ms()).await? {
             return Ok(false);
         }
+        self.stopped(job);
+        Ok(true)
+    }
+
+    /// Stops a job from the store's writer thread (where nothing may wait): the store first, then memory.
+    fn stop(&self, job: u64, reason: String) {
+        let coordinator = self.this.clone();
+        self.store.transact_then(
+            move |connection| writes::cancel_job(connection, job, &reason, unix_ms()),
+            move |stopped| match stopped {
+                Ok(true) => {
+                    if let Some(coordinator) = coordinator.upgrade() {
+                        coordinator.stopped(job);
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::error!(job, %error, "could not stop a job whose budget is spent"),
+            },
+        );
+    }
+
+    /// A job was durably stopped: forget it, and revoke its replicas.
+    fn stopped(&self, job: u64) {
         let mut core = self.lock();
         if let Some(active) = core.jobs.remove(&job) {
             active.progress.send_modify(|progress| progress.cancelled = true);
         }
+        core.reports.retain(|(held_job, _), _| *held_job != job);
         self.run(&mut core, Event::JobCancelled { job });
-        Ok(true)
     }
 
     /// The job if it is still active.
@@ -386,9 +566,13 @@ impl Coordinator {
         self.lock().jobs.get(&job).cloned()
     }
 
-    /// A job's status: from memory while it is active, from the store once it is over.
-    pub async fn job_status(&self, job: u64) -> Result<Option<JobStatus>, StoreError> {
+    /// The status of `owner`'s job `job`: from memory while it is active, from the store once it is over.
+    /// `None` if there is no such job or it is someone else's.
+    pub async fn job_status(&self, job: u64, owner: u64) -> Result<Option<JobStatus>, StoreError> {
         if let Some(active) = self.active_job(job) {
+            if active.row.owner != Some(owner) {
+                return Ok(None);
+            }
             let progress = *active.progress.borrow();
             let scheduled = self.lock().scheduler.job_progress(job).unwrap_or_default();
             return Ok(Some(status_of(&active.row, progress, scheduled.pending, scheduled.running)));
@@ -399,16 +583,21 @@ impl Coordinator {
                 let Some(row) = queries::job(connection, job)? else {
                     return Ok(None);
                 };
+                if row.owner != Some(owner) {
+                    return Ok(None);
+                }
                 let counts = queries::job_counts(connection, job)?;
-                Ok(Some((row, counts)))
+                let (_, spent) = accounts::job_money(connection, job)?;
+                Ok(Some((row, counts, spent)))
             })
             .await?;
-        Ok(stored.map(|(row, counts)| {
+        Ok(stored.map(|(row, counts, spent)| {
             let progress = Progress {
                 succeeded: counts.succeeded,
                 failed: counts.failed,
                 cancelled: row.cancelled_at_ms.is_some(),
                 last_finished_at_ms: counts.last_finished_at_ms,
+                spent,
             };
             // A job that is not active has no pending or running chunks, whatever the counts say: it is either
             // finished or cancelled (or, between a crash and the restart, about to be resumed).
@@ -416,12 +605,15 @@ impl Coordinator {
         }))
     }
 
-    /// Waits until the job has more than `known_finished` durable results, finishes or is cancelled, or the
-    /// timeout passes. Lets clients follow progress without polling hard.
-    pub async fn wait_for_progress(&self, job: u64, known_finished: u32, timeout: std::time::Duration) {
+    /// Waits until `owner`'s job has more than `known_finished` durable results, finishes or is cancelled,
+    /// or the timeout passes. Lets clients follow progress without polling hard.
+    pub async fn wait_for_progress(&self, job: u64, owner: u64, known_finished: u32, timeout: std::time::Duration) {
         let Some(active) = self.active_job(job) else {
             return;
         };
+        if active.row.owner != Some(owner) {
+            return;
+        }
         let mut progress = active.progress.subscribe();
         let changed = progress.wait_for(|progress| {
             progress.cancelled
@@ -443,6 +635,38 @@ impl Coordinator {
             chunks_finished: core.chunks_finished,
         }
     }
+}
+
+/// A chunk's final outcome, ready to store: the accepted replica's run, and who to pay and credit.
+struct Accepted {
+    status: RunStatus,
+    output: Output,
+    work_units: u64,
+    payments: Vec<Payment>,
+    reputation: Vec<(String, bool)>,
+}
+
+impl Accepted {
+    fn unpaid(status: RunStatus, output: Output, work_units: u64) -> Accepted {
+        Accepted { status, output, work_units, payments: Vec::new(), reputation: Vec::new() }
+    }
+}
+
+fn failure_message(reason: FailureReason, attempts: u32) -> String {
+    match reason {
+        FailureReason::Disagreement { distinct_results } => format!(
+            "volunteers disagreed: {attempts} replicas returned {distinct_results} different results and no \
+             quorum agreed"
+        ),
+        FailureReason::Lost | FailureReason::Errors => {
+            format!("no volunteer returned a result: {attempts} replicas were lost (disconnected or timed out)")
+        }
+    }
+}
+
+fn internal(error: StoreError) -> String {
+    tracing::error!(%error, "could not check a worker's credential");
+    "the server could not check your credential; try again later".to_owned()
 }
 
 fn status_of(row: &JobRow, progress: Progress, pending: u32, running: u32) -> JobStatus {
@@ -473,5 +697,10 @@ fn status_of(row: &JobRow, progress: Progress, pending: u32, running: u32) -> Jo
         failed: progress.failed,
         running,
         pending,
+        budget_millicredits: row.budget,
+        spent_millicredits: progress.spent,
+        replicas: row.replicas,
+        quorum: row.quorum,
+        stop_reason: row.stop_reason.clone().or_else(|| (state == JobState::Cancelled).then(|| "cancelled".to_owned())),
     }
 }

@@ -11,6 +11,7 @@
 //! Errors: the store's `StoreError` and this crate's `ServerError` are `thiserror` types; HTTP handlers
 //! convert everything into `http::AppError`, which picks the status code and the message users see.
 
+pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod http;
@@ -18,6 +19,8 @@ pub mod session;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +38,8 @@ pub enum ServerError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("the server stopped unexpectedly: {0}")]
     Stopped(String),
+    #[error("could not create the administrator: {0}")]
+    Bootstrap(#[from] auth::BootstrapError),
 }
 
 /// A started server. Dropping it leaves the server running until the runtime stops; call
@@ -44,6 +49,7 @@ pub struct RunningServer {
     coordinator: Arc<Coordinator>,
     serving: JoinHandle<std::io::Result<()>>,
     ticking: JoinHandle<()>,
+    admin_token: Option<PathBuf>,
 }
 
 impl RunningServer {
@@ -54,6 +60,11 @@ impl RunningServer {
 
     pub fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
+    }
+
+    /// Where the administrator's API token was written, if this start created the administrator.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.admin_token.as_deref()
     }
 
     /// Serves until the server fails.
@@ -82,6 +93,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .await
         .map_err(|error| ServerError::Stopped(error.to_string()))??;
     let block = store.next_replica_block().await?;
+    let admin_token = auth::bootstrap(&store, &config).await?;
+    if let Some(path) = &admin_token {
+        tracing::info!(path = %path.display(), "created the administrator; its API token is in this file");
+    }
     let listen = config.listen;
     let tick_interval = Duration::from_millis(config.tick_interval_ms.max(10));
     let coordinator = tokio::task::spawn_blocking(move || Coordinator::start(store, config, block << 32))
@@ -101,7 +116,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     });
     let app = http::router(http::AppState::new(coordinator.clone()));
-    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let serving =
+        tokio::spawn(
+            async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await },
+        );
     tracing::info!(%address, "serving");
-    Ok(RunningServer { address, coordinator, serving, ticking })
+    Ok(RunningServer { address, coordinator, serving, ticking, admin_token })
 }

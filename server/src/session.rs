@@ -58,10 +58,20 @@ where
             return;
         }
     };
+    let identity = match coordinator.identify(hello.credential.clone()).await {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            refuse(&mut outgoing, refusal).await;
+            return;
+        }
+    };
+    let volunteer = identity.volunteer.clone();
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let worker = coordinator.connect(&hello, sender.clone());
+    let worker = coordinator.connect(&hello, identity, sender.clone());
 
-    tracing::info!(worker, slots = hello.slots, kind = ?hello.kind, agent = %hello.agent, "worker connected");
+    tracing::info!(
+        worker, slots = hello.slots, kind = ?hello.kind, agent = %hello.agent, %volunteer, "worker connected"
+    );
 
     let reading = read_messages(&coordinator, worker, &mut incoming);
     let writing = write_messages(&mut receiver, &mut outgoing);

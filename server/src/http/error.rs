@@ -4,7 +4,8 @@
 //! message; the detail goes to the server log, never to the client.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::ErrorBody;
 
@@ -13,10 +14,24 @@ use crate::store::StoreError;
 #[derive(Debug)]
 pub enum AppError {
     BadRequest(String),
+    /// No credentials, or credentials that are not valid (401).
+    Unauthorized(String),
+    /// The job's owner cannot pay for it (402).
+    PaymentRequired(String),
+    /// Valid credentials that may not do this (403), for example a cookie write without its CSRF token.
+    Forbidden(String),
     NotFound(String),
+    /// The name is taken (409).
+    Conflict(String),
     PayloadTooLarge(String),
+    /// The body is not in the format the endpoint takes (415).
+    UnsupportedMediaType(String),
     /// Well-formed input that cannot be accepted (an invalid program, an unknown module).
     Unprocessable(String),
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -24,8 +39,14 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -35,17 +56,30 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let mut headers = HeaderMap::new();
         let message = match self {
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error while handling a request");
                 "internal server error; the details are in the server's log".to_owned()
             }
+            AppError::Unauthorized(message) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                message
+            }
+            AppError::TooManyRequests { message, retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                message
+            }
             AppError::BadRequest(message)
+            | AppError::PaymentRequired(message)
+            | AppError::Forbidden(message)
             | AppError::NotFound(message)
+            | AppError::Conflict(message)
             | AppError::PayloadTooLarge(message)
+            | AppError::UnsupportedMediaType(message)
             | AppError::Unprocessable(message) => message,
         };
-        (status, Json(ErrorBody { error: message })).into_response()
+        (status, headers, Json(ErrorBody { error: message })).into_response()
     }
 }
 

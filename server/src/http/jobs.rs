@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use distributivecom_protocol::api::{
-    ChunkRequest, ErrorBody, JobCreated, JobRequest, JobStatus, LimitsRequest, ResultsPage,
+    ChunkRequest, ErrorBody, JobCreated, JobRequest, JobStatus, LimitsRequest, ReplicationRequest, ResultsPage,
 };
 use distributivecom_protocol::is_sha256_hex;
 use distributivecom_protocol::worker::Limits;
@@ -17,8 +17,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{AppError, human_bytes, read_body};
+use crate::auth::Caller;
 use crate::config::ServerConfig;
 use crate::coordinator::{Progress, unix_ms};
+use crate::store::writes::Admission;
 use crate::store::{JobRow, NewJob, queries};
 
 /// The longest a status request may wait for progress.
@@ -28,18 +30,25 @@ const MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_PAGE_RESULTS: u32 = 1000;
 const MAX_NAME_CHARS: usize = 200;
 
-/// Submits a job. It is durable when the answer arrives, and its chunks are dispatched at once.
+/// Submits a job: its budget goes into escrow, and it is durable when the answer arrives; its chunks are
+/// dispatched at once.
 #[utoipa::path(
     post, path = "/api/jobs", tag = "jobs",
     request_body = JobRequest,
     responses(
         (status = 201, description = "Accepted", body = JobCreated),
         (status = 400, description = "Malformed or out-of-bounds request; the message names the field", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 402, description = "The account cannot cover the job's budget", body = ErrorBody),
         (status = 413, description = "Larger than the server's request limit", body = ErrorBody),
-        (status = 422, description = "The module has not been uploaded", body = ErrorBody),
+        (status = 422, description = "The module has not been uploaded by this account", body = ErrorBody),
     )
 )]
-pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(StatusCode, Json<JobCreated>), AppError> {
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<JobCreated>), AppError> {
     let config = state.coordinator.config();
     let body = read_body(body, config.max_job_request_bytes, "the job request").await?;
     let request: JobRequest = serde_json::from_slice(&body)
@@ -52,6 +61,7 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(Status
             config.max_retries_cap
         )));
     }
+    let (replicas, quorum) = resolve_replication(request.replication.as_ref(), config)?;
     let program_name = request.program_name.unwrap_or_else(|| "program.wasm".to_owned());
     check_request(
         &request.module,
@@ -62,13 +72,24 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(Status
         &limits,
         config,
     )?;
+    // The most the job can cost: every chunk accepted with a full quorum of replicas at the work limit.
+    let max_cost = config
+        .pricing
+        .cost(limits.max_work_units)
+        .saturating_mul(i64::from(quorum))
+        .saturating_mul(request.chunks.len() as i64);
+    if let Some(budget) = request.budget_millicredits
+        && budget <= 0
+    {
+        return Err(AppError::BadRequest(format!("budget_millicredits must be more than 0, not {budget}")));
+    }
 
-    let module = request.module.clone();
+    let (module, owner) = (request.module.clone(), caller.user.id);
     let module_info =
-        state.coordinator.store().read(move |connection| queries::module_info(connection, &module)).await?;
+        state.coordinator.store().read(move |connection| queries::module_info(connection, &module, owner)).await?;
     let Some((run_module, _imports)) = module_info else {
         return Err(AppError::Unprocessable(format!(
-            "module {} has not been uploaded; upload it with POST /api/modules first",
+            "module {} has not been uploaded by this account; upload it with POST /api/modules first",
             request.module
         )));
     };
@@ -76,6 +97,11 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(Status
     let chunks: Arc<[ChunkRequest]> = request.chunks.into();
     let created_at_ms = unix_ms();
     let new_job = NewJob {
+        owner,
+        budget: request.budget_millicredits,
+        max_cost,
+        replicas,
+        quorum,
         name: request.name.clone(),
         module: request.module.clone(),
         program_name: program_name.clone(),
@@ -85,7 +111,12 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(Status
         created_at_ms,
         chunks: chunks.clone(),
     };
-    let id = state.coordinator.store().insert_job(new_job).await?;
+    let (id, budget) = match state.coordinator.store().insert_job(new_job).await? {
+        Admission::Accepted { id, budget } => (id, budget),
+        Admission::InsufficientCredits { balance, budget } => {
+            return Err(AppError::PaymentRequired(insufficient_credits(balance, budget, max_cost)));
+        }
+    };
     let row = JobRow {
         id,
         name: request.name.unwrap_or_else(|| format!("job-{id}")),
@@ -98,10 +129,62 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<(Status
         chunk_count: chunks.len() as u32,
         created_at_ms,
         cancelled_at_ms: None,
+        owner: Some(owner),
+        budget,
+        replicas,
+        quorum,
+        stop_reason: None,
     };
     let created = JobCreated { id, chunks: row.chunk_count };
     state.coordinator.activate(row, chunks, Progress::default(), Vec::new());
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The 402 message: what the account has, what the job needs, and what to do about it.
+fn insufficient_credits(balance: i64, budget: i64, max_cost: i64) -> String {
+    let credits = |millicredits: i64| format!("{:.3} credits", millicredits as f64 / 1000.0);
+    if balance <= 0 {
+        return format!(
+            "your balance is {}: earn credits by volunteering (or wait for your running jobs to return their \
+             escrow) before submitting",
+            credits(balance)
+        );
+    }
+    format!(
+        "the job's budget is {} but your balance is {}; lower budget_millicredits (the job can cost at most {} \
+         with its work limit), or wait for your running jobs to return their escrow",
+        credits(budget),
+        credits(balance),
+        credits(max_cost)
+    )
+}
+
+/// The job's replication: the request's, or the server's default. One replica (no validation) is only
+/// run by the owner's own workers.
+fn resolve_replication(requested: Option<&ReplicationRequest>, config: &ServerConfig) -> Result<(u32, u32), AppError> {
+    let Some(requested) = requested else {
+        return Ok((config.default_replicas, config.default_quorum));
+    };
+    let ReplicationRequest { replicas, quorum } = *requested;
+    if replicas == 0 || replicas > config.max_replicas {
+        return Err(AppError::BadRequest(format!(
+            "replication.replicas must be 1 to {}, not {replicas}",
+            config.max_replicas
+        )));
+    }
+    if quorum == 0 || quorum > replicas {
+        return Err(AppError::BadRequest(format!(
+            "replication.quorum must be 1 to replication.replicas ({replicas}), not {quorum}"
+        )));
+    }
+    if quorum == 1 && replicas > 1 {
+        return Err(AppError::BadRequest(
+            "a quorum of 1 with several replicas validates nothing; use replicas 1 (run by your own workers only) \
+             or a quorum of at least 2"
+                .to_owned(),
+        ));
+    }
+    Ok((replicas, quorum))
 }
 
 /// The job's limits: the request's where given, the server's defaults elsewhere, all within the maxima.
@@ -222,32 +305,44 @@ pub struct StatusQuery {
     params(("id" = u64, Path, description = "The job's id"), StatusQuery),
     responses(
         (status = 200, description = "The job's status", body = JobStatus),
-        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "The caller has no such job", body = ErrorBody),
     )
 )]
 pub async fn status(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<u64>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<JobStatus>, AppError> {
+    let owner = caller.user.id;
     if let Some(wait_ms) = query.wait_ms {
         let timeout = Duration::from_millis(wait_ms).min(MAX_WAIT);
-        state.coordinator.wait_for_progress(id, query.known_finished.unwrap_or(0), timeout).await;
+        state.coordinator.wait_for_progress(id, owner, query.known_finished.unwrap_or(0), timeout).await;
     }
-    let status = state.coordinator.job_status(id).await?;
-    status.map(Json).ok_or_else(|| AppError::NotFound(format!("no job {id}")))
+    let status = state.coordinator.job_status(id, owner).await?;
+    status.map(Json).ok_or_else(|| no_job(id))
 }
 
-/// The newest jobs first (at most 100).
+/// Someone else's job and a job that does not exist get the same answer: nothing shows which ids exist.
+fn no_job(id: u64) -> AppError {
+    AppError::NotFound(format!("you have no job {id}"))
+}
+
+/// The caller's newest jobs first (at most 100).
 #[utoipa::path(
     get, path = "/api/jobs", tag = "jobs",
-    responses((status = 200, description = "Recent jobs, newest first", body = [JobStatus]))
+    responses(
+        (status = 200, description = "The caller's recent jobs, newest first", body = [JobStatus]),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<JobStatus>>, AppError> {
-    let rows = state.coordinator.store().read(|connection| queries::list_jobs(connection, 100)).await?;
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<JobStatus>>, AppError> {
+    let owner = caller.user.id;
+    let rows = state.coordinator.store().read(move |connection| queries::list_jobs(connection, owner, 100)).await?;
     let mut statuses = Vec::with_capacity(rows.len());
     for row in rows {
-        if let Some(status) = state.coordinator.job_status(row.id).await? {
+        if let Some(status) = state.coordinator.job_status(row.id, owner).await? {
             statuses.push(status);
         }
     }
@@ -270,28 +365,31 @@ pub struct ResultsQuery {
     params(("id" = u64, Path, description = "The job's id"), ResultsQuery),
     responses(
         (status = 200, description = "A page of results", body = ResultsPage),
-        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "The caller has no such job", body = ErrorBody),
     )
 )]
 pub async fn results(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<u64>,
     Query(query): Query<ResultsQuery>,
 ) -> Result<Json<ResultsPage>, AppError> {
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE_RESULTS);
+    let owner = caller.user.id;
     let found = state
         .coordinator
         .store()
         .read(move |connection| {
-            if queries::job(connection, id)?.is_none() {
+            if !queries::job(connection, id)?.is_some_and(|job| job.owner == Some(owner)) {
                 return Ok(None);
             }
             Ok(Some(queries::results(connection, id, offset, limit)?))
         })
         .await?;
     let Some(mut results) = found else {
-        return Err(AppError::NotFound(format!("no job {id}")));
+        return Err(no_job(id));
     };
     let full = results.len() as u32 == limit;
     let mut bytes = 0;
@@ -314,11 +412,21 @@ pub async fn results(
     params(("id" = u64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "Cancelled (or already over); the job's status", body = JobStatus),
-        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "The caller has no such job", body = ErrorBody),
     )
 )]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Json<JobStatus>, AppError> {
-    state.coordinator.cancel(id).await?;
-    let status = state.coordinator.job_status(id).await?;
-    status.map(Json).ok_or_else(|| AppError::NotFound(format!("no job {id}")))
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> Result<Json<JobStatus>, AppError> {
+    let owner = caller.user.id;
+    // Check ownership first: cancelling is a write, and someone else's job must not even be touched.
+    if state.coordinator.job_status(id, owner).await?.is_none() {
+        return Err(no_job(id));
+    }
+    state.coordinator.cancel(id, "cancelled by its owner").await?;
+    let status = state.coordinator.job_status(id, owner).await?;
+    status.map(Json).ok_or_else(|| no_job(id))
 }

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{AppError, read_body};
+use crate::auth::Caller;
 use crate::coordinator::unix_ms;
+
 use crate::store::{NewModule, queries};
 
 /// Recently served modules, so that a hundred workers joining at once read the database once.
@@ -55,11 +57,16 @@ impl ModuleCache {
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The program's bytes"),
     responses(
         (status = 201, description = "Stored (or already stored)", body = ModuleInfo),
+        (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 413, description = "Larger than the server's module limit", body = ErrorBody),
         (status = 422, description = "Not a WASI preview 1 command module; the message says why", body = ErrorBody),
     )
 )]
-pub async fn upload(State(state): State<AppState>, body: Body) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
     let limit = state.coordinator.config().max_module_bytes;
     let bytes = read_body(body, limit, "the program").await?;
     // Validation parses the whole module: keep it off the async threads.
@@ -75,6 +82,7 @@ pub async fn upload(State(state): State<AppState>, body: Body) -> Result<(Status
     .map_err(|error| AppError::Unprocessable(error.to_string()))?;
     let size = bytes.len() as u64;
     let module = NewModule {
+        owner: caller.user.id,
         sha256: sha256.clone(),
         bytes,
         imports: info.imports.clone(),
@@ -87,10 +95,11 @@ pub async fn upload(State(state): State<AppState>, body: Body) -> Result<(Status
     Ok((StatusCode::CREATED, Json(ModuleInfo { sha256, size, imports: info.imports })))
 }
 
-/// Downloads a program by its hash. The answer never changes, so it may be cached forever.
+/// Downloads an instrumented module (what workers run) by its hash. The answer never changes, so it may
+/// be cached forever. Programs as uploaded are not served.
 #[utoipa::path(
     get, path = "/modules/{sha256}", tag = "modules",
-    params(("sha256" = String, Path, description = "Lowercase hex SHA-256 of the module")),
+    params(("sha256" = String, Path, description = "Lowercase hex SHA-256 of the instrumented module")),
     responses(
         (status = 200, description = "The module", content_type = "application/wasm", body = Vec<u8>),
         (status = 404, description = "No such module", body = ErrorBody),

@@ -1,5 +1,6 @@
-//! The web app: its pages (`/`, `/donate`) and assets (`/assets/...`), embedded in the binary from
-//! `target/web/dist` (built by `cargo xtask build`), and the JSON 404 for unknown paths.
+//! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, all one Leptos app) and
+//! assets (`/assets/...`), embedded in the binary from `target/web/dist` (built by `cargo xtask build`),
+//! and the JSON 404 for unknown paths.
 
 use axum::Router;
 use axum::extract::Path;
@@ -25,6 +26,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(page))
         .route("/donate", get(page))
+        .route("/signup", get(page))
+        .route("/login", get(page))
+        .route("/account", get(page))
         .route("/assets/{*path}", get(asset))
         .layer(CompressionLayer::new())
 }

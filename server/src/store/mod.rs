@@ -10,9 +10,12 @@
 //!
 //! Architecture Invariant: only this module knows SQL. Everything it hands out is plain data.
 
+pub mod accounts;
+pub mod ledger;
 pub mod queries;
 mod schema;
 mod writer;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,11 +45,15 @@ pub enum StoreError {
     Transaction(String),
     #[error("the store has shut down")]
     Closed,
+    #[error("a ledger transaction does not balance: {0}")]
+    Unbalanced(String),
 }
 
 /// A program to store, with its instrumented form.
 #[derive(Debug)]
 pub struct NewModule {
+    /// The account uploading it.
+    pub owner: u64,
     pub sha256: String,
     pub bytes: bytes::Bytes,
     pub imports: Vec<String>,
@@ -58,6 +65,14 @@ pub struct NewModule {
 /// A job to store, with all its chunks.
 #[derive(Debug)]
 pub struct NewJob {
+    /// The account that submits (and pays for) the job.
+    pub owner: u64,
+    /// The budget to escrow, in millicredits; `None`: the owner's balance, up to `max_cost`.
+    pub budget: Option<i64>,
+    /// The most the job could cost (every replica at its work limit).
+    pub max_cost: i64,
+    pub replicas: u32,
+    pub quorum: u32,
     pub name: Option<String>,
     pub module: String,
     pub program_name: String,
@@ -68,7 +83,7 @@ pub struct NewJob {
     pub chunks: std::sync::Arc<[ChunkRequest]>,
 }
 
-/// A chunk's final result.
+/// A chunk's final result, with what its validation means for credits and reputations.
 #[derive(Debug)]
 pub struct NewResult {
     pub job: u64,
@@ -78,6 +93,36 @@ pub struct NewResult {
     pub work_units: u64,
     pub output: Output,
     pub finished_at_ms: u64,
+    /// The volunteers whose replicas agreed on this result: they are paid for their work units.
+    pub payments: Vec<Payment>,
+    /// Volunteers whose replicas were validated (true) or contradicted by the quorum (false).
+    pub reputation: Vec<(String, bool)>,
+    pub pricing: Pricing,
+}
+
+/// A validated replica to pay for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// The volunteer's key (a ledger account: `user:<id>` or `volunteer:<id>`).
+    pub volunteer: String,
+    pub replica: u64,
+    pub work_units: u64,
+}
+
+/// What work costs, and who gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    pub millicredits_per_million_work_units: u64,
+    /// The volunteer's share of each payment; the rest is the platform's fee, burned.
+    pub volunteer_share_percent: u32,
+}
+
+impl Pricing {
+    /// What one replica that used `work_units` costs: rounded up, so that no work is free.
+    pub fn cost(&self, work_units: u64) -> i64 {
+        let scaled = u128::from(work_units) * u128::from(self.millicredits_per_million_work_units);
+        i64::try_from(scaled.div_ceil(1_000_000)).unwrap_or(i64::MAX)
+    }
 }
 
 /// Called on the writer thread once a write is durable (or failed). Keep it short.
@@ -103,47 +148,69 @@ impl Store {
         Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }) })
     }
 
-    fn send(&self, write: Write) -> Result<(), StoreError> {
-        self.writer.send(write).map_err(|_| StoreError::Closed)
-    }
-
-    async fn write<T: Send + 'static>(
+    /// Runs `write` in the next group commit and answers once it is durable (or failed). A write that
+    /// returns an error leaves nothing behind.
+    pub async fn transact<T: Send + 'static>(
         &self,
-        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Write,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send(make(reply))?;
+        self.transact_then(write, move |outcome| {
+            // A caller that stopped waiting (for example a client that hung up) is not an error.
+            let _ = reply.send(outcome);
+        });
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `write` in the next group commit and calls `then` on the writer thread once its fate is known.
+    /// Keep `then` short: the next commit waits for it.
+    pub fn transact_then<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        then: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) {
+        let queued: Write = Box::new(move |connection| {
+            let outcome = connection.and_then(write);
+            let keep = outcome.is_ok();
+            let done: Done = Box::new(move |committed| then(committed.and(outcome)));
+            (keep, done)
+        });
+        if let Err(refused) = self.writer.send(queued) {
+            // The writer has stopped: answer at once.
+            let (_, done) = (refused.0)(Err(StoreError::Closed));
+            done(Ok(()));
+        }
     }
 
     /// Stores a module unless one with the same hash is already there.
     pub async fn put_module(&self, module: NewModule) -> Result<(), StoreError> {
-        self.write(|reply| Write::Module { module, reply }).await
+        self.transact(move |connection| writes::insert_module(connection, &module)).await
     }
 
-    /// Stores a job and its chunks durably and returns its id.
-    pub async fn insert_job(&self, job: NewJob) -> Result<u64, StoreError> {
-        self.write(|reply| Write::Job { job: Box::new(job), reply }).await
+    /// Stores a job and its chunks and escrows its budget, durably, or says the owner cannot afford it.
+    pub async fn insert_job(&self, job: NewJob) -> Result<writes::Admission, StoreError> {
+        self.transact(move |connection| writes::insert_job(connection, &job)).await
     }
 
-    /// Stores a chunk's final result; `done` runs once it is durable.
-    pub fn insert_result(&self, result: NewResult, done: Done) {
-        if let Err(Write::Result { done, .. }) =
-            self.writer.send(Write::Result { result: Box::new(result), done }).map_err(|error| error.0)
-        {
-            done(Err(StoreError::Closed));
-        }
+    /// Stores a chunk's final result and its payments; `done` runs once it is durable, with what the
+    /// payments did to the job's escrow.
+    pub fn insert_result(
+        &self,
+        result: NewResult,
+        done: impl FnOnce(Result<writes::Settlement, StoreError>) + Send + 'static,
+    ) {
+        self.transact_then(move |connection| writes::insert_result(connection, &result), done);
     }
 
-    /// Marks a job cancelled. Returns false if it was already cancelled or finished.
-    pub async fn cancel_job(&self, job: u64, at_ms: u64) -> Result<bool, StoreError> {
-        self.write(|reply| Write::Cancel { job, at_ms, reply }).await
+    /// Stops a job and refunds its escrow. Returns false if it was already stopped or finished.
+    pub async fn cancel_job(&self, job: u64, reason: String, at_ms: u64) -> Result<bool, StoreError> {
+        self.transact(move |connection| writes::cancel_job(connection, job, &reason, at_ms)).await
     }
 
     /// Reserves the next block of replica ids. Every start takes a new block, so replica ids never repeat
     /// across restarts and a late result from an earlier run can never match a new lease.
     pub async fn next_replica_block(&self) -> Result<u64, StoreError> {
-        self.write(|reply| Write::NextReplicaBlock { reply }).await
+        self.transact(writes::next_replica_block).await
     }
 
     /// Runs a read on a pooled read-only connection, off the async threads.

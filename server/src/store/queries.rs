@@ -24,6 +24,14 @@ pub struct JobRow {
     pub chunk_count: u32,
     pub created_at_ms: u64,
     pub cancelled_at_ms: Option<u64>,
+    /// The account that submitted it (`None` only for jobs stored before accounts existed and not yet
+    /// adopted).
+    pub owner: Option<u64>,
+    /// Escrowed at submission, in millicredits.
+    pub budget: i64,
+    pub replicas: u32,
+    pub quorum: u32,
+    pub stop_reason: Option<String>,
 }
 
 /// How many of a job's chunks have a stored result.
@@ -38,25 +46,26 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-/// The bytes of a module by hash: an uploaded program or an instrumented module.
+/// The bytes of an instrumented module (what workers run) by hash. Programs as uploaded are never
+/// served: only their owners' jobs use them, and only in instrumented form.
 pub fn module_bytes(connection: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(connection
-        .query_row(
-            "SELECT bytes FROM modules WHERE sha256 = ?1
-             UNION ALL SELECT instrumented FROM modules WHERE instrumented_sha256 = ?1
-             LIMIT 1",
-            [sha256],
-            |row| row.get(0),
-        )
+        .query_row("SELECT instrumented FROM modules WHERE instrumented_sha256 = ?1", [sha256], |row| row.get(0))
         .optional()?)
 }
 
-/// An uploaded program's instrumented module and its imports, if it is stored.
-pub fn module_info(connection: &Connection, sha256: &str) -> Result<Option<(ModuleRef, Vec<String>)>, StoreError> {
+/// The instrumented module and imports of a program `user` uploaded, if they did.
+pub fn module_info(
+    connection: &Connection,
+    sha256: &str,
+    user: u64,
+) -> Result<Option<(ModuleRef, Vec<String>)>, StoreError> {
     let row: Option<(String, i64, String)> = connection
         .query_row(
-            "SELECT instrumented_sha256, instrumented_size, imports FROM modules WHERE sha256 = ?1",
-            [sha256],
+            "SELECT instrumented_sha256, instrumented_size, imports FROM modules
+             JOIN module_uploads ON module_uploads.sha256 = modules.sha256
+             WHERE modules.sha256 = ?1 AND module_uploads.user_id = ?2",
+            params![sha256, user as i64],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
@@ -69,7 +78,7 @@ pub fn module_info(connection: &Connection, sha256: &str) -> Result<Option<(Modu
 
 const JOB_COLUMNS: &str = "jobs.id, jobs.name, jobs.module, modules.instrumented_sha256, modules.instrumented_size,
      jobs.program_name, jobs.env, jobs.limits, jobs.max_retries, jobs.chunk_count, jobs.created_at_ms,
-     jobs.cancelled_at_ms";
+     jobs.cancelled_at_ms, jobs.owner_id, jobs.budget, jobs.replicas, jobs.quorum, jobs.stop_reason";
 
 /// A jobs row before its JSON columns are decoded.
 struct RawJob {
@@ -85,6 +94,11 @@ struct RawJob {
     chunk_count: u32,
     created_at_ms: i64,
     cancelled_at_ms: Option<i64>,
+    owner: Option<i64>,
+    budget: i64,
+    replicas: u32,
+    quorum: u32,
+    stop_reason: Option<String>,
 }
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -101,6 +115,11 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         chunk_count: row.get(9)?,
         created_at_ms: row.get(10)?,
         cancelled_at_ms: row.get(11)?,
+        owner: row.get(12)?,
+        budget: row.get(13)?,
+        replicas: row.get(14)?,
+        quorum: row.get(15)?,
+        stop_reason: row.get(16)?,
     })
 }
 
@@ -118,6 +137,11 @@ impl RawJob {
             chunk_count: self.chunk_count,
             created_at_ms: self.created_at_ms as u64,
             cancelled_at_ms: self.cancelled_at_ms.map(|at| at as u64),
+            owner: self.owner.map(|owner| owner as u64),
+            budget: self.budget,
+            replicas: self.replicas,
+            quorum: self.quorum,
+            stop_reason: self.stop_reason,
         })
     }
 }
@@ -127,13 +151,15 @@ pub fn job(connection: &Connection, id: u64) -> Result<Option<JobRow>, StoreErro
     connection.query_row(&sql, [id as i64], raw_job).optional()?.map(RawJob::decode).transpose()
 }
 
-/// The newest jobs first.
-pub fn list_jobs(connection: &Connection, limit: u32) -> Result<Vec<JobRow>, StoreError> {
+/// A user's newest jobs first.
+pub fn list_jobs(connection: &Connection, owner: u64, limit: u32) -> Result<Vec<JobRow>, StoreError> {
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module ORDER BY jobs.id DESC LIMIT ?1"
+        "SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module
+         WHERE jobs.owner_id = ?1 ORDER BY jobs.id DESC LIMIT ?2"
     );
     let mut statement = connection.prepare(&sql)?;
-    let rows = statement.query_map([limit], raw_job)?;
+    let rows = statement.query_map(params![owner as i64, limit], raw_job)?;
+
     rows.map(|row| row?.decode()).collect()
 }
 

@@ -55,6 +55,76 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, idx)
     );
     "#,
+    // 2: accounts, sessions, API tokens, volunteers, reputation, the ledger, and job owners and budgets.
+    r#"
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,    -- argon2id, PHC string
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,    -- SHA-256 of the cookie's value; the value itself is never stored
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        csrf_token TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,           -- the token's first characters, to tell tokens apart
+        token_hash TEXT NOT NULL UNIQUE,-- SHA-256 of the token; the token itself is never stored
+        created_at_ms INTEGER NOT NULL,
+        last_used_at_ms INTEGER,
+        revoked_at_ms INTEGER
+    );
+    CREATE TABLE volunteers (           -- anonymous volunteer identities (browsers, workers without an account)
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        user_id INTEGER REFERENCES users(id),   -- the account that claimed it
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE reputation (           -- by volunteer key: user:<id> or volunteer:<id>
+        volunteer TEXT PRIMARY KEY,
+        consecutive_valid INTEGER NOT NULL,
+        validated INTEGER NOT NULL,
+        invalid INTEGER NOT NULL
+    );
+    CREATE TABLE ledger (               -- double-entry: the amounts of one txn sum to zero (see store::ledger)
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        txn INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        amount INTEGER NOT NULL,        -- millicredits
+        kind TEXT NOT NULL,
+        job_id INTEGER,
+        chunk INTEGER,
+        replica INTEGER,
+        memo TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX ledger_by_account ON ledger (account, id);
+    CREATE INDEX ledger_by_txn ON ledger (txn);
+    CREATE TRIGGER ledger_is_append_only_update BEFORE UPDATE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TRIGGER ledger_is_append_only_delete BEFORE DELETE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    ALTER TABLE jobs ADD COLUMN owner_id INTEGER REFERENCES users(id);
+    ALTER TABLE jobs ADD COLUMN budget INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN stop_reason TEXT;  -- why it stopped early (cancelled, budget spent)
+    -- Who uploaded which program: a job may only run a program its owner uploaded.
+    CREATE TABLE module_uploads (
+        sha256 TEXT NOT NULL REFERENCES modules(sha256),
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        PRIMARY KEY (sha256, user_id)
+    );
+
+    CREATE INDEX jobs_by_owner ON jobs (owner_id, id);
+    "#,
 ];
 
 /// Settings of the writing connection: WAL so readers never block the writer, and `synchronous=NORMAL`,

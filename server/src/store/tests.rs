@@ -6,7 +6,11 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::ChunkRequest;
 use distributivecom_protocol::worker::{Limits, Output, RunStatus};
 
+use super::ledger::Totals;
+use super::writes::{Admission, Settlement};
 use super::*;
+
+const PRICING: Pricing = Pricing { millicredits_per_million_work_units: 1000, volunteer_share_percent: 90 };
 
 fn limits() -> Limits {
     Limits {
@@ -19,8 +23,9 @@ fn limits() -> Limits {
     }
 }
 
-fn module(sha256: &str) -> NewModule {
+fn module(sha256: &str, owner: u64) -> NewModule {
     NewModule {
+        owner,
         sha256: sha256.to_owned(),
         bytes: bytes::Bytes::from_static(b"\0asm"),
         imports: vec![],
@@ -30,8 +35,13 @@ fn module(sha256: &str) -> NewModule {
     }
 }
 
-fn job(module: &str, chunks: usize) -> NewJob {
+fn job(module: &str, owner: u64, chunks: usize, budget: Option<i64>) -> NewJob {
     NewJob {
+        owner,
+        budget,
+        max_cost: 1_000_000,
+        replicas: 2,
+        quorum: 2,
         name: None,
         module: module.to_owned(),
         program_name: "p.wasm".to_owned(),
@@ -46,15 +56,56 @@ fn job(module: &str, chunks: usize) -> NewJob {
     }
 }
 
-/// Stores a result and waits until it is durable.
-fn store_result(store: &Store, job: u64, chunk: u32, status: RunStatus) -> Result<(), StoreError> {
-    let (done, durable) = std_mpsc::channel();
+async fn user(store: &Store, name: &str, grant: i64) -> u64 {
+    let name = name.to_owned();
+    store
+        .transact(move |connection| writes::create_user(connection, &name, "hash", false, grant, 1))
+        .await
+        .unwrap()
+        .expect("a fresh name")
+}
+
+async fn accepted(store: &Store, job: NewJob) -> u64 {
+    match store.insert_job(job).await.unwrap() {
+        Admission::Accepted { id, .. } => id,
+        refused => panic!("the job was refused: {refused:?}"),
+    }
+}
+
+fn result(job: u64, chunk: u32, status: RunStatus, payments: Vec<Payment>) -> NewResult {
     let output = Output { stdout: Bytes::from(format!("out {chunk}").as_str()), ..Output::default() };
-    store.insert_result(
-        NewResult { job, chunk, status, attempts: 1, work_units: 7, output, finished_at_ms: 100 + u64::from(chunk) },
-        Box::new(move |result| done.send(result).unwrap()),
-    );
+    let reputation = payments.iter().map(|payment| (payment.volunteer.clone(), true)).collect();
+    NewResult {
+        job,
+        chunk,
+        status,
+        attempts: 1,
+        work_units: 7,
+        output,
+        finished_at_ms: 100 + u64::from(chunk),
+        payments,
+        reputation,
+        pricing: PRICING,
+    }
+}
+
+/// Stores a result and waits until it is durable.
+fn store_result(store: &Store, result: NewResult) -> Result<Settlement, StoreError> {
+    let (done, durable) = std_mpsc::channel();
+    store.insert_result(result, move |settled| done.send(settled).unwrap());
     durable.recv().unwrap()
+}
+
+fn pay(volunteer: &str, replica: u64, work_units: u64) -> Payment {
+    Payment { volunteer: volunteer.to_owned(), replica, work_units }
+}
+
+async fn balance(store: &Store, account: String) -> i64 {
+    store.read(move |connection| ledger::balance(connection, &account)).await.unwrap()
+}
+
+async fn totals(store: &Store) -> Totals {
+    store.read(ledger::totals).await.unwrap()
 }
 
 #[tokio::test]
@@ -63,10 +114,11 @@ async fn jobs_and_results_survive_a_reopen() {
     let sha = "a".repeat(64);
     let id = {
         let store = Store::open(directory.path()).unwrap();
-        store.put_module(module(&sha)).await.unwrap();
-        let id = store.insert_job(job(&sha, 3)).await.unwrap();
-        store_result(&store, id, 1, RunStatus::Exited { code: 0 }).unwrap();
-        store_result(&store, id, 0, RunStatus::Exited { code: 3 }).unwrap();
+        let owner = user(&store, "owner", 10_000).await;
+        store.put_module(module(&sha, owner)).await.unwrap();
+        let id = accepted(&store, job(&sha, owner, 3, Some(5_000))).await;
+        store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![])).unwrap();
+        store_result(&store, result(id, 0, RunStatus::Exited { code: 3 }, vec![])).unwrap();
         id
     };
     let store = Store::open(directory.path()).unwrap();
@@ -86,6 +138,7 @@ async fn jobs_and_results_survive_a_reopen() {
     assert_eq!(row.name, format!("job-{id}"));
     assert_eq!(row.env.get("K").map(String::as_str), Some("V"));
     assert_eq!(row.limits, limits());
+    assert_eq!((row.budget, row.replicas, row.quorum), (5_000, 2, 2));
     assert_eq!(row.run_module.size, "\0asm instrumented".len() as u64);
     assert_eq!(results[1].work_units, 7);
     assert_eq!(counts, JobCounts { succeeded: 1, failed: 1, last_finished_at_ms: Some(101) });
@@ -100,34 +153,109 @@ async fn jobs_and_results_survive_a_reopen() {
 }
 
 #[tokio::test]
-async fn a_second_result_for_the_same_chunk_is_refused_and_does_not_disturb_others() {
+async fn a_second_result_for_the_same_chunk_is_refused_and_pays_nothing() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 100_000).await;
     let sha = "b".repeat(64);
-    store.put_module(module(&sha)).await.unwrap();
-    let id = store.insert_job(job(&sha, 2)).await.unwrap();
-    // Queue three writes at once so they share one commit: the duplicate fails in its own savepoint.
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 2, Some(50_000))).await;
+    // Queue three writes at once so they share one commit: the duplicate fails in its own savepoint, and
+    // its payment is rolled back with it.
     let (done, durable) = std_mpsc::channel();
-    for chunk in [0, 0, 1] {
+    for (chunk, replica) in [(0, 1), (0, 2), (1, 3)] {
         let done = done.clone();
-        store.insert_result(
-            NewResult {
-                job: id,
-                chunk,
-                status: RunStatus::Exited { code: 0 },
-                attempts: 1,
-                work_units: 1,
-                output: Output::default(),
-                finished_at_ms: 1,
-            },
-            Box::new(move |result| done.send((chunk, result.is_ok())).unwrap()),
-        );
+        let paid = result(id, chunk, RunStatus::Exited { code: 0 }, vec![pay("volunteer:v1", replica, 1_000_000)]);
+        store.insert_result(paid, move |settled| done.send((chunk, settled.is_ok())).unwrap());
     }
     let mut answers: Vec<(u32, bool)> = (0..3).map(|_| durable.recv().unwrap()).collect();
     answers.sort();
     assert_eq!(answers, [(0, false), (0, true), (1, true)]);
     let counts = store.read(move |connection| queries::job_counts(connection, id)).await.unwrap();
     assert_eq!((counts.succeeded, counts.failed), (2, 0));
+    // Two payments of 1000 millicredits, 90% to the volunteer; the rest of the budget went back.
+    assert_eq!(balance(&store, "volunteer:v1".to_owned()).await, 1_800);
+    assert_eq!(balance(&store, ledger::user(owner)).await, 100_000 - 2_000);
+    assert_eq!(balance(&store, ledger::escrow(id)).await, 0);
+    let totals = totals(&store).await;
+    assert!(totals.conserved(), "{totals:?}");
+    assert_eq!(totals.burned, 200);
+}
+
+#[tokio::test]
+async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 10_000).await;
+    let sha = "e".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 2, Some(6_000))).await;
+    assert_eq!(balance(&store, ledger::user(owner)).await, 4_000);
+    assert_eq!(store.read(move |connection| accounts::escrowed(connection, owner)).await.unwrap(), 6_000);
+
+    // Two volunteers agreed on chunk 0: each replica costs 1.5 million work units × 1000 / 10^6 = 1500.
+    let settled = store_result(
+        &store,
+        result(
+            id,
+            0,
+            RunStatus::Exited { code: 0 },
+            vec![pay("volunteer:a", 1, 1_500_000), pay("volunteer:b", 2, 1_500_000)],
+        ),
+    )
+    .unwrap();
+    assert_eq!(settled, Settlement { paid: 3_000, budget_spent: false });
+    assert_eq!(balance(&store, "volunteer:a".to_owned()).await, 1_350);
+    assert_eq!(store.read(move |connection| accounts::job_money(connection, id)).await.unwrap(), (6_000, 3_000));
+
+    // The last chunk: the rest of the escrow goes back to the owner.
+    store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 3, 1_000_000)])).unwrap();
+    assert_eq!(balance(&store, ledger::escrow(id)).await, 0);
+    assert_eq!(balance(&store, ledger::user(owner)).await, 10_000 - 4_000);
+    assert_eq!(store.read(move |connection| accounts::job_money(connection, id)).await.unwrap(), (6_000, 4_000));
+    let entries = store.read(move |connection| accounts::entries(connection, &ledger::user(owner), 10)).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(kinds, ["refund", "escrow", "grant"]);
+    assert!(totals(&store).await.conserved());
+}
+
+#[tokio::test]
+async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 10_000).await;
+    let sha = "f".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 3, Some(1_500))).await;
+    let first = store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("user:9", 1, 1_000_000)]));
+    assert_eq!(first.unwrap(), Settlement { paid: 1_000, budget_spent: false });
+    let second = store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("user:9", 2, 1_000_000)]));
+    assert_eq!(second.unwrap(), Settlement { paid: 500, budget_spent: true });
+    assert!(store.cancel_job(id, "its budget is spent".to_owned(), 5).await.unwrap());
+    let row = store.read(move |connection| queries::job(connection, id)).await.unwrap().unwrap();
+    assert_eq!(row.stop_reason.as_deref(), Some("its budget is spent"));
+    assert!(totals(&store).await.conserved());
+}
+
+#[tokio::test]
+async fn a_job_the_owner_cannot_afford_is_not_stored() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 1_000).await;
+    let sha = "1".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let refused = store.insert_job(job(&sha, owner, 1, Some(1_001))).await.unwrap();
+    assert_eq!(refused, Admission::InsufficientCredits { balance: 1_000, budget: 1_001 });
+    // Without a budget, the job takes what the owner has, up to its maximum cost.
+    let Admission::Accepted { budget, .. } = store.insert_job(job(&sha, owner, 1, None)).await.unwrap() else {
+        panic!("an affordable job is accepted");
+    };
+    assert_eq!(budget, 1_000);
+    // Now nothing is left: even a budget-less job is refused.
+    let broke = store.insert_job(job(&sha, owner, 1, None)).await.unwrap();
+    assert_eq!(broke, Admission::InsufficientCredits { balance: 0, budget: 0 });
+    let jobs = store.read(move |connection| queries::list_jobs(connection, owner, 10)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
 }
 
 #[tokio::test]
@@ -139,29 +267,118 @@ async fn replica_blocks_never_repeat_across_reopens() {
 }
 
 #[tokio::test]
-async fn cancelling_stops_a_job_from_being_resumed_but_not_a_finished_one() {
+async fn cancelling_refunds_and_stops_a_job_from_being_resumed_but_not_a_finished_one() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 10_000).await;
     let sha = "c".repeat(64);
-    store.put_module(module(&sha)).await.unwrap();
-    let running = store.insert_job(job(&sha, 2)).await.unwrap();
-    let finished = store.insert_job(job(&sha, 1)).await.unwrap();
-    store_result(&store, finished, 0, RunStatus::Exited { code: 0 }).unwrap();
-    assert!(store.cancel_job(running, 7).await.unwrap());
-    assert!(!store.cancel_job(running, 8).await.unwrap(), "cancelling twice changes nothing");
-    assert!(!store.cancel_job(finished, 9).await.unwrap(), "a finished job cannot be cancelled");
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let running = accepted(&store, job(&sha, owner, 2, Some(3_000))).await;
+    let finished = accepted(&store, job(&sha, owner, 1, Some(3_000))).await;
+    store_result(&store, result(finished, 0, RunStatus::Exited { code: 0 }, vec![])).unwrap();
+    assert_eq!(balance(&store, ledger::user(owner)).await, 7_000);
+    assert!(store.cancel_job(running, "cancelled by its owner".to_owned(), 7).await.unwrap());
+    assert_eq!(balance(&store, ledger::user(owner)).await, 10_000);
+    assert!(!store.cancel_job(running, "again".to_owned(), 8).await.unwrap(), "cancelling twice changes nothing");
+    assert!(!store.cancel_job(finished, "late".to_owned(), 9).await.unwrap(), "a finished job cannot be cancelled");
     let unfinished = store.read(queries::unfinished_jobs).await.unwrap();
     assert!(unfinished.is_empty());
     let row = store.read(move |connection| queries::job(connection, running)).await.unwrap().unwrap();
     assert_eq!(row.cancelled_at_ms, Some(7));
+    assert!(totals(&store).await.conserved());
+}
+
+#[tokio::test]
+async fn programs_and_jobs_are_visible_only_to_their_owner() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let (alice, bob) = (user(&store, "alice", 10_000).await, user(&store, "bob", 10_000).await);
+    let sha = "2".repeat(64);
+    store.put_module(module(&sha, alice)).await.unwrap();
+    let id = accepted(&store, job(&sha, alice, 1, Some(10))).await;
+    let key = sha.clone();
+    let (for_alice, for_bob, bobs_jobs) = store
+        .read(move |connection| {
+            Ok((
+                queries::module_info(connection, &key, alice)?,
+                queries::module_info(connection, &key, bob)?,
+                queries::list_jobs(connection, bob, 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(for_alice.is_some());
+    assert!(for_bob.is_none(), "bob never uploaded this program");
+    assert!(bobs_jobs.is_empty());
+    let row = store.read(move |connection| queries::job(connection, id)).await.unwrap().unwrap();
+    assert_eq!(row.owner, Some(alice));
+    // Workers fetch the instrumented module; the program as uploaded is never served.
+    let (instrumented, original) = store
+        .read(move |connection| {
+            Ok((
+                queries::module_bytes(connection, &format!("{sha}-instrumented"))?,
+                queries::module_bytes(connection, &sha)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(instrumented.is_some());
+    assert!(original.is_none());
+}
+
+#[tokio::test]
+async fn claiming_a_volunteer_moves_its_credits_once_and_only_to_one_account() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let (alice, bob) = (user(&store, "alice", 10_000).await, user(&store, "bob", 0).await);
+    store.transact(|connection| writes::register_volunteer(connection, "v-1", "secret-hash", 1)).await.unwrap();
+    let sha = "3".repeat(64);
+    store.put_module(module(&sha, alice)).await.unwrap();
+    let id = accepted(&store, job(&sha, alice, 2, Some(5_000))).await;
+    store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:v-1", 1, 1_000_000)]))
+        .unwrap();
+    assert_eq!(balance(&store, "volunteer:v-1".to_owned()).await, 900);
+
+    let claimed = store.transact(move |connection| writes::claim_volunteer(connection, "v-1", bob, 2)).await.unwrap();
+    assert_eq!(claimed, Some(900));
+    assert_eq!(balance(&store, ledger::user(bob)).await, 900);
+    let stolen = store.transact(move |connection| writes::claim_volunteer(connection, "v-1", alice, 3)).await.unwrap();
+    assert_eq!(stolen, None, "a claimed volunteer stays with its account");
+    // What the identity earns from now on goes to its account directly.
+    store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("volunteer:v-1", 2, 1_000_000)]))
+        .unwrap();
+    assert_eq!(balance(&store, ledger::user(bob)).await, 1_800);
+    assert_eq!(balance(&store, "volunteer:v-1".to_owned()).await, 0);
+    assert!(totals(&store).await.conserved());
+}
+
+#[tokio::test]
+async fn the_ledger_refuses_unbalanced_transactions_and_any_rewrite() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    user(&store, "owner", 1_000).await;
+    let unbalanced = store
+        .transact(|connection| {
+            ledger::record(connection, "grant", &[(ledger::MINT, -5), ("user:1", 6)], Default::default(), 1)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(unbalanced, StoreError::Unbalanced(_)), "{unbalanced}");
+    for statement in ["UPDATE ledger SET amount = amount * 2", "DELETE FROM ledger"] {
+        let error = store.transact(move |connection| Ok(connection.execute(statement, [])?)).await.unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    assert_eq!(balance(&store, "user:1".to_owned()).await, 1_000);
 }
 
 #[tokio::test]
 async fn a_job_for_a_missing_module_is_refused_by_the_database() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();
-    let error = store.insert_job(job(&"d".repeat(64), 1)).await.unwrap_err();
+    let owner = user(&store, "owner", 1_000).await;
+    let error = store.insert_job(job(&"d".repeat(64), owner, 1, Some(10))).await.unwrap_err();
     assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
+    assert_eq!(balance(&store, ledger::user(owner)).await, 1_000, "nothing was escrowed");
 }
 
 #[test]
@@ -172,3 +389,15 @@ fn the_database_uses_write_ahead_logging() {
     let mode: String = connection.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
+
+#[test]
+fn a_replica_costs_its_work_units_rounded_up() {
+    let pricing = Pricing { millicredits_per_million_work_units: 1, volunteer_share_percent: 90 };
+    assert_eq!(pricing.cost(0), 0);
+    assert_eq!(pricing.cost(1), 1, "no work is free");
+    assert_eq!(pricing.cost(1_000_000), 1);
+    assert_eq!(pricing.cost(1_000_001), 2);
+    assert_eq!(pricing.cost(u64::MAX), 18_446_744_073_710);
+}
+
+mod conservation;

@@ -1,0 +1,208 @@
+//! Reads about accounts: users, sessions, API tokens, volunteers, reputations and ledger entries.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::ledger;
+
+/// An account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: u64,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+}
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: row.get::<_, i64>(0)? as u64,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        is_admin: row.get(3)?,
+    })
+}
+
+pub fn user_by_name(connection: &Connection, username: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(connection
+        .query_row(
+            "SELECT id, username, password_hash, is_admin FROM users WHERE username = ?1",
+            [username],
+            user_from_row,
+        )
+        .optional()?)
+}
+
+pub fn user_by_id(connection: &Connection, id: u64) -> Result<Option<UserRow>, StoreError> {
+    Ok(connection
+        .query_row("SELECT id, username, password_hash, is_admin FROM users WHERE id = ?1", [id as i64], user_from_row)
+        .optional()?)
+}
+
+pub fn user_count(connection: &Connection) -> Result<u64, StoreError> {
+    Ok(connection.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0))? as u64)
+}
+
+/// The user and CSRF token of a session that has not expired.
+pub fn session(
+    connection: &Connection,
+    token_hash: &str,
+    now_ms: u64,
+) -> Result<Option<(UserRow, String)>, StoreError> {
+    Ok(connection
+        .query_row(
+            "SELECT users.id, users.username, users.password_hash, users.is_admin, sessions.csrf_token
+             FROM sessions JOIN users ON users.id = sessions.user_id
+             WHERE sessions.token_hash = ?1 AND sessions.expires_at_ms > ?2",
+            params![token_hash, now_ms as i64],
+            |row| Ok((user_from_row(row)?, row.get::<_, String>(4)?)),
+        )
+        .optional()?)
+}
+
+/// The user and id of an API token that has not been revoked.
+pub fn token(connection: &Connection, token_hash: &str) -> Result<Option<(UserRow, u64)>, StoreError> {
+    Ok(connection
+        .query_row(
+            "SELECT users.id, users.username, users.password_hash, users.is_admin, api_tokens.id
+             FROM api_tokens JOIN users ON users.id = api_tokens.user_id
+             WHERE api_tokens.token_hash = ?1 AND api_tokens.revoked_at_ms IS NULL",
+            [token_hash],
+            |row| Ok((user_from_row(row)?, row.get::<_, i64>(4)? as u64)),
+        )
+        .optional()?)
+}
+
+/// A token as listed on the account page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: u64,
+    pub name: String,
+    pub prefix: String,
+    pub created_at_ms: u64,
+    pub last_used_at_ms: Option<u64>,
+    pub revoked: bool,
+}
+
+pub fn tokens(connection: &Connection, user: u64) -> Result<Vec<TokenRow>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT id, name, prefix, created_at_ms, last_used_at_ms, revoked_at_ms IS NOT NULL
+         FROM api_tokens WHERE user_id = ?1 ORDER BY id DESC",
+    )?;
+    let rows = statement.query_map([user as i64], |row| {
+        Ok(TokenRow {
+            id: row.get::<_, i64>(0)? as u64,
+            name: row.get(1)?,
+            prefix: row.get(2)?,
+            created_at_ms: row.get::<_, i64>(3)? as u64,
+            last_used_at_ms: row.get::<_, Option<i64>>(4)?.map(|at| at as u64),
+            revoked: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An anonymous volunteer as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolunteerRow {
+    pub id: String,
+    pub secret_hash: String,
+    pub user_id: Option<u64>,
+}
+
+pub fn volunteer(connection: &Connection, id: &str) -> Result<Option<VolunteerRow>, StoreError> {
+    Ok(connection
+        .query_row("SELECT id, secret_hash, user_id FROM volunteers WHERE id = ?1", [id], |row| {
+            Ok(VolunteerRow {
+                id: row.get(0)?,
+                secret_hash: row.get(1)?,
+                user_id: row.get::<_, Option<i64>>(2)?.map(|user| user as u64),
+            })
+        })
+        .optional()?)
+}
+
+/// A volunteer's standing: its run of validated replicas, validated and invalid totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reputation {
+    pub consecutive_valid: u32,
+    pub validated: u64,
+    pub invalid: u64,
+}
+
+pub fn reputation(connection: &Connection, volunteer: &str) -> Result<Reputation, StoreError> {
+    Ok(connection
+        .query_row(
+            "SELECT consecutive_valid, validated, invalid FROM reputation WHERE volunteer = ?1",
+            [volunteer],
+            |row| {
+                Ok(Reputation {
+                    consecutive_valid: row.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    validated: row.get::<_, i64>(1)? as u64,
+                    invalid: row.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// A ledger entry of one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRow {
+    pub id: u64,
+    pub kind: String,
+    pub amount: i64,
+    pub job: Option<u64>,
+    pub chunk: Option<u32>,
+    pub memo: String,
+    pub created_at_ms: u64,
+}
+
+/// The newest `limit` entries of an account.
+pub fn entries(connection: &Connection, account: &str, limit: u32) -> Result<Vec<EntryRow>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT id, kind, amount, job_id, chunk, memo, created_at_ms FROM ledger
+         WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![account, limit], |row| {
+        Ok(EntryRow {
+            id: row.get::<_, i64>(0)? as u64,
+            kind: row.get(1)?,
+            amount: row.get(2)?,
+            job: row.get::<_, Option<i64>>(3)?.map(|job| job as u64),
+            chunk: row.get(4)?,
+            memo: row.get(5)?,
+            created_at_ms: row.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What a user's running jobs hold in escrow.
+pub fn escrowed(connection: &Connection, user: u64) -> Result<i64, StoreError> {
+    Ok(connection.query_row(
+        "SELECT COALESCE(SUM(ledger.amount), 0) FROM ledger
+         JOIN jobs ON ledger.account = 'escrow:job:' || jobs.id
+         WHERE jobs.owner_id = ?1",
+        [user as i64],
+        |row| row.get(0),
+    )?)
+}
+
+/// A job's budget and what it has paid so far (payments to volunteers and fees, not refunds).
+
+pub fn job_money(connection: &Connection, job: u64) -> Result<(i64, i64), StoreError> {
+    let budget: i64 = connection
+        .query_row("SELECT budget FROM jobs WHERE id = ?1", [job as i64], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let left = ledger::balance(connection, &ledger::escrow(job))?;
+    let refunded: i64 = connection.query_row(
+        "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account = ?1 AND kind = 'refund'",
+        [ledger::escrow(job)],
+        |row| row.get(0),
+    )?;
+    // Spent: what left escrow other than refunds (refunds are negative on the escrow's side).
+    Ok((budget, budget - left + refunded))
+}

@@ -1,0 +1,150 @@
+//! The credit ledger: double-entry and append-only.
+//!
+//! Every movement of credits is a *transaction* of entries whose amounts sum to zero; a balance is the
+//! sum of an account's entries and is never stored. Accounts are named:
+//!
+//! - `mint`: where credits come from (its balance is minus everything ever minted);
+//! - `burn`: where fees go (its balance is everything ever burned);
+//! - `user:<id>`: an account's spendable credits;
+//! - `volunteer:<id>`: what an anonymous volunteer earned and has not yet moved to an account;
+//! - `escrow:job:<id>`: a job's budget, held while it runs.
+//!
+//! So the sum of all entries is always zero, which is the conservation law: the balances of users,
+//! volunteers and escrows together equal minted minus burned. Triggers in the schema refuse any update or
+//! delete of an entry.
+//!
+//! Amounts are integers in millicredits.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+pub const MINT: &str = "mint";
+pub const BURN: &str = "burn";
+
+pub fn user(id: u64) -> String {
+    format!("user:{id}")
+}
+
+pub fn volunteer(id: &str) -> String {
+    format!("volunteer:{id}")
+}
+
+pub fn escrow(job: u64) -> String {
+    format!("escrow:job:{job}")
+}
+
+/// What a transaction is about, recorded on each of its entries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reference<'a> {
+    pub job: Option<u64>,
+    pub chunk: Option<u32>,
+    pub replica: Option<u64>,
+    pub memo: &'a str,
+}
+
+/// Records one transaction. The legs must sum to zero; zero legs are left out, and a transaction with
+/// nothing left to record records nothing.
+pub fn record(
+    connection: &Connection,
+    kind: &str,
+    legs: &[(&str, i64)],
+    reference: Reference<'_>,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    let sum: i128 = legs.iter().map(|(_, amount)| i128::from(*amount)).sum();
+    if sum != 0 {
+        // A bug in the caller: refuse before anything is written.
+        return Err(StoreError::Unbalanced(format!("{kind} transaction sums to {sum}")));
+    }
+    let legs: Vec<&(&str, i64)> = legs.iter().filter(|(_, amount)| *amount != 0).collect();
+    if legs.is_empty() {
+        return Ok(());
+    }
+    let txn: i64 = connection.query_row("SELECT COALESCE(MAX(txn), 0) + 1 FROM ledger", [], |row| row.get(0))?;
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (account, amount) in legs {
+        insert.execute(params![
+            txn,
+            account,
+            amount,
+            kind,
+            reference.job.map(|job| job as i64),
+            reference.chunk,
+            reference.replica.map(|replica| replica as i64),
+            reference.memo,
+            at_ms as i64
+        ])?;
+    }
+    Ok(())
+}
+
+/// An account's balance: the sum of its entries.
+pub fn balance(connection: &Connection, account: &str) -> Result<i64, StoreError> {
+    let mut statement = connection.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account = ?1")?;
+    Ok(statement.query_row([account], |row| row.get(0))?)
+}
+
+/// The ledger's totals, for the conservation check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub minted: i64,
+    pub burned: i64,
+    /// Users' and volunteers' balances together.
+    pub held: i64,
+    pub escrowed: i64,
+    /// Accounts whose balance is below zero (other than `mint`).
+    pub negative_accounts: u64,
+}
+
+impl Totals {
+    /// Whether credits are conserved: what users, volunteers and escrows hold is what was minted and not
+    /// burned, and no account is overdrawn.
+    pub fn conserved(&self) -> bool {
+        self.held + self.escrowed == self.minted - self.burned && self.negative_accounts == 0
+    }
+}
+
+pub fn totals(connection: &Connection) -> Result<Totals, StoreError> {
+    let mut statement = connection.prepare("SELECT account, SUM(amount) FROM ledger GROUP BY account")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+    let mut totals = Totals::default();
+    for row in rows {
+        let (account, amount) = row?;
+        match account.as_str() {
+            MINT => totals.minted = -amount,
+            BURN => totals.burned = amount,
+            _ if account.starts_with("escrow:") => totals.escrowed += amount,
+            _ => totals.held += amount,
+        }
+        if account != MINT && amount < 0 {
+            totals.negative_accounts += 1;
+        }
+    }
+    Ok(totals)
+}
+
+/// Moves everything left in a job's escrow back to its owner.
+pub fn refund(connection: &Connection, job: u64, owner: u64, memo: &str, at_ms: u64) -> Result<i64, StoreError> {
+    let escrow = escrow(job);
+    let left = balance(connection, &escrow)?;
+    let owner = user(owner);
+    record(
+        connection,
+        "refund",
+        &[(&escrow, -left), (&owner, left)],
+        Reference { job: Some(job), memo, ..Reference::default() },
+        at_ms,
+    )?;
+    Ok(left)
+}
+
+/// The owner of a job, if it has one.
+pub fn job_owner(connection: &Connection, job: u64) -> Result<Option<u64>, StoreError> {
+    let owner: Option<Option<i64>> =
+        connection.query_row("SELECT owner_id FROM jobs WHERE id = ?1", [job as i64], |row| row.get(0)).optional()?;
+    Ok(owner.flatten().map(|id| id as u64))
+}

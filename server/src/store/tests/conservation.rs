@@ -1,0 +1,181 @@
+//! The conservation law under load: accounts submitting, being paid, cancelling and claiming volunteers
+//! all at once, against a real SQLite file, while a reader keeps checking every committed state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One thing an account does.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Submit a job of `chunks` chunks, with this budget (or the default when `None`).
+    Submit {
+        chunks: u32,
+        budget: Option<i64>,
+    },
+    /// Store the result of one chunk of one of the account's jobs, paying these volunteers.
+    Pay {
+        job: usize,
+        chunk: u32,
+        volunteers: Vec<u8>,
+        work_units: u64,
+    },
+    Cancel {
+        job: usize,
+    },
+    /// Claim an anonymous volunteer (several accounts may race for the same one).
+    Claim {
+        volunteer: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u32..4, proptest::option::of(1i64..30_000)).prop_map(|(chunks, budget)| Op::Submit { chunks, budget }),
+        (any::<usize>(), 0u32..4, proptest::collection::vec(0u8..6, 0..4), 0u64..8_000_000)
+            .prop_map(|(job, chunk, volunteers, work_units)| Op::Pay { job, chunk, volunteers, work_units }),
+        any::<usize>().prop_map(|job| Op::Cancel { job }),
+        (0u8..6).prop_map(|volunteer| Op::Claim { volunteer }),
+    ]
+}
+
+/// Volunteers 0..3 are anonymous identities; 3..6 are accounts' own workers.
+fn volunteer_key(volunteer: u8) -> String {
+    if volunteer < 3 { ledger::volunteer(&format!("v-{volunteer}")) } else { ledger::user(u64::from(volunteer - 2)) }
+}
+
+async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
+    let mut jobs: Vec<(u64, u32)> = Vec::new();
+    let mut replica = owner << 32;
+    for op in ops {
+        match op {
+            Op::Submit { chunks, budget } => {
+                let mut request = job(&module, owner, chunks as usize, budget);
+                request.max_cost = i64::from(chunks) * 20_000;
+                if let Admission::Accepted { id, .. } = store.insert_job(request).await.unwrap() {
+                    jobs.push((id, chunks));
+                }
+            }
+            Op::Pay { job, chunk, volunteers, work_units } if !jobs.is_empty() => {
+                let (id, chunks) = jobs[job % jobs.len()];
+                let payments = volunteers
+                    .iter()
+                    .map(|volunteer| {
+                        replica += 1;
+                        pay(&volunteer_key(*volunteer), replica, work_units)
+                    })
+                    .collect();
+                let (done, settled) = tokio::sync::oneshot::channel();
+                let status = RunStatus::Exited { code: u32::from(work_units % 3 == 0) };
+                store.insert_result(result(id, chunk % chunks, status, payments), move |outcome| {
+                    let _ = done.send(outcome);
+                });
+                // A second result for a chunk, or one for a chunk of a cancelled job, is refused or pays
+                // only what escrow holds: either way the law must hold.
+                let _ = settled.await.unwrap();
+            }
+            Op::Cancel { job } if !jobs.is_empty() => {
+                let (id, _) = jobs[job % jobs.len()];
+                store.cancel_job(id, "cancelled by its owner".to_owned(), 9).await.unwrap();
+            }
+            Op::Claim { volunteer } if volunteer < 3 => {
+                let id = format!("v-{volunteer}");
+                store.transact(move |connection| writes::claim_volunteer(connection, &id, owner, 9)).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check(connection: &rusqlite::Connection) -> Result<(), String> {
+    let totals = ledger::totals(connection).map_err(|error| error.to_string())?;
+    if !totals.conserved() {
+        return Err(format!("credits are not conserved: {totals:?}"));
+    }
+    let unbalanced: i64 = connection
+        .query_row("SELECT COUNT(*) FROM (SELECT txn FROM ledger GROUP BY txn HAVING SUM(amount) != 0)", [], |row| {
+            row.get(0)
+        })
+        .map_err(|error| error.to_string())?;
+    if unbalanced != 0 {
+        return Err(format!("{unbalanced} ledger transactions do not sum to zero"));
+    }
+    Ok(())
+}
+
+fn run(actors: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path()).unwrap();
+        let sha = "9".repeat(64);
+        let mut owners = Vec::new();
+        for index in 0..actors.len() {
+            owners.push(user(&store, &format!("actor{index}"), 50_000).await);
+        }
+        for volunteer in 0..3 {
+            let id = format!("v-{volunteer}");
+            store.transact(move |connection| writes::register_volunteer(connection, &id, "hash", 1)).await.unwrap();
+        }
+        for owner in &owners {
+            store.put_module(module(&sha, *owner)).await.unwrap();
+        }
+
+        // A reader checks the law on every committed state it sees while the actors write.
+        let writing = Arc::new(AtomicBool::new(true));
+        let reader = {
+            let (store, writing) = (store.clone(), writing.clone());
+            tokio::spawn(async move {
+                let mut checks = 0;
+                while writing.load(Ordering::Relaxed) || checks == 0 {
+                    store.read(|connection| Ok(check(connection))).await.unwrap()?;
+                    checks += 1;
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, String>(checks)
+            })
+        };
+        let tasks: Vec<_> = owners
+            .iter()
+            .zip(actors)
+            .map(|(owner, ops)| tokio::spawn(act(store.clone(), *owner, sha.clone(), ops)))
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        writing.store(false, Ordering::Relaxed);
+        let checks = reader.await.unwrap().map_err(TestCaseError::fail)?;
+        prop_assert!(checks > 0);
+
+        store.read(|connection| Ok(check(connection))).await.unwrap().map_err(TestCaseError::fail)?;
+        // Jobs that are over hold nothing in escrow.
+        let stuck: i64 = store
+            .read(|connection| {
+                Ok(connection.query_row(
+                    "SELECT COALESCE(SUM(ledger.amount), 0) FROM ledger JOIN jobs ON ledger.account = 'escrow:job:' || jobs.id
+                     WHERE jobs.cancelled_at_ms IS NOT NULL
+                        OR (SELECT COUNT(*) FROM results WHERE results.job_id = jobs.id) = jobs.chunk_count",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        prop_assert_eq!(stuck, 0);
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn credits_are_conserved_under_concurrent_submissions_payouts_cancellations_and_claims(
+        actors in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 2..5)
+    ) {
+        run(actors)?;
+    }
+}

@@ -1,0 +1,361 @@
+//! The store's write operations. Each runs inside the writer thread's transaction (one savepoint each, see
+//! `writer.rs`) through `Store::transact`, so a write either happens whole or not at all, and is durable
+//! when its caller hears back.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::ledger::{self, BURN, MINT, Reference};
+use super::{NewJob, NewModule, NewResult, StoreError};
+
+fn encoding(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Encoding(error.to_string())
+}
+
+/// Stores a module unless one with the same hash is there already, and records that `module.owner`
+/// uploaded it.
+pub fn insert_module(connection: &Connection, module: &NewModule) -> Result<(), StoreError> {
+    let imports = serde_json::to_string(&module.imports).map_err(encoding)?;
+    connection.execute(
+        "INSERT INTO modules (sha256, size, imports, bytes, instrumented_sha256, instrumented_size, instrumented,
+                              created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (sha256) DO NOTHING",
+        params![
+            module.sha256,
+            module.bytes.len() as i64,
+            imports,
+            &module.bytes[..],
+            module.instrumented_sha256,
+            module.instrumented.len() as i64,
+            &module.instrumented[..],
+            module.created_at_ms as i64
+        ],
+    )?;
+    connection.execute(
+        "INSERT INTO module_uploads (sha256, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![module.sha256, module.owner as i64],
+    )?;
+    Ok(())
+}
+
+/// Whether a job was accepted, and with which budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted {
+        id: u64,
+        budget: i64,
+    },
+    /// The owner cannot cover the budget (or has nothing at all).
+    InsufficientCredits {
+        balance: i64,
+        budget: i64,
+    },
+}
+
+/// Stores a job and its chunks, and moves its budget from the owner into the job's escrow, atomically:
+/// a job is never stored without its escrow, nor escrow taken for a job that was not stored.
+pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, StoreError> {
+    let owner = ledger::user(job.owner);
+    let balance = ledger::balance(connection, &owner)?;
+    let budget = job.budget.unwrap_or_else(|| balance.min(job.max_cost));
+    if budget <= 0 || balance < budget {
+        return Ok(Admission::InsufficientCredits { balance, budget });
+    }
+    let env = serde_json::to_string(&job.env).map_err(encoding)?;
+    let limits = serde_json::to_string(&job.limits).map_err(encoding)?;
+    connection.execute(
+        "INSERT INTO jobs (name, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+                           owner_id, budget, replicas, quorum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            job.name,
+            job.module,
+            job.program_name,
+            env,
+            limits,
+            job.max_retries,
+            job.chunks.len() as i64,
+            job.created_at_ms as i64,
+            job.owner as i64,
+            budget,
+            job.replicas,
+            job.quorum
+        ],
+    )?;
+    let id = connection.last_insert_rowid() as u64;
+    let mut insert = connection.prepare_cached("INSERT INTO chunks (job_id, idx, spec) VALUES (?1, ?2, ?3)")?;
+    for (index, chunk) in job.chunks.iter().enumerate() {
+        let spec = rmp_serde::to_vec_named(chunk).map_err(encoding)?;
+        insert.execute(params![id as i64, index as i64, spec])?;
+    }
+    let escrow = ledger::escrow(id);
+    ledger::record(
+        connection,
+        "escrow",
+        &[(&owner, -budget), (&escrow, budget)],
+        Reference { job: Some(id), memo: "the job's budget", ..Reference::default() },
+        job.created_at_ms,
+    )?;
+    Ok(Admission::Accepted { id, budget })
+}
+
+/// What storing a result did to the job's escrow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Paid out of escrow for this chunk (volunteers' shares and the fee).
+    pub paid: i64,
+    /// The escrow cannot pay for more work: a payment fell short, or nothing is left while chunks remain.
+    pub budget_spent: bool,
+}
+
+/// Stores a chunk's final result, pays the volunteers whose replicas validated it (from the job's escrow,
+/// the platform's fee burned), records what validation taught about each volunteer, and refunds the
+/// escrow's rest when this was the job's last chunk.
+pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Settlement, StoreError> {
+    let status = serde_json::to_string(&result.status).map_err(encoding)?;
+    let output = rmp_serde::to_vec_named(&result.output).map_err(encoding)?;
+    connection
+        .prepare_cached(
+            "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            result.job as i64,
+            result.chunk,
+            result.status.is_success(),
+            status,
+            result.attempts,
+            result.work_units as i64,
+            output,
+            result.finished_at_ms as i64
+        ])?;
+
+    let escrow = ledger::escrow(result.job);
+    let mut paid = 0;
+    let mut short = false;
+    for payment in &result.payments {
+        let cost = result.pricing.cost(payment.work_units);
+        let available = ledger::balance(connection, &escrow)?;
+        // The budget is the owner's maximum price: what it cannot cover is not paid (and stops the job).
+        let amount = cost.min(available).max(0);
+        short |= amount < cost;
+        // Rounded up, so that even the smallest paid replica gives its volunteer something.
+        let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
+
+        let account = payee(connection, &payment.volunteer)?;
+        ledger::record(
+            connection,
+            "payment",
+            &[(&escrow, -amount), (&account, share), (BURN, amount - share)],
+            Reference {
+                job: Some(result.job),
+                chunk: Some(result.chunk),
+                replica: Some(payment.replica),
+                memo: "a validated replica",
+            },
+            result.finished_at_ms,
+        )?;
+        paid += amount;
+    }
+    for (volunteer, valid) in &result.reputation {
+        record_validation(connection, volunteer, *valid)?;
+    }
+    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection.query_row(
+        "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ?1), chunk_count, owner_id, budget
+         FROM jobs WHERE id = ?1",
+        [result.job as i64],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )?;
+    let complete = stored == chunk_count;
+    if complete && let Some(owner) = owner {
+        ledger::refund(connection, result.job, owner as u64, "the rest of the budget", result.finished_at_ms)?;
+    }
+    // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
+    let budget_spent = budget > 0 && !complete && (short || ledger::balance(connection, &escrow)? <= 0);
+
+    Ok(Settlement { paid, budget_spent })
+}
+
+/// The account a volunteer's credits go to: a claimed anonymous volunteer's are its account's.
+fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
+    if let Some(id) = volunteer.strip_prefix("volunteer:") {
+        let claimed: Option<Option<i64>> =
+            connection.query_row("SELECT user_id FROM volunteers WHERE id = ?1", [id], |row| row.get(0)).optional()?;
+        if let Some(Some(user)) = claimed {
+            return Ok(ledger::user(user as u64));
+        }
+    }
+    Ok(volunteer.to_owned())
+}
+
+/// A volunteer's replica was validated (`valid`) or contradicted by a quorum: trust grows with a run of
+/// validated replicas and starts over at the first invalid one.
+fn record_validation(connection: &Connection, volunteer: &str, valid: bool) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid) VALUES (?1, ?2, ?2, ?3)
+             ON CONFLICT (volunteer) DO UPDATE SET
+               consecutive_valid = CASE WHEN ?2 = 1 THEN consecutive_valid + 1 ELSE 0 END,
+               validated = validated + ?2,
+               invalid = invalid + ?3",
+        )?
+        .execute(params![volunteer, i64::from(valid), i64::from(!valid)])?;
+    Ok(())
+}
+
+/// Stops a job (its owner cancelled it, or its budget is spent) and refunds its escrow. Returns false if
+/// it was already stopped or finished.
+pub fn cancel_job(connection: &Connection, job: u64, reason: &str, at_ms: u64) -> Result<bool, StoreError> {
+    let changed = connection.execute(
+        "UPDATE jobs SET cancelled_at_ms = ?2, stop_reason = ?3
+         WHERE id = ?1 AND cancelled_at_ms IS NULL
+           AND (SELECT COUNT(*) FROM results WHERE job_id = ?1) < chunk_count",
+        params![job as i64, at_ms as i64, reason],
+    )?;
+    if changed == 1
+        && let Some(owner) = ledger::job_owner(connection, job)?
+    {
+        ledger::refund(connection, job, owner, reason, at_ms)?;
+    }
+    Ok(changed == 1)
+}
+
+/// Reserves the next block of replica ids (see `Store::next_replica_block`).
+pub fn next_replica_block(connection: &Connection) -> Result<u64, StoreError> {
+    Ok(connection.query_row(
+        "INSERT INTO meta (key, value) VALUES ('replica_block', 1)
+         ON CONFLICT (key) DO UPDATE SET value = value + 1
+         RETURNING value",
+        [],
+        |row| row.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Creates an account and grants it its starting credits. `None` if the name is taken.
+pub fn create_user(
+    connection: &Connection,
+    username: &str,
+    password_hash: &str,
+    is_admin: bool,
+    grant: i64,
+    at_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let inserted = connection.execute(
+        "INSERT INTO users (username, password_hash, is_admin, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (username) DO NOTHING",
+        params![username, password_hash, is_admin, at_ms as i64],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let id = connection.last_insert_rowid() as u64;
+    let account = ledger::user(id);
+    ledger::record(
+        connection,
+        "grant",
+        &[(MINT, -grant), (&account, grant)],
+        Reference { memo: "starting credits", ..Reference::default() },
+        at_ms,
+    )?;
+    Ok(Some(id))
+}
+
+pub fn create_session(
+    connection: &Connection,
+    token_hash: &str,
+    user: u64,
+    csrf_token: &str,
+    at_ms: u64,
+    expires_at_ms: u64,
+) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![token_hash, user as i64, csrf_token, at_ms as i64, expires_at_ms as i64],
+    )?;
+    // Forget sessions that expired, so the table does not grow forever.
+    connection.execute("DELETE FROM sessions WHERE expires_at_ms < ?1", [at_ms as i64])?;
+    Ok(())
+}
+
+pub fn delete_session(connection: &Connection, token_hash: &str) -> Result<(), StoreError> {
+    connection.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+    Ok(())
+}
+
+pub fn create_token(
+    connection: &Connection,
+    user: u64,
+    name: &str,
+    prefix: &str,
+    token_hash: &str,
+    at_ms: u64,
+) -> Result<u64, StoreError> {
+    connection.execute(
+        "INSERT INTO api_tokens (user_id, name, prefix, token_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user as i64, name, prefix, token_hash, at_ms as i64],
+    )?;
+    Ok(connection.last_insert_rowid() as u64)
+}
+
+/// Revokes one of the user's tokens. False if the user has no such active token.
+pub fn revoke_token(connection: &Connection, user: u64, id: u64, at_ms: u64) -> Result<bool, StoreError> {
+    let changed = connection.execute(
+        "UPDATE api_tokens SET revoked_at_ms = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at_ms IS NULL",
+        params![id as i64, user as i64, at_ms as i64],
+    )?;
+    Ok(changed == 1)
+}
+
+pub fn touch_token(connection: &Connection, id: u64, at_ms: u64) -> Result<(), StoreError> {
+    connection.execute("UPDATE api_tokens SET last_used_at_ms = ?2 WHERE id = ?1", params![id as i64, at_ms as i64])?;
+    Ok(())
+}
+
+pub fn register_volunteer(connection: &Connection, id: &str, secret_hash: &str, at_ms: u64) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO volunteers (id, secret_hash, created_at_ms) VALUES (?1, ?2, ?3)",
+        params![id, secret_hash, at_ms as i64],
+    )?;
+    Ok(())
+}
+
+/// Links an anonymous volunteer to an account and moves what it earned there. Returns the amount moved,
+/// or `None` if the volunteer belongs to another account already.
+pub fn claim_volunteer(
+    connection: &Connection,
+    volunteer: &str,
+    user: u64,
+    at_ms: u64,
+) -> Result<Option<i64>, StoreError> {
+    let owner: Option<Option<i64>> = connection
+        .query_row("SELECT user_id FROM volunteers WHERE id = ?1", [volunteer], |row| row.get(0))
+        .optional()?;
+    match owner {
+        None => return Ok(None),
+        Some(Some(other)) if other as u64 != user => return Ok(None),
+        Some(_) => {}
+    }
+    connection.execute("UPDATE volunteers SET user_id = ?2 WHERE id = ?1", params![volunteer, user as i64])?;
+    let from = ledger::volunteer(volunteer);
+    let earned = ledger::balance(connection, &from)?;
+    let to = ledger::user(user);
+    ledger::record(
+        connection,
+        "claim",
+        &[(&from, -earned), (&to, earned)],
+        Reference { memo: "credits earned by this browser before signing in", ..Reference::default() },
+        at_ms,
+    )?;
+    Ok(Some(earned))
+}
+
+/// Gives jobs and programs stored before accounts existed to the first administrator.
+pub fn adopt_orphans(connection: &Connection, admin: u64) -> Result<(), StoreError> {
+    connection.execute("UPDATE jobs SET owner_id = ?1 WHERE owner_id IS NULL", [admin as i64])?;
+    connection.execute(
+        "INSERT INTO module_uploads (sha256, user_id)
+         SELECT sha256, ?1 FROM modules WHERE sha256 NOT IN (SELECT sha256 FROM module_uploads)",
+        [admin as i64],
+    )?;
+    Ok(())
+}
