@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, JobRequest, JobState};
-use distributivecom_protocol::worker::{Assignment, ModuleRef};
+use distributivecom_protocol::api::{ChunkRequest, JobRequest, JobState, ReplicationRequest};
+use distributivecom_protocol::worker::{Assignment, Credential, ModuleRef};
 use distributivecom_server::ServerConfig;
 use distributivecom_worker::runtime::Runtime;
 use distributivecom_worker::{Worker, WorkerConfig};
@@ -99,19 +99,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
     let temporary = tempfile::tempdir().context("could not create a temporary directory")?;
     let data_dir = args.data.clone().unwrap_or_else(|| temporary.path().to_owned());
-    let config = ServerConfig { listen: ([127, 0, 0, 1], 0).into(), data_dir, ..ServerConfig::default() };
+    let config =
+        ServerConfig { listen: ([127, 0, 0, 1], 0).into(), data_dir: data_dir.clone(), ..ServerConfig::default() };
     let server = distributivecom_server::start(config).await.context("could not start the server")?;
     let base = format!("http://{}", server.address());
+    // The administrator submits, and its own workers run the jobs with one replica each: the figures
+    // measure the coordinator, not how many volunteers agree.
+    let token_file = data_dir.join("admin-token");
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("could not read the administrator's token from {}", token_file.display()))?;
+    let token = token.trim().to_owned();
     let mut native_workers = Vec::new();
     for index in 0..args.workers {
         let worker = Worker::new(WorkerConfig {
             server: base.clone(),
             slots: args.slots,
             agent: format!("bench-worker-{index}"),
+            credential: Credential::Token(token.clone()),
         })?;
         native_workers.push(tokio::spawn(worker.run()));
     }
-    let client = Client::new(&base)?;
+    let client = Client::new(&base)?.with_token(token.clone());
     let noop = client.upload_module(NOOP_MODULE.to_vec()).await?;
     wait_for_workers(&client, args.workers).await?;
 
@@ -153,8 +161,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         wait_for_workers_exactly(&client, 0).await?;
         let chromium = Chromium::start().await?;
         for _ in 0..args.browser_tabs {
+            // Each tab volunteers as an identity of the administrator's, so owner-only jobs reach it.
+            let identity = client.register_volunteer().await?;
             let tab = chromium.open_donate_page(&base).await?;
-            chromium.start_volunteering(&tab, 1, 100).await?;
+            chromium.start_volunteering_as(&tab, &identity, 1, 100).await?;
         }
         wait_for_workers_exactly(&client, args.browser_tabs).await?;
         for _ in 0..10 {
@@ -323,7 +333,13 @@ async fn wait_until(client: &Client, done: impl Fn(u32) -> bool, failure: &str) 
 
 /// Runs a job to its end and returns its id.
 async fn run_job(client: &Client, module: &str, chunks: Vec<ChunkRequest>) -> anyhow::Result<u64> {
-    let request = JobRequest { module: module.to_owned(), chunks, ..JobRequest::default() };
+    let request = JobRequest {
+        module: module.to_owned(),
+        chunks,
+        replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
+        ..JobRequest::default()
+    };
+
     let created = client.submit(&request).await?;
     let status = client.wait_until_finished(created.id).await?;
     if status.state != JobState::Succeeded {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use distributivecom_protocol::api::VolunteerCredential;
 use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 
@@ -91,6 +92,27 @@ impl Chromium {
         Ok(handle)
     }
 
+    /// Like [`Chromium::start_volunteering`], volunteering as this identity: it is put where the donate
+    /// page keeps the browser's identity just before Start reads it. Tabs of one profile share that
+    /// storage, so each tab started this way keeps its own identity.
+    pub async fn start_volunteering_as(
+        &self,
+        tab: &WindowHandle,
+        identity: &VolunteerCredential,
+        threads: u32,
+        throttle_percent: u32,
+    ) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        let saved = serde_json::to_string(identity)?;
+        self.client
+            .execute(
+                "localStorage.setItem('distributivecom.volunteer', arguments[0]);",
+                vec![serde_json::Value::String(saved)],
+            )
+            .await?;
+        self.start_volunteering(tab, threads, throttle_percent).await
+    }
+
     /// Sets the thread count and the throttle as a visitor would, then presses Start.
     pub async fn start_volunteering(
         &self,
@@ -120,7 +142,44 @@ impl Chromium {
         Ok(())
     }
 
+    /// Opens `{server}{path}` in this tab and waits for the element with id `ready`.
+    pub async fn visit(&self, tab: &WindowHandle, url: &str, ready: &str) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.client.goto(url).await?;
+        self.wait_for(tab, ready).await
+    }
+
+    /// Waits until the element with this id is on the tab's page.
+    pub async fn wait_for(&self, tab: &WindowHandle, id: &str) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.client.wait().at_most(PATIENCE).for_element(Locator::Id(id)).await.with_context(|| format!("no #{id}"))?;
+        Ok(())
+    }
+
+    /// Types into the input with this id, as a person would (key by key).
+    pub async fn type_into(&self, tab: &WindowHandle, id: &str, text: &str) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        let input = self.client.find(Locator::Id(id)).await?;
+        input.clear().await?;
+        input.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Clicks the element with this id.
+    pub async fn click(&self, tab: &WindowHandle, id: &str) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.client.find(Locator::Id(id)).await?.click().await?;
+        Ok(())
+    }
+
+    /// Runs a script in the tab and returns what it returns.
+    pub async fn run_script(&self, tab: &WindowHandle, script: &str) -> anyhow::Result<serde_json::Value> {
+        self.client.switch_to_window(tab.clone()).await?;
+        Ok(self.client.execute(script, vec![]).await?)
+    }
+
     /// The text of the element with this id in this tab.
+
     pub async fn text(&self, tab: &WindowHandle, id: &str) -> anyhow::Result<String> {
         self.client.switch_to_window(tab.clone()).await?;
         Ok(self.client.find(Locator::Id(id)).await?.text().await?)

@@ -17,6 +17,10 @@ struct Cli {
     /// The coordinator to talk to.
     #[arg(long, global = true, env = "DISTRIBUTIVECOM_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// An API token of your account (from the account page; `serve` writes the administrator's to
+    /// DATA_DIR/admin-token). Jobs need one; a worker with one earns credits for your account.
+    #[arg(long, global = true, env = "DISTRIBUTIVECOM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +37,8 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// Write a job's results to a directory.
     Results(commands::results::ResultsArgs),
+    /// Show your balance, escrow, the pricing and your newest ledger entries.
+    Account(commands::account::AccountArgs),
     /// Measure throughput and round latency with an in-process server and native workers.
     Bench(bench::BenchArgs),
 }
@@ -47,14 +53,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = cli.server;
+    let remote = commands::Remote { server: cli.server, token: cli.token };
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
-            Command::Worker(args) => commands::worker::run(&server, args).await,
-            Command::Submit(args) => commands::submit::run(&server, args).await,
-            Command::Status(args) => commands::status::run(&server, args).await,
-            Command::Results(args) => commands::results::run(&server, args).await,
+            Command::Worker(args) => commands::worker::run(&remote, args).await,
+            Command::Submit(args) => commands::submit::run(&remote, args).await,
+            Command::Status(args) => commands::status::run(&remote, args).await,
+            Command::Results(args) => commands::results::run(&remote, args).await,
+            Command::Account(args) => commands::account::run(&remote, args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

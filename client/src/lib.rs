@@ -5,7 +5,8 @@
 //! use distributivecom_client::Client;
 //! use distributivecom_protocol::api::{ChunkRequest, JobRequest};
 //!
-//! let client = Client::new("http://127.0.0.1:8080")?;
+//! // An API token from the account page (or `DATA_DIR/admin-token` on a fresh local install).
+//! let client = Client::new("http://127.0.0.1:8080")?.with_token("dc_...");
 //! let module = client.upload_module(std::fs::read("primes.wasm").unwrap()).await?;
 //! let chunks = (0..4)
 //!     .map(|i| ChunkRequest { args: vec![(i * 1000).to_string(), ((i + 1) * 1000).to_string()], ..Default::default() })
@@ -19,13 +20,16 @@
 use std::time::Duration;
 
 use distributivecom_protocol::api::{
-    ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, ModuleInfo, ResultsPage, ServerStats,
+    AccountInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, ModuleInfo, Pricing,
+    ResultsPage, ServerStats, VolunteerCredential, VolunteerInfo,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 /// The environment variable that names the default server.
 pub const SERVER_ENV: &str = "DISTRIBUTIVECOM_SERVER";
+/// The environment variable that holds the API token.
+pub const TOKEN_ENV: &str = "DISTRIBUTIVECOM_TOKEN";
 /// The server used when nothing else is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -58,6 +62,8 @@ impl ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Sent as `Authorization: Bearer <token>`; every write and every read of jobs needs it.
+    token: Option<String>,
 }
 
 impl Client {
@@ -66,7 +72,13 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::BadUrl(server.to_owned()));
         }
-        Ok(Client { http: reqwest::Client::new(), base })
+        Ok(Client { http: reqwest::Client::new(), base, token: None })
+    }
+
+    /// Acts as the account whose API token this is.
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into().trim().to_owned());
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -78,6 +90,10 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: String) -> Result<T, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
@@ -90,21 +106,16 @@ impl Client {
         serde_json::from_slice(&body).map_err(|error| ClientError::Decode { url, message: error.to_string() })
     }
 
-    /// Uploads a program unless the server already has it, and returns its hash.
+    /// Uploads a program and returns its hash. Uploading one the server has is cheap and harmless, and
+    /// needed: a job may only run a program its owner uploaded.
     pub async fn upload_module(&self, bytes: Vec<u8>) -> Result<String, ClientError> {
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let url = self.url(&format!("/modules/{sha256}"));
-        let present = self
-            .http
-            .head(&url)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable { url: url.clone(), source })?
-            .status()
-            .is_success();
-        if !present {
-            let info = self.upload_module_info(bytes).await?;
-            debug_assert_eq!(info.sha256, sha256);
+        let info = self.upload_module_info(bytes).await?;
+        if info.sha256 != sha256 {
+            return Err(ClientError::Decode {
+                url: self.url("/api/modules"),
+                message: format!("the server stored the program as {}, but its hash is {sha256}", info.sha256),
+            });
         }
         Ok(sha256)
     }
@@ -191,5 +202,37 @@ impl Client {
     pub async fn stats(&self) -> Result<ServerStats, ClientError> {
         let url = self.url("/api/stats");
         self.send(self.http.get(&url), url).await
+    }
+
+    /// The token's account: balance and escrow.
+    pub async fn account(&self) -> Result<AccountInfo, ClientError> {
+        let url = self.url("/api/account");
+        self.send(self.http.get(&url), url).await
+    }
+
+    /// The account's newest ledger entries.
+    pub async fn ledger(&self, limit: u32) -> Result<LedgerPage, ClientError> {
+        let url = self.url("/api/account/ledger");
+        self.send(self.http.get(&url).query(&[("limit", limit.to_string())]), url).await
+    }
+
+    pub async fn pricing(&self) -> Result<Pricing, ClientError> {
+        let url = self.url("/api/pricing");
+        self.send(self.http.get(&url), url).await
+    }
+
+    /// Registers an anonymous volunteer identity (the account's own, with a token).
+    pub async fn register_volunteer(&self) -> Result<VolunteerCredential, ClientError> {
+        let url = self.url("/api/volunteers");
+        self.send(self.http.post(&url), url).await
+    }
+
+    /// What an anonymous volunteer identity has earned.
+    pub async fn volunteer_info(&self, credential: &VolunteerCredential) -> Result<VolunteerInfo, ClientError> {
+        let url = self.url("/api/volunteers/me");
+        let authorization = format!("Volunteer {}:{}", credential.id, credential.secret);
+        // Sent without the token: the identity speaks for itself.
+        let response = self.http.get(&url).header("authorization", authorization);
+        Client { token: None, ..self.clone() }.send(response, url).await
     }
 }

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distributivecom_protocol::worker::{
-    Assignment, Hello, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
+    Assignment, Credential, Hello, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
+    WorkerMessage,
 };
 use distributivecom_protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decode, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -40,6 +41,8 @@ pub struct WorkerConfig {
     pub slots: u32,
     /// Shown to operators.
     pub agent: String,
+    /// Who this worker volunteers for: an account's API token, or an anonymous volunteer identity.
+    pub credential: Credential,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub enum WorkerError {
     BadServerUrl(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The server refused the worker's hello (a revoked token, an unknown identity, an old protocol).
+    #[error("the server refused this worker: {0}")]
+    Refused(String),
 }
 
 /// Why a connection ended.
@@ -60,6 +66,9 @@ enum SessionError {
     Socket(String),
     #[error("the server refused this worker: {0}")]
     Refused(String),
+    /// Refused before the welcome: retrying the same hello cannot help.
+    #[error("the server refused this worker's hello: {0}")]
+    RefusedHello(String),
     #[error("the server closed the connection")]
     Closed,
     #[error("the server sent something this worker does not understand: {0}")]
@@ -126,8 +135,9 @@ impl Worker {
         }))
     }
 
-    /// Works until the process ends, reconnecting with backoff whenever the connection ends.
-    pub async fn run(self: Arc<Worker>) {
+    /// Works until the process ends, reconnecting with backoff whenever the connection ends. Returns only
+    /// if the server refuses the worker's hello, which retrying cannot change.
+    pub async fn run(self: Arc<Worker>) -> Result<(), WorkerError> {
         let mut backoff = Backoff::new();
         loop {
             let started = std::time::Instant::now();
@@ -138,6 +148,7 @@ impl Worker {
             }
             let delay = backoff.next_delay();
             match ended {
+                Err(SessionError::RefusedHello(reason)) => return Err(WorkerError::Refused(reason)),
                 Err(SessionError::Refused(reason)) => tracing::error!(%reason, "the server refused this worker"),
                 Err(error) => tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "disconnected"),
                 Ok(()) => tracing::info!(retry_in_ms = delay.as_millis() as u64, "disconnected"),
@@ -165,6 +176,7 @@ impl Worker {
             max_memory_bytes: None,
             // Deep enough for very short chunks; the server queues less of long ones.
             prefetch_per_slot: Some(NATIVE_PREFETCH_PER_SLOT),
+            credential: Some(self.config.credential.clone()),
         });
 
         sink.send(Message::Binary(encode(&hello).into()))
@@ -172,7 +184,7 @@ impl Worker {
             .map_err(|error| SessionError::Socket(error.to_string()))?;
         let welcome = match next_message(&mut stream).await? {
             ServerMessage::Welcome(welcome) => welcome,
-            ServerMessage::Error { message } => return Err(SessionError::Refused(message)),
+            ServerMessage::Error { message } => return Err(SessionError::RefusedHello(message)),
             other => return Err(SessionError::Protocol(format!("expected welcome, got {other:?}"))),
         };
         tracing::info!(worker = welcome.worker_id, slots = self.pool.slots(), "connected to the server");

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-use distributivecom_client::Client;
-
-use super::{describe, outcome_of};
+use super::{Remote, describe, outcome_of};
 use crate::Outcome;
 use crate::output::{report_failures, write_results};
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
@@ -21,8 +19,8 @@ pub struct ResultsArgs {
     wait: bool,
 }
 
-pub async fn run(server: &str, args: ResultsArgs) -> anyhow::Result<Outcome> {
-    let client = Client::new(server)?;
+pub async fn run(remote: &Remote, args: ResultsArgs) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
     let status = if args.wait { client.wait_until_finished(args.job).await? } else { client.status(args.job).await? };
     let results = client.all_results(args.job).await?;
     write_results(&args.out, &results)?;

@@ -23,6 +23,20 @@ pub struct ServeArgs {
     /// The largest program accepted, in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_module_bytes / (1024 * 1024))]
     max_module_mib: u64,
+    /// Credits a new account starts with (in millicredits: 1000 = one credit).
+    #[arg(long, default_value_t = ServerConfig::default().starter_grant_millicredits)]
+    starter_millicredits: i64,
+    /// Sign-ups and log-ins allowed per minute from one address.
+    #[arg(long, default_value_t = ServerConfig::default().auth_attempts_per_minute)]
+    auth_attempts_per_minute: u32,
+    /// Send session cookies without the Secure attribute, for serving plain HTTP to other machines.
+    /// Browsers keep Secure cookies over plain HTTP only from localhost and 127.0.0.1.
+    #[arg(long)]
+    insecure_cookies: bool,
+    /// Adaptive replication: validated results in a row after which a volunteer may be trusted to run
+    /// a chunk alone (with random spot checks). A huge number turns it off.
+    #[arg(long, default_value_t = ServerConfig::default().trust_after)]
+    trust_after: u32,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
@@ -31,12 +45,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         data_dir: args.data.clone(),
         lease_timeout_ms: args.lease_timeout_ms,
         max_module_bytes: args.max_module_mib * 1024 * 1024,
+        starter_grant_millicredits: args.starter_millicredits,
+        auth_attempts_per_minute: args.auth_attempts_per_minute,
+        secure_cookies: !args.insecure_cookies,
+        trust_after: args.trust_after,
+
         ..ServerConfig::default()
     };
+    anyhow::ensure!(args.starter_millicredits >= 0, "--starter-millicredits cannot be negative");
+    anyhow::ensure!(args.auth_attempts_per_minute > 0, "--auth-attempts-per-minute must be at least 1");
     let server = distributivecom_server::start(config)
         .await
         .with_context(|| format!("could not start the server with data in {}", args.data.display()))?;
+    match server.admin_token_file() {
+        Some(path) => eprintln!(
+            "created the administrator account \"admin\"; its API token is in {} (use it with --token or \
+             DISTRIBUTIVECOM_TOKEN)",
+            path.display()
+        ),
+        None => eprintln!(
+            "the administrator's API token was written to {} on first start",
+            args.data.join("admin-token").display()
+        ),
+    }
     eprintln!("distributivecom is serving on http://{} (data in {})", server.address(), args.data.display());
+
     server.wait().await?;
     Ok(Outcome::Success)
 }

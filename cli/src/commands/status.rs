@@ -1,10 +1,8 @@
 //! `distributivecom status JOB`.
 
-use clap::Args;
-use distributivecom_client::Client;
-
-use super::{describe, outcome_of};
+use super::{Remote, describe, outcome_of};
 use crate::Outcome;
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -15,8 +13,8 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub async fn run(server: &str, args: StatusArgs) -> anyhow::Result<Outcome> {
-    let client = Client::new(server)?;
+pub async fn run(remote: &Remote, args: StatusArgs) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
     let status = client.status(args.job).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, JobRequest, LimitsRequest};
+use distributivecom_protocol::api::{ChunkRequest, JobRequest, LimitsRequest, ReplicationRequest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
-use super::{describe, outcome_of};
+use super::{Remote, describe, outcome_of};
 use crate::Outcome;
 use crate::output::{report_failures, write_results};
 
@@ -46,6 +45,20 @@ pub struct SubmitArgs {
     /// How many times a failed chunk is retried on another volunteer.
     #[arg(long)]
     max_retries: Option<u32>,
+    /// The most work units one run of a chunk may use (the instruction limit; it also bounds the price).
+    #[arg(long, value_name = "UNITS")]
+    max_work_units: Option<u64>,
+    /// The most the job may cost, in credits: held in escrow while it runs, the rest refunded.
+    /// Default: your balance, up to the job's maximum cost.
+    #[arg(long, value_name = "CREDITS")]
+    budget: Option<f64>,
+    /// Replicas of each chunk, run by distinct volunteers (default 2). 1: no validation, and only your
+    /// own workers (started with your token) run the job.
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// How many replicas must return identical results (default: 2, or 1 with --replicas 1).
+    #[arg(long, requires = "replicas")]
+    quorum: Option<u32>,
     /// Wait for the job to finish, showing progress.
     #[arg(long)]
     wait: bool,
@@ -66,7 +79,8 @@ struct ChunkLine {
     files: BTreeMap<String, PathBuf>,
 }
 
-pub async fn run(server: &str, args: SubmitArgs) -> anyhow::Result<Outcome> {
+pub async fn run(remote: &Remote, args: SubmitArgs) -> anyhow::Result<Outcome> {
+    let client = remote.client()?;
     let program =
         fs::read(&args.program).with_context(|| format!("could not read the program {}", args.program.display()))?;
     let chunks = match &args.chunks {
@@ -77,11 +91,22 @@ pub async fn run(server: &str, args: SubmitArgs) -> anyhow::Result<Outcome> {
     let limits = LimitsRequest {
         time_limit_ms: args.time_limit.map(|seconds| (seconds * 1000.0).round() as u64),
         memory_limit_bytes: args.memory_limit.map(|mib| mib * 1024 * 1024),
+        max_work_units: args.max_work_units,
         ..LimitsRequest::default()
     };
+    let budget_millicredits = match args.budget {
+        Some(credits) if !(credits > 0.0 && credits.is_finite()) => {
+            bail!("--budget must be a positive number of credits")
+        }
+        Some(credits) => Some((credits * 1000.0).round() as i64),
+        None => None,
+    };
+    let replication = args.replicas.map(|replicas| ReplicationRequest {
+        replicas,
+        quorum: args.quorum.unwrap_or(if replicas == 1 { 1 } else { 2 }),
+    });
     let program_name = args.program.file_name().map(|name| name.to_string_lossy().into_owned());
 
-    let client = Client::new(server)?;
     let module = client.upload_module(program).await.context("could not upload the program")?;
     let request = JobRequest {
         module,
@@ -91,6 +116,8 @@ pub async fn run(server: &str, args: SubmitArgs) -> anyhow::Result<Outcome> {
         env,
         limits,
         max_retries: args.max_retries,
+        budget_millicredits,
+        replication,
     };
     let created = client.submit(&request).await.context("could not submit the job")?;
     println!("{}", created.id);

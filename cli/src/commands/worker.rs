@@ -1,8 +1,17 @@
-//! `distributivecom worker`: a native volunteer.
+//! `distributivecom worker`: a native volunteer. With `--token` it earns credits for that account;
+//! without, it volunteers under an anonymous identity kept in a file (registered on first use), whose
+//! credits an account can claim later.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::Args;
+use distributivecom_client::Client;
+use distributivecom_protocol::api::VolunteerCredential;
+use distributivecom_protocol::worker::Credential;
 use distributivecom_worker::{Worker, WorkerConfig};
 
+use super::Remote;
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -10,20 +19,72 @@ pub struct WorkerArgs {
     /// How many chunks to run at once (default: the number of cores).
     #[arg(long)]
     slots: Option<u32>,
+    /// Without --token: the file that keeps this machine's anonymous volunteer identity (created on
+    /// first use). Default: $XDG_CONFIG_HOME/distributivecom/volunteer.json (or ~/.config/...).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
-pub async fn run(server: &str, args: WorkerArgs) -> anyhow::Result<Outcome> {
+pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map(|cores| cores.get() as u32).unwrap_or(1);
     let slots = args.slots.unwrap_or(cores);
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "native".to_owned());
+    let (credential, who) = match remote.token.as_deref().map(str::trim).filter(|token| !token.is_empty()) {
+        Some(token) => (Credential::Token(token.to_owned()), "your account".to_owned()),
+        None => {
+            let path = match args.identity {
+                Some(path) => path,
+                None => default_identity_path()?,
+            };
+            let identity = load_or_register(&remote.server, &path).await?;
+            let who = format!("anonymous volunteer {} (kept in {})", identity.id, path.display());
+            (Credential::Volunteer { id: identity.id, secret: identity.secret }, who)
+        }
+    };
     let config = WorkerConfig {
-        server: server.to_owned(),
+        server: remote.server.clone(),
         slots,
         agent: format!("distributivecom-worker/{} on {host}", env!("CARGO_PKG_VERSION")),
+        credential,
     };
     let worker = Worker::new(config)?;
-    eprintln!("worker: {slots} slots, serving {server}");
-    worker.run().await;
+    eprintln!("worker: {slots} slots, serving {} as {who}", remote.server);
+    worker.run().await?;
     Ok(Outcome::Success)
+}
+
+fn default_identity_path() -> anyhow::Result<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .context("no --token and nowhere to keep an anonymous identity: pass --identity FILE")?;
+    Ok(config.join("distributivecom").join("volunteer.json"))
+}
+
+/// The identity saved at `path`, or a new one registered with the server and saved there (mode 0600).
+async fn load_or_register(server: &str, path: &Path) -> anyhow::Result<VolunteerCredential> {
+    match std::fs::read_to_string(path) {
+        Ok(saved) => {
+            return serde_json::from_str(&saved)
+                .with_context(|| format!("{} does not hold a volunteer identity", path.display()));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("could not read {}", path.display())),
+    }
+    let identity = Client::new(server)?
+        .register_volunteer()
+        .await
+        .context("could not register an anonymous volunteer identity")?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("could not create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, serde_json::to_string(&identity)?.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))?;
+    Ok(identity)
 }
