@@ -10,6 +10,7 @@ fn run(server: &TestServer, args: &[&str], dir: &Path) -> Output {
     Command::new(binary())
         .args(args)
         .env("DISTRIBUTIVECOM_SERVER", &server.url)
+        .env("DISTRIBUTIVECOM_TOKEN", &server.admin_token)
         .current_dir(dir)
         .output()
         .expect("the binary runs")
@@ -23,7 +24,7 @@ fn stdout(output: &Output) -> String {
 async fn submit_with_input_files_waits_and_writes_every_result() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
-    let _worker = server.worker(2);
+    let _workers = [server.worker(1), server.worker(1)];
     std::fs::write(dir.path().join("a.txt"), "b a b\n").unwrap();
     std::fs::write(dir.path().join("b.txt"), "x y\n").unwrap();
     let wasm = program_path("wordfreq");
@@ -53,7 +54,7 @@ async fn submit_with_input_files_waits_and_writes_every_result() {
 async fn submit_with_a_chunks_file_writes_output_files_and_fails_when_a_chunk_fails() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
-    let _worker = server.worker(2);
+    let _workers = [server.worker(1), server.worker(1)];
     let inputs = dir.path().join("inputs");
     std::fs::create_dir(&inputs).unwrap();
     std::fs::write(inputs.join("words.txt"), "one two two\n").unwrap();
@@ -119,8 +120,20 @@ async fn status_of_a_running_job_exits_with_three_and_errors_with_two() {
     let missing = run(&server, &["status", "424242"], dir.path());
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no job 424242"));
-    let unreachable = Command::new(binary()).args(["status", "1", "--server", "http://127.0.0.1:9"]).output().unwrap();
+    let unreachable = Command::new(binary())
+        .args(["status", "1", "--server", "http://127.0.0.1:9", "--token", "dc_x"])
+        .output()
+        .unwrap();
     assert_eq!(unreachable.status.code(), Some(2));
+    // Without a token the CLI says where to get one, before it sends anything.
+    let anonymous = Command::new(binary())
+        .args(["status", &job.to_string(), "--server", &server.url])
+        .env_remove("DISTRIBUTIVECOM_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(anonymous.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("no API token: pass --token or set DISTRIBUTIVECOM_TOKEN"), "{stderr}");
 }
 
 #[test]

@@ -31,19 +31,24 @@ async fn loops_memory_hogs_and_bad_exits_are_reported_and_workers_stay_up() {
     assert_eq!(status.state, JobState::Failed);
     assert_eq!(results[0].status, RunStatus::TimedOut);
     assert_eq!(results[0].reason, "timed out (exceeded the job's time limit)");
-    assert_eq!(results[0].attempts, 2, "one retry, then the chunk fails for good");
+    // Two replicas go out (two volunteers must agree); a timeout depends on the volunteer's machine, so
+    // it is retried, at most once here: the second timeout ends the chunk, whether or not the retry had
+    // gone out yet.
+    assert!((2..=3).contains(&results[0].attempts), "{} attempts", results[0].attempts);
 
     let (status, results) = finish(&client, hog).await;
     assert_eq!(status.state, JobState::Failed);
     assert_eq!(results[0].status, RunStatus::MemoryLimit);
     assert!(String::from_utf8_lossy(&results[0].output.stdout).contains("hog: allocated 64 MiB"));
     assert!(String::from_utf8_lossy(&results[0].output.stderr).contains("hog: allocation failed"));
+    assert_eq!(results[0].attempts, 2, "the limit is deterministic: both volunteers agreed on it");
 
     let (status, results) = finish(&client, fail).await;
     assert_eq!(status.state, JobState::Failed);
     assert_eq!(results[0].status, RunStatus::Exited { code: 3 });
     assert_eq!(results[0].reason, "exited with status 3");
-    assert_eq!(results[0].attempts, 3);
+    // Exiting with 3 is the program's answer, the same on every volunteer: once two agree it is final.
+    assert_eq!(results[0].attempts, 2);
     assert_eq!(results[0].output.stderr.as_ref(), b"fail: something went wrong (this is on purpose)\n");
     assert_eq!(results[0].output.stdout.as_ref(), b"partial output\n");
     assert_eq!(results[0].output.files["partial.txt"].as_ref(), b"partial");

@@ -21,3 +21,7 @@ mod protocol;
 mod cli;
 // Browser volunteers in headless Chromium.
 mod browser;
+// Accounts, tokens, sessions and who may see what.
+mod accounts;
+// Validation by replication against scripted cheaters; what volunteers are paid.
+mod cheaters;

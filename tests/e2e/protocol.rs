@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use distributivecom_protocol::api::{JobRequest, ReplicationRequest};
 use distributivecom_protocol::worker::{
-    Hello, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
+    Credential, Hello, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
 };
 use distributivecom_protocol::{PROTOCOL_VERSION, decode, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -12,30 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestServer) -> Socket {
-    let url = format!("ws://127.0.0.1:{}/api/workers/ws", server.port);
-    tokio_tungstenite::connect_async(url).await.expect("the worker endpoint accepts WebSockets").0
+/// A hello volunteering for the administrator, who owns the tests' jobs.
+fn hello(server: &TestServer, slots: u32) -> WorkerMessage {
+    hello_as(Some(Credential::Token(server.admin_token.clone())), slots)
 }
 
-async fn send(socket: &mut Socket, message: &WorkerMessage) {
-    socket.send(Message::Binary(encode(message).into())).await.unwrap();
-}
-
-/// The next protocol message, or None when the server closed the connection.
-async fn receive(socket: &mut Socket) -> Option<ServerMessage> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the server answers");
-        match frame {
-            Some(Ok(Message::Binary(bytes))) => return Some(decode(&bytes).expect("the server speaks the protocol")),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
-        }
-    }
-}
-
-fn hello(slots: u32) -> WorkerMessage {
+fn hello_as(credential: Option<Credential>, slots: u32) -> WorkerMessage {
     WorkerMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         kind: WorkerKind::Native,
@@ -43,6 +26,7 @@ fn hello(slots: u32) -> WorkerMessage {
         agent: "script".into(),
         max_memory_bytes: None,
         prefetch_per_slot: None,
+        credential,
     })
 }
 
@@ -70,21 +54,24 @@ async fn malformed_frames_are_refused_with_a_message_and_the_server_keeps_runnin
     assert_eq!(text, "text frames are not part of the protocol: send MessagePack in binary frames");
     let first = refusal_of(&server, Message::Binary(encode(&WorkerMessage::Heartbeat).into())).await;
     assert_eq!(first, "the first message must be hello");
-    let version = WorkerMessage::Hello(Hello {
-        protocol_version: 99,
-        kind: WorkerKind::Native,
-        slots: 1,
-        agent: String::new(),
-        max_memory_bytes: None,
-        prefetch_per_slot: None,
-    });
-
-    let old = refusal_of(&server, Message::Binary(encode(&version).into())).await;
+    let WorkerMessage::Hello(mut version) = hello(&server, 1) else { unreachable!("hello builds a hello") };
+    version.protocol_version = 99;
+    let old = refusal_of(&server, Message::Binary(encode(&WorkerMessage::Hello(version)).into())).await;
     assert_eq!(old, format!("protocol version 99 is not supported; this server speaks version {PROTOCOL_VERSION}"));
+
+    // A worker must say whom it volunteers for, with a credential that holds.
+    let nobody = refusal_of(&server, Message::Binary(encode(&hello_as(None, 1)).into())).await;
+    assert!(nobody.starts_with("say who you volunteer for"), "{nobody}");
+    let mistyped = hello_as(Some(Credential::Token("dc_not-a-token".into())), 1);
+    let mistyped = refusal_of(&server, Message::Binary(encode(&mistyped).into())).await;
+    assert_eq!(mistyped, "this API token is not valid: it was revoked or mistyped");
+    let stranger = Credential::Volunteer { id: "v-unknown".into(), secret: "guess".into() };
+    let stranger = refusal_of(&server, Message::Binary(encode(&hello_as(Some(stranger), 1)).into())).await;
+    assert_eq!(stranger, "unknown volunteer identity or wrong secret");
 
     // Garbage after a good hello is refused too.
     let mut socket = connect(&server).await;
-    send(&mut socket, &hello(1)).await;
+    send(&mut socket, &hello(&server, 1)).await;
     assert!(matches!(receive(&mut socket).await, Some(ServerMessage::Welcome(_))));
     socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert!(matches!(receive(&mut socket).await, Some(ServerMessage::Error { .. })));
@@ -100,16 +87,22 @@ async fn forged_results_are_ignored_and_a_silent_worker_loses_its_lease_within_s
     let client = server.client();
 
     let mut silent = connect(&server).await;
-    send(&mut silent, &hello(1)).await;
+    send(&mut silent, &hello(&server, 1)).await;
     assert!(matches!(receive(&mut silent).await, Some(ServerMessage::Welcome(_))));
-    let job = submit(&client, "echo-args", vec![chunk(&["hi"])]).await;
+    // One replica, run only by the owner's workers: these scripted ones volunteer as the owner.
+    let request = JobRequest {
+        chunks: vec![chunk(&["hi"])],
+        replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
+        ..JobRequest::default()
+    };
+    let job = submit_request(&client, "echo-args", request).await;
     let Some(ServerMessage::Assign(assigned)) = receive(&mut silent).await else { panic!("expected an assignment") };
     let first_lease = assigned[0].replica;
     assert_eq!(assigned[0].args, ["echo-args.wasm", "hi"]);
 
     // Another worker claims a replica it does not hold: ignored.
     let mut honest = connect(&server).await;
-    send(&mut honest, &hello(1)).await;
+    send(&mut honest, &hello(&server, 1)).await;
     assert!(matches!(receive(&mut honest).await, Some(ServerMessage::Welcome(_))));
     let forged = ReplicaReport {
         replica: first_lease,

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
@@ -14,8 +16,14 @@ use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobStatus};
 use distributivecom_protocol::worker::{Assignment, ModuleRef};
+use distributivecom_protocol::worker::{ServerMessage, WorkerMessage};
+use distributivecom_protocol::{decode, encode};
 use distributivecom_server::ServerConfig;
 use distributivecom_server::coordinator::chunk_seed;
+use distributivecom_server::store::ledger::{self, Totals};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
 use distributivecom_worker::runtime::Runtime;
 
 /// The binary under test.
@@ -64,6 +72,8 @@ impl Process {
         let mut child = Command::new(binary())
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove("DISTRIBUTIVECOM_TOKEN")
+            .env_remove("DISTRIBUTIVECOM_SERVER")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -118,7 +128,12 @@ pub struct TestServer {
     pub url: String,
     pub port: u16,
     pub data: PathBuf,
+    /// The administrator's API token, which the server wrote on its first start.
+    pub admin_token: String,
 }
+
+/// Numbers the anonymous identities of native workers, so that each is a distinct volunteer.
+static NEXT_IDENTITY: AtomicU32 = AtomicU32::new(0);
 
 impl TestServer {
     /// Starts `distributivecom serve` on a fresh port with a fresh data directory under `dir`.
@@ -133,23 +148,74 @@ impl TestServer {
         let mut args = vec!["serve", "--listen", &listen, "--data", data_arg];
         args.extend_from_slice(extra);
         let (process, _) = Process::start("server", &args, Some("is serving on"));
-        TestServer { process, url: format!("http://127.0.0.1:{port}"), port, data: data.to_owned() }
+        let token = std::fs::read_to_string(data.join("admin-token")).expect("serve writes the admin token");
+        TestServer {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data: data.to_owned(),
+            admin_token: token.trim().to_owned(),
+        }
     }
 
+    /// A client signed in as the administrator.
     pub fn client(&self) -> Client {
+        self.anonymous_client().with_token(self.admin_token.clone())
+    }
+
+    /// A client with no credentials.
+    pub fn anonymous_client(&self) -> Client {
         Client::new(&self.url).unwrap()
     }
 
-    /// Starts a native worker process connected to this server.
+    /// Starts a native worker process volunteering under a fresh anonymous identity: every worker is a
+    /// distinct volunteer, so replicated jobs validate across them.
     pub fn worker(&self, slots: u32) -> Process {
+        let number = NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed);
+        let identity = self.data.with_extension(format!("volunteer-{number}.json"));
+        let identity = identity.to_str().expect("temporary paths are UTF-8");
         let slots = slots.to_string();
-        Process::start("worker", &["worker", "--server", &self.url, "--slots", &slots], Some("connected to the server"))
-            .0
+        let args = ["worker", "--server", &self.url, "--slots", &slots, "--identity", identity];
+        Process::start("worker", &args, Some("connected to the server")).0
+    }
+
+    /// Starts a native worker process volunteering for the administrator, the owner of the tests' jobs:
+    /// the only kind that runs owner-only (single-replica) jobs.
+    pub fn own_worker(&self, slots: u32) -> Process {
+        let slots = slots.to_string();
+        let args = ["worker", "--server", &self.url, "--slots", &slots, "--token", &self.admin_token];
+        Process::start("worker", &args, Some("connected to the server")).0
     }
 
     pub fn database(&self) -> PathBuf {
         self.data.join("distributivecom.sqlite3")
     }
+}
+
+/// Reads the ledger straight from a database file (read-only, beside the running server or after it
+/// died) and checks that credits are conserved: every transaction sums to zero, no account is overdrawn,
+/// and users, volunteers and escrows hold what was minted and not burned.
+pub fn assert_ledger_conserved(database: &Path) -> Totals {
+    let connection = read_only(database);
+    let totals = ledger::totals(&connection).expect("the ledger reads");
+    assert!(totals.conserved(), "credits are not conserved: {totals:?}");
+    let unbalanced: i64 = connection
+        .query_row("SELECT COUNT(*) FROM (SELECT txn FROM ledger GROUP BY txn HAVING SUM(amount) != 0)", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(unbalanced, 0, "every ledger transaction sums to zero");
+    totals
+}
+
+/// What an account of the ledger (`user:1`, `volunteer:<id>`, `escrow:job:<id>`) holds.
+pub fn ledger_balance(database: &Path, account: &str) -> i64 {
+    ledger::balance(&read_only(database), account).unwrap()
+}
+
+pub fn read_only(database: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("the database opens read-only")
 }
 
 /// Waits until `condition` holds, checking every 20 ms, or panics after `timeout`.
@@ -229,5 +295,29 @@ pub fn assert_results_match_native_runs(
         assert_eq!(result.output, local.output, "{what}: output");
         assert_eq!(result.work_units, local.work_units, "{what}: work units");
         assert!(result.work_units > 0, "{what}: work units are counted");
+    }
+}
+
+/// A raw worker connection, for scripted workers.
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(server: &TestServer) -> Socket {
+    let url = format!("ws://127.0.0.1:{}/api/workers/ws", server.port);
+    tokio_tungstenite::connect_async(url).await.expect("the worker endpoint accepts WebSockets").0
+}
+
+pub async fn send(socket: &mut Socket, message: &WorkerMessage) {
+    socket.send(Message::Binary(encode(message).into())).await.unwrap();
+}
+
+/// The next protocol message, or None when the server closed the connection.
+pub async fn receive(socket: &mut Socket) -> Option<ServerMessage> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the server answers");
+        match frame {
+            Some(Ok(Message::Binary(bytes))) => return Some(decode(&bytes).expect("the server speaks the protocol")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
     }
 }

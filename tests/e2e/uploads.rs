@@ -1,7 +1,7 @@
 //! Bad input gets a clear 4xx that names the problem, and the server keeps running.
 
 use distributivecom_client::ClientError;
-use distributivecom_protocol::api::{ChunkRequest, JobRequest};
+use distributivecom_protocol::api::{ChunkRequest, JobRequest, ReplicationRequest};
 
 use crate::support::*;
 
@@ -78,6 +78,7 @@ async fn bad_job_requests_are_refused_with_a_clear_message() {
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{}/api/jobs", server.url))
+        .bearer_auth(&server.admin_token)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -87,9 +88,10 @@ async fn bad_job_requests_are_refused_with_a_clear_message() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("could not read the job request"), "{body}");
 
-    let response = http.get(format!("{}/api/jobs/999999", server.url)).send().await.unwrap();
+    let response =
+        http.get(format!("{}/api/jobs/999999", server.url)).bearer_auth(&server.admin_token).send().await.unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "no job 999999");
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "you have no job 999999");
 
     // And a valid job still goes through.
     assert!(client.submit(&valid).await.is_ok());
@@ -113,7 +115,8 @@ fn leb128(mut value: usize) -> Vec<u8> {
 async fn a_64_mib_program_is_accepted_fetched_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
-    let _worker = server.worker(1);
+    // The owner's own worker, and one replica: the program is fetched once.
+    let _worker = server.own_worker(1);
     let client = server.client();
     // echo-args plus a 64 MiB custom section: a real program of the size large toolchains produce.
     let mut big = program("echo-args");
@@ -129,7 +132,12 @@ async fn a_64_mib_program_is_accepted_fetched_and_run() {
     assert!(big.len() > 64 * 1024 * 1024);
 
     let module = client.upload_module(big).await.expect("a 64 MiB program is accepted");
-    let request = JobRequest { module, chunks: vec![chunk(&["big", "program"])], ..JobRequest::default() };
+    let request = JobRequest {
+        module,
+        chunks: vec![chunk(&["big", "program"])],
+        replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
+        ..JobRequest::default()
+    };
     let job = client.submit(&request).await.unwrap().id;
     let (status, results) = finish(&client, job).await;
     assert_eq!(status.state, distributivecom_protocol::api::JobState::Succeeded);
