@@ -217,6 +217,10 @@ pub enum Action {
         invalid: Vec<Volunteer>,
         reported: Vec<ReplicaId>,
         attempts: u32,
+        /// Whether distinct volunteers agreed on the result (a quorum of at least 2). Only such results
+        /// change reputations: a result nobody checked (an owner-only job's, a trusted volunteer's alone)
+        /// proves nothing about its volunteer.
+        checked: bool,
     },
     /// The chunk failed for good: store a failure (with the output of `replica`, if any).
     StoreFailure {

@@ -824,8 +824,67 @@ fn a_volunteer_with_a_long_run_of_valid_results_is_often_trusted_alone_and_somet
     assert!(spot_checked > 0, "but spot-checked too");
 }
 
+#[test]
+fn results_nobody_checked_earn_no_trust() {
+    let mut harness = Harness::new();
+    harness.join_as(1, "user:1", 1);
+    harness.join(2, 1);
+    // The owner's own single-replica jobs: accepted, but proof of nothing about its volunteer.
+    let mut out = assigns(&harness.add_job_with(1, 12, ReplicationPolicy::new(1, 1, 2)));
+    while let Some((worker, replica, _, _)) = out.pop() {
+        let actions = harness.report(worker, replica, true);
+        for action in &actions {
+            if let Action::StoreResult { checked, .. } = action {
+                assert!(!checked);
+            }
+        }
+        out.extend(assigns(&actions));
+    }
+    assert_eq!(harness.scheduler.jobs.len(), 0, "every chunk was decided");
+    assert_eq!(harness.scheduler.trust.get("user:1").copied().unwrap_or(0), 0);
+    // Agreement between two volunteers is a check.
+    let sent = assigns(&harness.add_job_with(2, 1, replicated()));
+    harness.report(sent[0].0, sent[0].1, true);
+    let decided = harness.report(sent[1].0, sent[1].1, true);
+    assert!(decided.iter().any(|action| matches!(action, Action::StoreResult { checked: true, .. })));
+    assert_eq!(harness.scheduler.trust["user:1"], 1);
+}
+
+#[test]
+fn a_chunk_trusted_to_a_volunteer_who_leaves_is_replicated_again() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "user:5".into(),
+        trust: 10_000,
+        slots: 1,
+        max_memory_bytes: u64::MAX,
+        max_prefetch_per_slot: 0,
+    });
+    // Draw until the trusted volunteer gets a chunk alone (95% of draws at this run).
+    let mut job = 0;
+    loop {
+        job += 1;
+        assert!(job < 50, "a volunteer this trusted is trusted alone at times");
+        let sent = assigns(&harness.add_job_with(job, 1, replicated()));
+        assert_eq!(sent.len(), 1);
+        if harness.scheduler.jobs[&job].chunks[0].quorum == 1 {
+            break;
+        }
+        harness.feed(Event::JobCancelled { job });
+    }
+    // It leaves before reporting: the next volunteers, untrusted, must agree with each other.
+    harness.feed(Event::WorkerLeft { worker: 1 });
+    let second = assigns(&harness.join(2, 1));
+    let third = assigns(&harness.join(3, 1));
+    assert_eq!((second.len(), third.len()), (1, 1));
+    assert!(accepted(&harness.report(2, second[0].1, true)).is_empty(), "one untrusted result is not enough");
+    assert_eq!(accepted(&harness.report(3, third[0].1, true)).len(), 1);
+}
+
 /// Random interleavings with replication, honest and cheating volunteers: every chunk is decided exactly
 /// once, and an accepted result is always the honest one.
+
 #[test]
 fn random_histories_with_cheaters_accept_only_honest_results() {
     for seed in 0..100 {

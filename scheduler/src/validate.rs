@@ -6,9 +6,10 @@
 //! policy's total. Errors (a volunteer could not run the replica) and lost replicas are sent out again,
 //! within the policy's bounds.
 
-use crate::state::Replica;
+use crate::state::{Chunk, Replica};
 use crate::{
-    Action, ChunkIndex, Digest, FailureReason, JobId, ReplicaId, Report, Scheduler, Validated, Volunteer, WorkerId,
+    Action, ChunkIndex, Digest, FailureReason, JobId, ReplicaId, ReplicationPolicy, Report, Scheduler, Validated,
+    Volunteer, WorkerId,
 };
 
 impl Scheduler {
@@ -45,6 +46,7 @@ impl Scheduler {
                 self.evaluate(held.job, held.chunk, actions);
             }
             Report::Error => {
+                withdraw_trust(chunk, job.policy);
                 chunk.errors += 1;
                 forget_holder(&mut chunk.holders, &held.volunteer);
                 chunk.errored_on.push(held.volunteer.clone());
@@ -94,8 +96,13 @@ impl Scheduler {
             .map(|result| result.volunteer.clone())
             .collect();
         let canonical = validated[0].replica;
-        for result in &validated {
-            *self.trust.entry(result.volunteer.clone()).or_default() += 1;
+        // Trust grows only from results other volunteers confirmed; otherwise a volunteer could earn it
+        // by running its owner's own single-replica jobs, or by being trusted.
+        let checked = chunk.quorum >= 2;
+        if checked {
+            for result in &validated {
+                *self.trust.entry(result.volunteer.clone()).or_default() += 1;
+            }
         }
         for volunteer in &invalid {
             self.trust.insert(volunteer.clone(), 0);
@@ -110,6 +117,7 @@ impl Scheduler {
             invalid,
             reported,
             attempts,
+            checked,
         });
         self.finish_chunk(job_id, actions);
     }
@@ -121,6 +129,7 @@ impl Scheduler {
         };
         job.in_flight -= 1;
         let chunk = &mut job.chunks[lost.chunk as usize];
+        withdraw_trust(chunk, job.policy);
         chunk.in_flight.retain(|id| *id != replica);
         forget_holder(&mut chunk.holders, &lost.volunteer);
         chunk.errored_on.push(lost.volunteer);
@@ -133,7 +142,9 @@ impl Scheduler {
             return;
         };
         let chunk = &mut job.chunks[released.chunk as usize];
+        withdraw_trust(chunk, job.policy);
         chunk.issued = chunk.issued.saturating_sub(1);
+
         forget_holder(&mut chunk.holders, &released.volunteer);
         self.requeue_if_needed(released.job, released.chunk);
     }
@@ -205,5 +216,15 @@ impl Scheduler {
 fn forget_holder(holders: &mut Vec<Volunteer>, volunteer: &Volunteer) {
     if let Some(position) = holders.iter().position(|holder| holder == volunteer) {
         holders.remove(position);
+    }
+}
+
+/// A chunk given to one trusted volunteer alone whose replica came to nothing (lost, errored, handed
+/// back) goes back to the job's replication: the trust was in that volunteer, not in whoever runs the
+/// chunk next.
+fn withdraw_trust(chunk: &mut Chunk, policy: ReplicationPolicy) {
+    if chunk.results.is_empty() && chunk.quorum < policy.min_quorum {
+        chunk.wanted = policy.target_replicas;
+        chunk.quorum = policy.min_quorum;
     }
 }

@@ -280,7 +280,7 @@ impl Coordinator {
                         )));
                     }
                 }
-                Action::StoreResult { job, chunk, canonical, validated, invalid, attempts, .. } => {
+                Action::StoreResult { job, chunk, canonical, validated, invalid, attempts, checked, .. } => {
                     let mut reports = core.reports.remove(&(job, chunk)).unwrap_or_default();
                     let Some(report) = reports.remove(&canonical) else {
                         tracing::error!(job, chunk, canonical, "the accepted replica's report is missing");
@@ -289,19 +289,28 @@ impl Coordinator {
                     if !invalid.is_empty() {
                         tracing::warn!(job, chunk, ?invalid, "volunteers returned results the quorum contradicts");
                     }
+                    // No replica is paid for more than the job's work limit, whatever it reports: the
+                    // escrow was sized by that limit.
+                    let max_work_units =
+                        core.jobs.get(&job).map_or(u64::MAX, |active| active.row.limits.max_work_units);
                     let payments = validated
                         .iter()
                         .map(|replica| Payment {
                             volunteer: replica.volunteer.clone(),
                             replica: replica.replica,
-                            work_units: replica.work_units,
+                            work_units: replica.work_units.min(max_work_units),
                         })
                         .collect();
-                    let reputation = validated
-                        .into_iter()
-                        .map(|replica| (replica.volunteer, true))
-                        .chain(invalid.into_iter().map(|volunteer| (volunteer, false)))
-                        .collect();
+                    let reputation = if checked {
+                        validated
+                            .into_iter()
+                            .map(|replica| (replica.volunteer, true))
+                            .chain(invalid.into_iter().map(|volunteer| (volunteer, false)))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+
                     let accepted = Accepted {
                         status: report.status,
                         output: report.output,

@@ -69,6 +69,12 @@ async fn nothing_is_written_without_authentication_and_nobody_reads_another_acco
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--starter-millicredits", "50000"]);
     let http = reqwest::Client::new();
+    // The administrator's token, written on first start, is readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data.join("admin-token")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(server.admin_token.starts_with("dc_"));
 
     // Every write, and every read of an account's data, refuses an anonymous caller with 401.
     let anonymous = [

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use distributivecom_protocol::api::{ChunkRequest, JobState, VolunteerCredential};
+use distributivecom_protocol::api::{
+    ChunkRequest, JobRequest, JobState, LimitsRequest, ReplicationRequest, VolunteerCredential,
+};
 use distributivecom_protocol::worker::{
     Assignment, Credential, Hello, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind, WorkerMessage,
 };
@@ -30,6 +32,8 @@ enum Lie {
     Garbage,
     /// Claims the program trapped.
     ClaimsTrap,
+    /// Claims to have worked without end, to be paid the whole escrow.
+    ClaimsEndlessWork,
 }
 
 impl Lie {
@@ -43,6 +47,7 @@ impl Lie {
                 let noise = assignment.replica.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 (RunStatus::Exited { code: 0 }, noise.to_le_bytes().to_vec(), noise % 1_000_000_000)
             }
+            Lie::ClaimsEndlessWork => (RunStatus::Exited { code: 0 }, b"done\n".to_vec(), u64::MAX),
             Lie::ClaimsTrap => {
                 (RunStatus::Trapped { message: "wasm trap: wasm `unreachable` instruction executed".into() }, vec![], 1)
             }
@@ -73,10 +78,21 @@ impl Drop for Cheater {
 }
 
 impl Cheater {
+    /// A cheater under a fresh anonymous identity.
     async fn start(server: &TestServer, lie: Lie, slots: u32) -> Cheater {
         let identity = server.anonymous_client().register_volunteer().await.unwrap();
-        let mut socket = connect(server).await;
         let credential = Credential::Volunteer { id: identity.id.clone(), secret: identity.secret.clone() };
+        Cheater::start_as(server, lie, slots, identity, credential).await
+    }
+
+    async fn start_as(
+        server: &TestServer,
+        lie: Lie,
+        slots: u32,
+        identity: VolunteerCredential,
+        credential: Credential,
+    ) -> Cheater {
+        let mut socket = connect(server).await;
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             kind: WorkerKind::Native,
@@ -232,4 +248,39 @@ async fn honest_and_cheating_volunteers_together_give_only_correct_results() {
     assert_ledger_conserved(&server.database());
     // The server took the replays and forgeries in its stride.
     assert_eq!(client.stats().await.unwrap().workers, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_replica_is_paid_for_more_than_the_jobs_work_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client();
+    // The administrator's own scripted worker runs its single-replica job and claims endless work.
+    let identity = client.register_volunteer().await.unwrap();
+    let token = Credential::Token(server.admin_token.clone());
+    let _worker = Cheater::start_as(&server, Lie::ClaimsEndlessWork, 1, identity, token).await;
+    let request = JobRequest {
+        chunks: vec![chunk(&["x"])],
+        limits: LimitsRequest { max_work_units: Some(2_000_000_000), ..LimitsRequest::default() },
+        replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
+        // A budget far above what the limit allows: only the cap stands between the claim and all of it.
+        budget_millicredits: Some(1_000_000),
+        ..JobRequest::default()
+    };
+    let job = submit_request(&client, "echo-args", request).await;
+    let (status, _) = finish(&client, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    // Paid as if it had used the limit (2,000 millicredits), not the escrow's every credit.
+    assert_eq!(status.budget_millicredits, 1_000_000);
+    assert_eq!(status.spent_millicredits, 2_000);
+    let paid: i64 = read_only(&server.database())
+        .query_row(
+            "SELECT -SUM(amount) FROM ledger WHERE kind = 'payment' AND job_id = ?1 AND amount < 0",
+            [job],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(paid, 2_000);
+    assert_eq!(ledger_balance(&server.database(), &format!("escrow:job:{job}")), 0);
+    assert_ledger_conserved(&server.database());
 }

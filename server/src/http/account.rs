@@ -406,7 +406,9 @@ pub async fn volunteer_info(
         .coordinator
         .store()
         .read(move |connection| {
-            // A claimed identity works for its account: its credits and reputation are the account's.
+            // A claimed identity works for its account: its reputation is the account's, and what it earns
+            // goes straight there, so its own balance (what is not yet claimed) stays 0.
+
             let (key, claimed_by) = match volunteer.user_id {
                 Some(user) => (ledger::user(user), accounts::user_by_id(connection, user)?.map(|user| user.username)),
                 None => (ledger::volunteer(&volunteer.id), None),
