@@ -70,11 +70,16 @@ impl Harness {
     }
 
     fn join_as(&mut self, worker: WorkerId, volunteer: &str, slots: u32) -> Vec<Action> {
+        self.join_trusted(worker, volunteer, 0, slots)
+    }
+
+    /// A worker of a volunteer whose run of validated replicas is `trust`.
+    fn join_trusted(&mut self, worker: WorkerId, volunteer: &str, trust: u32, slots: u32) -> Vec<Action> {
         let max_prefetch_per_slot = self.prefetch;
         self.feed(Event::WorkerJoined {
             worker,
             volunteer: volunteer.into(),
-            trust: 0,
+            trust,
             slots,
             max_memory_bytes: u64::MAX,
             max_prefetch_per_slot,
@@ -785,14 +790,7 @@ fn a_volunteer_with_a_long_run_of_valid_results_is_often_trusted_alone_and_somet
     let mut config = harness.scheduler.config();
     config.seed = 42;
     harness.scheduler = Scheduler::new(config, 1);
-    harness.feed(Event::WorkerJoined {
-        worker: 1,
-        volunteer: "user:5".into(),
-        trust: 200,
-        slots: 1,
-        max_memory_bytes: u64::MAX,
-        max_prefetch_per_slot: 0,
-    });
+    harness.join_trusted(1, "user:5", 200, 1);
     harness.add_job_with(1, 200, replicated());
     // Run everything with the trusted volunteer alone first, then a second volunteer for the spot checks;
     // count the chunks the trusted volunteer validated alone.
@@ -853,14 +851,7 @@ fn results_nobody_checked_earn_no_trust() {
 #[test]
 fn a_chunk_trusted_to_a_volunteer_who_leaves_is_replicated_again() {
     let mut harness = Harness::with_prefetch(0);
-    harness.feed(Event::WorkerJoined {
-        worker: 1,
-        volunteer: "user:5".into(),
-        trust: 10_000,
-        slots: 1,
-        max_memory_bytes: u64::MAX,
-        max_prefetch_per_slot: 0,
-    });
+    harness.join_trusted(1, "user:5", 10_000, 1);
     // Draw until the trusted volunteer gets a chunk alone (95% of draws at this run).
     let mut job = 0;
     loop {
