@@ -3,7 +3,6 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
-use super::ledger;
 
 /// An account as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,22 +24,20 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 pub fn user_by_name(connection: &Connection, username: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(connection
-        .query_row(
-            "SELECT id, username, password_hash, is_admin FROM users WHERE username = ?1",
-            [username],
-            user_from_row,
-        )
+        .prepare_cached("SELECT id, username, password_hash, is_admin FROM users WHERE username = ?1")?
+        .query_row([username], user_from_row)
         .optional()?)
 }
 
 pub fn user_by_id(connection: &Connection, id: u64) -> Result<Option<UserRow>, StoreError> {
     Ok(connection
-        .query_row("SELECT id, username, password_hash, is_admin FROM users WHERE id = ?1", [id as i64], user_from_row)
+        .prepare_cached("SELECT id, username, password_hash, is_admin FROM users WHERE id = ?1")?
+        .query_row([id as i64], user_from_row)
         .optional()?)
 }
 
 pub fn user_count(connection: &Connection) -> Result<u64, StoreError> {
-    Ok(connection.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0))? as u64)
+    Ok(connection.prepare_cached("SELECT COUNT(*) FROM users")?.query_row([], |row| row.get::<_, i64>(0))? as u64)
 }
 
 /// The user and CSRF token of a session that has not expired.
@@ -50,26 +47,24 @@ pub fn session(
     now_ms: u64,
 ) -> Result<Option<(UserRow, String)>, StoreError> {
     Ok(connection
-        .query_row(
+        .prepare_cached(
             "SELECT users.id, users.username, users.password_hash, users.is_admin, sessions.csrf_token
              FROM sessions JOIN users ON users.id = sessions.user_id
              WHERE sessions.token_hash = ?1 AND sessions.expires_at_ms > ?2",
-            params![token_hash, now_ms as i64],
-            |row| Ok((user_from_row(row)?, row.get::<_, String>(4)?)),
-        )
+        )?
+        .query_row(params![token_hash, now_ms as i64], |row| Ok((user_from_row(row)?, row.get::<_, String>(4)?)))
         .optional()?)
 }
 
 /// The user and id of an API token that has not been revoked.
 pub fn token(connection: &Connection, token_hash: &str) -> Result<Option<(UserRow, u64)>, StoreError> {
     Ok(connection
-        .query_row(
+        .prepare_cached(
             "SELECT users.id, users.username, users.password_hash, users.is_admin, api_tokens.id
              FROM api_tokens JOIN users ON users.id = api_tokens.user_id
              WHERE api_tokens.token_hash = ?1 AND api_tokens.revoked_at_ms IS NULL",
-            [token_hash],
-            |row| Ok((user_from_row(row)?, row.get::<_, i64>(4)? as u64)),
-        )
+        )?
+        .query_row([token_hash], |row| Ok((user_from_row(row)?, row.get::<_, i64>(4)? as u64)))
         .optional()?)
 }
 
@@ -112,7 +107,8 @@ pub struct VolunteerRow {
 
 pub fn volunteer(connection: &Connection, id: &str) -> Result<Option<VolunteerRow>, StoreError> {
     Ok(connection
-        .query_row("SELECT id, secret_hash, user_id FROM volunteers WHERE id = ?1", [id], |row| {
+        .prepare_cached("SELECT id, secret_hash, user_id FROM volunteers WHERE id = ?1")?
+        .query_row([id], |row| {
             Ok(VolunteerRow {
                 id: row.get(0)?,
                 secret_hash: row.get(1)?,
@@ -132,17 +128,14 @@ pub struct Reputation {
 
 pub fn reputation(connection: &Connection, volunteer: &str) -> Result<Reputation, StoreError> {
     Ok(connection
-        .query_row(
-            "SELECT consecutive_valid, validated, invalid FROM reputation WHERE volunteer = ?1",
-            [volunteer],
-            |row| {
-                Ok(Reputation {
-                    consecutive_valid: row.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
-                    validated: row.get::<_, i64>(1)? as u64,
-                    invalid: row.get::<_, i64>(2)? as u64,
-                })
-            },
-        )
+        .prepare_cached("SELECT consecutive_valid, validated, invalid FROM reputation WHERE volunteer = ?1")?
+        .query_row([volunteer], |row| {
+            Ok(Reputation {
+                consecutive_valid: row.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32,
+                validated: row.get::<_, i64>(1)? as u64,
+                invalid: row.get::<_, i64>(2)? as u64,
+            })
+        })
         .optional()?
         .unwrap_or_default())
 }
@@ -179,30 +172,23 @@ pub fn entries(connection: &Connection, account: &str, limit: u32) -> Result<Vec
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// What a user's running jobs hold in escrow.
+/// What a user's running jobs hold in escrow. Only open jobs hold any (a job's escrow is refunded when it
+/// finishes or stops), so this reads the open jobs' kept balances, not the account's history.
 pub fn escrowed(connection: &Connection, user: u64) -> Result<i64, StoreError> {
-    Ok(connection.query_row(
-        "SELECT COALESCE(SUM(ledger.amount), 0) FROM ledger
-         JOIN jobs ON ledger.account = 'escrow:job:' || jobs.id
-         WHERE jobs.owner_id = ?1",
-        [user as i64],
-        |row| row.get(0),
-    )?)
+    Ok(connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM jobs
+         JOIN ledger_accounts ON ledger_accounts.account = 'escrow:job:' || jobs.id
+         WHERE jobs.owner_id = ?1 AND jobs.cancelled_at_ms IS NULL AND jobs.results_stored < jobs.chunk_count",
+        )?
+        .query_row([user as i64], |row| row.get(0))?)
 }
 
 /// A job's budget and what it has paid so far (payments to volunteers and fees, not refunds).
-
 pub fn job_money(connection: &Connection, job: u64) -> Result<(i64, i64), StoreError> {
-    let budget: i64 = connection
-        .query_row("SELECT budget FROM jobs WHERE id = ?1", [job as i64], |row| row.get(0))
+    Ok(connection
+        .prepare_cached("SELECT budget, spent FROM jobs WHERE id = ?1")?
+        .query_row([job as i64], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
-        .unwrap_or(0);
-    let left = ledger::balance(connection, &ledger::escrow(job))?;
-    let refunded: i64 = connection.query_row(
-        "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account = ?1 AND kind = 'refund'",
-        [ledger::escrow(job)],
-        |row| row.get(0),
-    )?;
-    // Spent: what left escrow other than refunds (refunds are negative on the escrow's side).
-    Ok((budget, budget - left + refunded))
+        .unwrap_or((0, 0)))
 }

@@ -50,7 +50,20 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
 /// served: only their owners' jobs use them, and only in instrumented form.
 pub fn module_bytes(connection: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(connection
-        .query_row("SELECT instrumented FROM modules WHERE instrumented_sha256 = ?1", [sha256], |row| row.get(0))
+        .prepare_cached("SELECT instrumented FROM modules WHERE instrumented_sha256 = ?1")?
+        .query_row([sha256], |row| row.get(0))
+        .optional()?)
+}
+
+/// The bytes of a program as uploaded, if `user` uploaded it.
+pub fn uploaded_program(connection: &Connection, sha256: &str, user: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT modules.bytes FROM modules
+             JOIN module_uploads ON module_uploads.sha256 = modules.sha256
+             WHERE modules.sha256 = ?1 AND module_uploads.user_id = ?2",
+        )?
+        .query_row(params![sha256, user as i64], |row| row.get(0))
         .optional()?)
 }
 
@@ -61,13 +74,12 @@ pub fn module_info(
     user: u64,
 ) -> Result<Option<(ModuleRef, Vec<String>)>, StoreError> {
     let row: Option<(String, i64, String)> = connection
-        .query_row(
+        .prepare_cached(
             "SELECT instrumented_sha256, instrumented_size, imports FROM modules
              JOIN module_uploads ON module_uploads.sha256 = modules.sha256
              WHERE modules.sha256 = ?1 AND module_uploads.user_id = ?2",
-            params![sha256, user as i64],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
+        )?
+        .query_row(params![sha256, user as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
     row.map(|(sha256, size, imports)| {
         let imports = serde_json::from_str(&imports).map_err(|error| corrupt("module imports", error))?;
@@ -148,7 +160,7 @@ impl RawJob {
 
 pub fn job(connection: &Connection, id: u64) -> Result<Option<JobRow>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module WHERE jobs.id = ?1");
-    connection.query_row(&sql, [id as i64], raw_job).optional()?.map(RawJob::decode).transpose()
+    connection.prepare_cached(&sql)?.query_row([id as i64], raw_job).optional()?.map(RawJob::decode).transpose()
 }
 
 /// A user's newest jobs first.
@@ -163,19 +175,21 @@ pub fn list_jobs(connection: &Connection, owner: u64, limit: u32) -> Result<Vec<
     rows.map(|row| row?.decode()).collect()
 }
 
+/// The job's counts, kept on its row as results are stored.
 pub fn job_counts(connection: &Connection, id: u64) -> Result<JobCounts, StoreError> {
-    Ok(connection.query_row(
-        "SELECT COALESCE(SUM(succeeded), 0), COUNT(*) - COALESCE(SUM(succeeded), 0), MAX(finished_at_ms)
-         FROM results WHERE job_id = ?1",
-        [id as i64],
-        |row| {
+    Ok(connection
+        .prepare_cached(
+            "SELECT results_succeeded, results_stored - results_succeeded, last_finished_at_ms FROM jobs WHERE id = ?1",
+        )?
+        .query_row([id as i64], |row| {
             Ok(JobCounts {
                 succeeded: row.get(0)?,
                 failed: row.get(1)?,
                 last_finished_at_ms: row.get::<_, Option<i64>>(2)?.map(|at| at as u64),
             })
-        },
-    )?)
+        })
+        .optional()?
+        .unwrap_or_default())
 }
 
 /// Up to `limit` stored results with index `>= offset`, in chunk order.
@@ -231,11 +245,8 @@ pub fn finished_chunks(connection: &Connection, id: u64) -> Result<Vec<u32>, Sto
 
 /// Jobs that are neither cancelled nor finished: the ones to resume after a restart.
 pub fn unfinished_jobs(connection: &Connection) -> Result<Vec<u64>, StoreError> {
-    let mut statement = connection.prepare(
-        "SELECT id FROM jobs WHERE cancelled_at_ms IS NULL
-           AND chunk_count > (SELECT COUNT(*) FROM results WHERE results.job_id = jobs.id)
-         ORDER BY id",
-    )?;
+    let mut statement = connection
+        .prepare("SELECT id FROM jobs WHERE cancelled_at_ms IS NULL AND results_stored < chunk_count ORDER BY id")?;
     let rows = statement.query_map([], |row| row.get::<_, i64>(0))?;
     Ok(rows.map(|row| row.map(|id| id as u64)).collect::<Result<_, _>>()?)
 }

@@ -125,25 +125,68 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX jobs_by_owner ON jobs (owner_id, id);
     "#,
+    // 3: constant cost per result. Balances are kept per ledger account, posted by a trigger in the same
+    // statement as each entry (the entries stay the append-only audit trail), and each job keeps its
+    // counts of stored results and what it paid, so that nothing on the result path sums over history.
+    r#"
+    CREATE TABLE ledger_accounts (
+        account TEXT PRIMARY KEY,
+        balance INTEGER NOT NULL,       -- millicredits: the sum of the account's entries
+        entries INTEGER NOT NULL        -- how many entries the account has
+    );
+    INSERT INTO ledger_accounts (account, balance, entries)
+        SELECT account, SUM(amount), COUNT(*) FROM ledger GROUP BY account;
+    CREATE TRIGGER ledger_posts_to_its_account AFTER INSERT ON ledger
+        BEGIN
+            INSERT INTO ledger_accounts (account, balance, entries) VALUES (NEW.account, NEW.amount, 1)
+            ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance, entries = entries + 1;
+        END;
+    ALTER TABLE jobs ADD COLUMN results_stored INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN results_succeeded INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN last_finished_at_ms INTEGER;
+    ALTER TABLE jobs ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;  -- paid out of escrow, refunds excepted
+    UPDATE jobs SET
+        results_stored = (SELECT COUNT(*) FROM results WHERE results.job_id = jobs.id),
+        results_succeeded = (SELECT COALESCE(SUM(succeeded), 0) FROM results WHERE results.job_id = jobs.id),
+        last_finished_at_ms = (SELECT MAX(finished_at_ms) FROM results WHERE results.job_id = jobs.id),
+        spent = -(SELECT COALESCE(SUM(amount), 0) FROM ledger
+                  WHERE ledger.account = 'escrow:job:' || jobs.id AND ledger.kind = 'payment');
+    -- Only open jobs hold escrow: this finds them without reading an account's whole history.
+    CREATE INDEX jobs_open_by_owner ON jobs (owner_id)
+        WHERE cancelled_at_ms IS NULL AND results_stored < chunk_count;
+    "#,
 ];
+
+/// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.
+const PREPARED_STATEMENTS: usize = 128;
 
 /// Settings of the writing connection: WAL so readers never block the writer, and `synchronous=NORMAL`,
 /// which in WAL mode keeps every commit safe from a process crash (SIGKILL) and syncs at checkpoints.
+/// Savepoint journals stay in memory (`temp_store=MEMORY`): each write of a group commit has its own
+/// savepoint, and a journal file would cost a system call per page it touches.
 pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
     Ok(())
 }
 
 pub(super) fn configure_reader(connection: &Connection) -> Result<(), StoreError> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
     Ok(())
 }
 
-/// Brings the database to the newest schema version, in one transaction.
+/// Brings the database to the newest schema version, each migration in one transaction.
 pub(super) fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    migrate_to(connection, MIGRATIONS.len())
+}
+
+/// Brings the database to schema version `target` (tests build databases of earlier versions with it).
+pub(super) fn migrate_to(connection: &Connection, target: usize) -> Result<(), StoreError> {
     let version: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
@@ -151,7 +194,7 @@ pub(super) fn migrate(connection: &Connection) -> Result<(), StoreError> {
             MIGRATIONS.len()
         )));
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(version) {
         let transaction = connection.unchecked_transaction()?;
         transaction.execute_batch(migration)?;
         transaction.pragma_update(None, "user_version", index + 1)?;

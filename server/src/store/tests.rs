@@ -372,6 +372,82 @@ async fn the_ledger_refuses_unbalanced_transactions_and_any_rewrite() {
 }
 
 #[tokio::test]
+async fn kept_balances_equal_the_sums_of_entries_and_the_audit_finds_any_drift() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 10_000).await;
+    let sha = "c".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 2, Some(6_000))).await;
+    store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 1, 1_500_000)])).unwrap();
+    store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 2, 500_000)])).unwrap();
+    assert_eq!(store.read(ledger::audit).await.unwrap(), vec![]);
+    assert_eq!(balance(&store, "volunteer:a".to_owned()).await, 1_350 + 450);
+    assert_eq!(balance(&store, "nobody".to_owned()).await, 0, "an account without entries holds nothing");
+
+    // Anything that changes a kept balance behind the ledger's back is found.
+    let connection = rusqlite::Connection::open(directory.path().join(DATABASE_FILE)).unwrap();
+    connection.execute("UPDATE ledger_accounts SET balance = balance + 1 WHERE account = 'volunteer:a'", []).unwrap();
+    let found = store.read(ledger::audit).await.unwrap();
+    assert_eq!(
+        found,
+        vec![ledger::Disagreement {
+            account: "volunteer:a".to_owned(),
+            entries_sum: 1_800,
+            entries: 2,
+            kept_balance: 1_801,
+            kept_entries: 2,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_before_kept_balances_gets_them_from_its_history() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        // Schema version 2, with a ledger, a job, a result and a payment, as an older release left them.
+        let connection = rusqlite::Connection::open(directory.path().join(DATABASE_FILE)).unwrap();
+        schema::configure(&connection).unwrap();
+        schema::migrate_to(&connection, 2).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO users (id, username, password_hash, created_at_ms) VALUES (1, 'old', 'h', 1);
+                 INSERT INTO modules VALUES ('m', 1, '[]', x'00', 'mi', 1, x'00', 1);
+                 INSERT INTO jobs (id, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+                                   owner_id, budget, replicas, quorum)
+                     VALUES (7, 'm', 'p.wasm', '{}', '{}', 2, 2, 1, 1, 500, 2, 2);
+                 INSERT INTO results VALUES (7, 0, 1, '{}', 2, 10, x'80', 99);
+                 INSERT INTO ledger (txn, account, amount, kind, created_at_ms) VALUES
+                     (1, 'mint', -1000, 'grant', 1), (1, 'user:1', 1000, 'grant', 1),
+                     (2, 'user:1', -500, 'escrow', 2), (2, 'escrow:job:7', 500, 'escrow', 2),
+                     (3, 'escrow:job:7', -100, 'payment', 3), (3, 'volunteer:v', 90, 'payment', 3),
+                     (3, 'burn', 10, 'payment', 3);",
+            )
+            .unwrap();
+    }
+    let store = Store::open(directory.path()).unwrap();
+    assert_eq!(store.read(ledger::audit).await.unwrap(), vec![]);
+    assert_eq!(balance(&store, "user:1".to_owned()).await, 500);
+    assert_eq!(balance(&store, ledger::escrow(7)).await, 400);
+    assert_eq!(balance(&store, "volunteer:v".to_owned()).await, 90);
+    let (counts, money, escrowed, unfinished) = store
+        .read(|connection| {
+            Ok((
+                queries::job_counts(connection, 7)?,
+                accounts::job_money(connection, 7)?,
+                accounts::escrowed(connection, 1)?,
+                queries::unfinished_jobs(connection)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, JobCounts { succeeded: 1, failed: 0, last_finished_at_ms: Some(99) });
+    assert_eq!(money, (500, 100));
+    assert_eq!(escrowed, 400);
+    assert_eq!(unfinished, vec![7]);
+}
+
+#[tokio::test]
 async fn a_job_for_a_missing_module_is_refused_by_the_database() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();

@@ -41,37 +41,45 @@ fn run(mut connection: Connection, receiver: mpsc::Receiver<Write>) {
     }
 }
 
+/// Runs one of the few fixed statements of the commit protocol, parsed once per connection.
+fn execute(connection: &Connection, sql: &str) -> Result<(), StoreError> {
+    connection.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// Applies the batch in one transaction, each write in a savepoint of its own, and answers every write
-/// once the transaction committed (or with the error if it could not begin or commit).
+/// once the transaction committed (or with the error if it could not begin or commit). The transaction
+/// and savepoint statements are cached, not parsed anew for every write.
 fn commit(connection: &mut Connection, batch: &mut Vec<Write>) {
-    let mut transaction = match connection.transaction() {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            tracing::error!(%error, "could not begin a group commit; its writes are lost");
-            for write in batch.drain(..) {
-                let (_, done) = write(Err(StoreError::Transaction(error.to_string())));
-                done(Ok(()));
-            }
-            return;
+    if let Err(error) = execute(connection, "BEGIN IMMEDIATE") {
+        tracing::error!(%error, "could not begin a group commit; its writes are lost");
+        for write in batch.drain(..) {
+            let (_, done) = write(Err(StoreError::Transaction(error.to_string())));
+            done(Ok(()));
         }
-    };
+        return;
+    }
     let mut answers = Vec::with_capacity(batch.len());
     for write in batch.drain(..) {
-        let answer = match transaction.savepoint() {
-            Ok(savepoint) => {
-                let (keep, done) = write(Ok(&savepoint));
-                // A savepoint dropped without commit rolls back.
-                let kept = if keep { savepoint.commit().map_err(StoreError::from) } else { Ok(()) };
-                (kept, done)
+        let answer = match execute(connection, "SAVEPOINT write") {
+            Ok(()) => {
+                let (keep, done) = write(Ok(connection));
+                let ended = if keep {
+                    execute(connection, "RELEASE write")
+                } else {
+                    // Undo this write alone, then end its savepoint.
+                    execute(connection, "ROLLBACK TO write").and_then(|()| execute(connection, "RELEASE write"))
+                };
+                (ended, done)
             }
             Err(error) => {
-                let (_, done) = write(Err(StoreError::from(error)));
+                let (_, done) = write(Err(error));
                 (Ok(()), done)
             }
         };
         answers.push(answer);
     }
-    match transaction.commit() {
+    match execute(connection, "COMMIT") {
         Ok(()) => {
             for (kept, done) in answers {
                 done(kept);
@@ -79,6 +87,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<Write>) {
         }
         Err(error) => {
             tracing::error!(%error, "a group commit failed; its writes are lost");
+            if let Err(error) = execute(connection, "ROLLBACK") {
+                tracing::error!(%error, "could not roll back a failed group commit");
+            }
             for (_, done) in answers {
                 done(Err(StoreError::Transaction(error.to_string())));
             }

@@ -63,11 +63,13 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
     }
     let env = serde_json::to_string(&job.env).map_err(encoding)?;
     let limits = serde_json::to_string(&job.limits).map_err(encoding)?;
-    connection.execute(
-        "INSERT INTO jobs (name, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+    connection
+        .prepare_cached(
+            "INSERT INTO jobs (name, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
                            owner_id, budget, replicas, quorum)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+        )?
+        .execute(params![
             job.name,
             job.module,
             job.program_name,
@@ -80,8 +82,7 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
             budget,
             job.replicas,
             job.quorum
-        ],
-    )?;
+        ])?;
     let id = connection.last_insert_rowid() as u64;
     let mut insert = connection.prepare_cached("INSERT INTO chunks (job_id, idx, spec) VALUES (?1, ?2, ?3)")?;
     for (index, chunk) in job.chunks.iter().enumerate() {
@@ -133,11 +134,13 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     let escrow = ledger::escrow(result.job);
     let mut paid = 0;
     let mut short = false;
+    // Read once: this write is the only one moving the escrow now (writes are serialised).
+    let mut available = ledger::balance(connection, &escrow)?;
     for payment in &result.payments {
         let cost = result.pricing.cost(payment.work_units);
-        let available = ledger::balance(connection, &escrow)?;
         // The budget is the owner's maximum price: what it cannot cover is not paid (and stops the job).
         let amount = cost.min(available).max(0);
+        available -= amount;
         short |= amount < cost;
         // Rounded up, so that even the smallest paid replica gives its volunteer something.
         let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
@@ -160,18 +163,25 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     for (volunteer, valid) in &result.reputation {
         record_validation(connection, volunteer, *valid)?;
     }
-    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection.query_row(
-        "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ?1), chunk_count, owner_id, budget
-         FROM jobs WHERE id = ?1",
-        [result.job as i64],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-    )?;
+    // The job's counts move with the result (the results row's primary key refused a second one above), so
+    // nothing here counts the job's results.
+    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
+        .prepare_cached(
+            "UPDATE jobs SET results_stored = results_stored + 1, results_succeeded = results_succeeded + ?2,
+                 last_finished_at_ms = MAX(COALESCE(last_finished_at_ms, 0), ?3), spent = spent + ?4
+             WHERE id = ?1
+             RETURNING results_stored, chunk_count, owner_id, budget",
+        )?
+        .query_row(
+            params![result.job as i64, result.status.is_success(), result.finished_at_ms as i64, paid],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )?;
     let complete = stored == chunk_count;
     if complete && let Some(owner) = owner {
         ledger::refund(connection, result.job, owner as u64, "the rest of the budget", result.finished_at_ms)?;
     }
     // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
-    let budget_spent = budget > 0 && !complete && (short || ledger::balance(connection, &escrow)? <= 0);
+    let budget_spent = budget > 0 && !complete && (short || available <= 0);
 
     Ok(Settlement { paid, budget_spent })
 }
@@ -179,8 +189,10 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
 /// The account a volunteer's credits go to: a claimed anonymous volunteer's are its account's.
 fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
     if let Some(id) = volunteer.strip_prefix("volunteer:") {
-        let claimed: Option<Option<i64>> =
-            connection.query_row("SELECT user_id FROM volunteers WHERE id = ?1", [id], |row| row.get(0)).optional()?;
+        let claimed: Option<Option<i64>> = connection
+            .prepare_cached("SELECT user_id FROM volunteers WHERE id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?;
         if let Some(Some(user)) = claimed {
             return Ok(ledger::user(user as u64));
         }
@@ -190,7 +202,7 @@ fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError>
 
 /// A volunteer's replica was validated (`valid`) or contradicted by a quorum: trust grows with a run of
 /// validated replicas and starts over at the first invalid one.
-fn record_validation(connection: &Connection, volunteer: &str, valid: bool) -> Result<(), StoreError> {
+pub fn record_validation(connection: &Connection, volunteer: &str, valid: bool) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid) VALUES (?1, ?2, ?2, ?3)
@@ -208,8 +220,7 @@ fn record_validation(connection: &Connection, volunteer: &str, valid: bool) -> R
 pub fn cancel_job(connection: &Connection, job: u64, reason: &str, at_ms: u64) -> Result<bool, StoreError> {
     let changed = connection.execute(
         "UPDATE jobs SET cancelled_at_ms = ?2, stop_reason = ?3
-         WHERE id = ?1 AND cancelled_at_ms IS NULL
-           AND (SELECT COUNT(*) FROM results WHERE job_id = ?1) < chunk_count",
+         WHERE id = ?1 AND cancelled_at_ms IS NULL AND results_stored < chunk_count",
         params![job as i64, at_ms as i64, reason],
     )?;
     if changed == 1

@@ -103,6 +103,11 @@ fn check(connection: &rusqlite::Connection) -> Result<(), String> {
     if unbalanced != 0 {
         return Err(format!("{unbalanced} ledger transactions do not sum to zero"));
     }
+    // The balances kept for the hot path are the sums of the entries, in every committed state.
+    let disagreements = ledger::audit(connection).map_err(|error| error.to_string())?;
+    if !disagreements.is_empty() {
+        return Err(format!("kept balances disagree with the entries: {disagreements:?}"));
+    }
     Ok(())
 }
 
@@ -165,6 +170,23 @@ fn run(actors: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
             .await
             .unwrap();
         prop_assert_eq!(stuck, 0);
+        // The counts and spending kept on each job row agree with its results and its escrow's payments.
+        let miscounted: i64 = store
+            .read(|connection| {
+                Ok(connection.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE
+                        results_stored != (SELECT COUNT(*) FROM results WHERE results.job_id = jobs.id)
+                     OR results_succeeded != (SELECT COALESCE(SUM(succeeded), 0) FROM results
+                                              WHERE results.job_id = jobs.id)
+                     OR spent != -(SELECT COALESCE(SUM(amount), 0) FROM ledger
+                                   WHERE ledger.account = 'escrow:job:' || jobs.id AND ledger.kind = 'payment')",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        prop_assert_eq!(miscounted, 0);
         Ok(())
     })
 }
