@@ -1,11 +1,13 @@
 //! Dispatch and expiry: which replica goes to which worker, and what happens when leases lapse.
 
-use crate::state::{Job, Replica, Worker};
-use crate::{Action, ChunkIndex, Config, JobId, Scheduler, WorkerId};
+use std::collections::HashMap;
 
-/// How deep into a job's queue to look for a chunk the worker may take. Chunks already under way sit at
-/// the front, so a short look suffices.
-const ELIGIBILITY_SCAN: usize = 64;
+use crate::state::{Job, Replica, Worker};
+use crate::{Action, ChunkIndex, Config, JobId, PROBATION_AFTER, Scheduler, Volunteer, WorkerId};
+
+/// How many chunks under way one look examines for one the worker may take; past them, the worker takes a
+/// fresh chunk. The look rotates the queue, so the next one examines others.
+pub(crate) const ELIGIBILITY_SCAN: usize = 64;
 
 impl Scheduler {
     /// Fills one worker's free capacity. Called when only that worker gained capacity.
@@ -19,10 +21,13 @@ impl Scheduler {
     /// all workers instead of filling the first one's queue.
     pub(crate) fn fill_all(&mut self, actions: &mut Vec<Action>) {
         loop {
+            let error_runs = &self.error_runs;
             let hungry: Vec<WorkerId> = self
                 .workers
                 .iter()
-                .filter(|(_, state)| state.has_room(state.max_prefetch_per_slot))
+                .filter(|(_, state)| {
+                    state.has_room(state.max_prefetch_per_slot, on_probation(error_runs, &state.volunteer))
+                })
                 .map(|(id, _)| *id)
                 .collect();
             let mut assigned = false;
@@ -41,10 +46,12 @@ impl Scheduler {
     /// Takes the next chunk for `worker`, round-robin over jobs, with the prefetch depth it was taken under.
     ///
     /// A job is skipped if the worker cannot hold its memory, does not belong to its owner when the job
-    /// is owner-only, is full (its own prefetch limit), or already holds as much of this job as
-    /// [`prefetch_for`] allows. A chunk is skipped if the worker's volunteer already holds a replica of it
-    /// or returned a result for it (replicas that must agree come from distinct volunteers), or if a
-    /// replica of it errored on this volunteer while some other connected volunteer could take it.
+    /// is owner-only, is full (its own prefetch limit, or one replica while its volunteer is on
+    /// probation), or already holds as much of this job as [`prefetch_for`] allows. A chunk is skipped if
+    /// the worker's volunteer already holds a replica of it or returned a result for it (replicas that must
+    /// agree come from distinct volunteers), if a replica of it errored on this volunteer (it waits for
+    /// another volunteer; an owner-only job's only volunteer is its owner, who may retry), or if this
+    /// volunteer lost a replica of it while some other connected volunteer could take it.
     fn next_chunk_for(&mut self, worker: WorkerId) -> Option<(JobId, ChunkIndex, u32)> {
         for _ in 0..self.ring.len() {
             let job_id = *self.ring.front()?;
@@ -52,14 +59,7 @@ impl Scheduler {
                 self.ring.pop_front();
                 continue;
             };
-            // Drop entries for chunks that need nothing (any more) from the front.
-            while let Some(&front) = job.unsent.front() {
-                if job.chunks[front as usize].needs_replica() {
-                    break;
-                }
-                job.unsent.pop_front();
-            }
-            if job.unsent.is_empty() {
+            if job.under_way.is_empty() && job.fresh.is_empty() {
                 job.in_ring = false;
                 self.ring.pop_front();
                 continue;
@@ -76,26 +76,51 @@ impl Scheduler {
             let held_of_job =
                 state.in_flight.iter().filter(|id| replicas.get(id).is_some_and(|held| held.job == job_id)).count();
             let job_room = held_of_job < state.slots as usize * (1 + prefetch as usize);
-            if !can_run(state) || !job_room || !state.has_room(state.max_prefetch_per_slot) {
+            let probation = on_probation(&self.error_runs, &state.volunteer);
+            if !can_run(state) || !job_room || !state.has_room(state.max_prefetch_per_slot, probation) {
                 continue;
             }
             let volunteer = &state.volunteer;
-            let eligible = job.unsent.iter().take(ELIGIBILITY_SCAN).position(|&index| {
-                let chunk = &job.chunks[index as usize];
-                if !chunk.needs_replica() || chunk.holders.contains(volunteer) {
+            let owner_only = job.policy.owner_only;
+            // Chunks under way first, so that started chunks finish; then a fresh one, which anyone who
+            // can run the job may take. A chunk under way that this worker may not take goes to the back
+            // of the queue, so that the next look (at the latest on the next tick) sees other chunks:
+            // chunks waiting for some other volunteer never hide the rest for long.
+            let eligible = |chunk: &crate::state::Chunk| {
+                if chunk.holders.contains(volunteer) {
                     return false;
                 }
-                // A volunteer on whom a replica of this chunk errored gets it again only if nobody else
-                // connected could take it.
-                !chunk.errored_on.contains(volunteer)
+                let errored_here = chunk.errored_on.contains(volunteer);
+                if errored_here && !owner_only {
+                    return false;
+                }
+                // A volunteer who lost a replica of this chunk (or, for an owner-only job, errored on it)
+                // gets it again only if nobody else connected could take it.
+                !(errored_here || chunk.lost_on.contains(volunteer))
                     || !workers.values().any(|other| {
                         can_run(other)
                             && !chunk.holders.contains(&other.volunteer)
                             && !chunk.errored_on.contains(&other.volunteer)
+                            && !chunk.lost_on.contains(&other.volunteer)
                     })
-            });
-            if let Some(position) = eligible {
-                return job.unsent.remove(position).map(|chunk| (job_id, chunk, prefetch));
+            };
+            let mut examined = 0;
+            while examined < ELIGIBILITY_SCAN {
+                let Some(index) = job.under_way.pop_front() else { break };
+                let chunk = &mut job.chunks[index as usize];
+                examined += 1;
+                if !chunk.needs_replica() {
+                    chunk.queued = false;
+                    continue;
+                }
+                if eligible(chunk) {
+                    chunk.queued = false;
+                    return Some((job_id, index, prefetch));
+                }
+                job.under_way.push_back(index);
+            }
+            if let Some(chunk) = job.fresh.pop_front() {
+                return Some((job_id, chunk, prefetch));
             }
         }
         None
@@ -121,9 +146,8 @@ impl Scheduler {
             record.quorum = 1;
         }
         record.issued += 1;
-        record.in_flight.push(replica);
         record.holders.push(volunteer.clone());
-        job.in_flight += 1;
+        job.add_replica(chunk, replica);
         // A replica may wait behind the worker's whole prefetch queue before it runs for up to the time
         // limit; past that (plus the lease timeout for the report to arrive) it is overdue.
         let queue_depth = 1 + u64::from(prefetch);
@@ -187,6 +211,11 @@ impl Scheduler {
         }
         self.fill_all(actions);
     }
+}
+
+/// Whether `volunteer`'s last replicas all came to nothing on its side (see [`PROBATION_AFTER`]).
+pub(crate) fn on_probation(error_runs: &HashMap<Volunteer, u32>, volunteer: &str) -> bool {
+    error_runs.get(volunteer).is_some_and(|run| *run >= PROBATION_AFTER)
 }
 
 /// How many replicas of `job` the worker may hold queued per slot: the default while the job's chunk

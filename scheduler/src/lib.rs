@@ -21,10 +21,16 @@
 mod dispatch;
 mod state;
 mod validate;
+mod waiting;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 pub use state::{JobProgress, Lease, Stats};
+pub use waiting::Waiting;
+
+/// A volunteer whose last this-many replicas all came to nothing on its side (errors, invalid reports) is
+/// on probation: each of its workers holds one replica at a time until it returns a result.
+pub const PROBATION_AFTER: u32 = 3;
 
 pub type JobId = u64;
 pub type ChunkIndex = u32;
@@ -128,8 +134,13 @@ pub enum Report {
     /// The program ran to an end that any correct worker reproduces (an exit status, a trap, the memory or
     /// work limit): its digest takes part in validation.
     Result { digest: Digest, work_units: u64 },
-    /// The volunteer could not give a result (time limit, the program could not start): retried.
+    /// The volunteer could not give a result (time limit, the program could not start): retried on another
+    /// volunteer. It counts against the chunk's retries once per volunteer.
     Error,
+    /// The report broke the job's limits (outputs larger than the job allows): no honest worker sends one.
+    /// It is worth nothing, its volunteer loses its run of validated results, and the chunk goes to
+    /// another volunteer.
+    Invalid,
 }
 
 /// Something that happened at the edge.
@@ -222,6 +233,9 @@ pub enum Action {
         /// proves nothing about its volunteer.
         checked: bool,
     },
+    /// A volunteer sent a report that broke the job's limits: record it as invalid (its run of validated
+    /// results is over). Nothing of the report is kept.
+    ReplicaInvalid { job: JobId, chunk: ChunkIndex, replica: ReplicaId, volunteer: Volunteer },
     /// The chunk failed for good: store a failure (with the output of `replica`, if any).
     StoreFailure {
         job: JobId,
@@ -262,6 +276,9 @@ pub struct Scheduler {
     program_chunk_time_us: HashMap<String, u64>,
     /// Each volunteer's run of validated replicas.
     trust: HashMap<Volunteer, u32>,
+    /// Each volunteer's run of replicas that came to nothing on its side (errors, invalid reports): at
+    /// [`PROBATION_AFTER`] its workers get one replica at a time until it returns a result again.
+    error_runs: HashMap<Volunteer, u32>,
     /// xorshift64* state for the trust-or-spot-check draws.
     random: u64,
 }
@@ -280,6 +297,7 @@ impl Scheduler {
             replicas: BTreeMap::new(),
             program_chunk_time_us: HashMap::new(),
             trust: HashMap::new(),
+            error_runs: HashMap::new(),
             random: config.seed.max(1),
         }
     }
@@ -394,8 +412,7 @@ impl Scheduler {
                     state.last_seen = self.now;
                 }
                 if let Some(job) = self.jobs.get_mut(&held.job) {
-                    job.in_flight -= 1;
-                    job.chunks[held.chunk as usize].in_flight.retain(|id| *id != replica);
+                    job.remove_replica(held.chunk, replica);
                 }
                 return Some(held);
             }
@@ -416,14 +433,15 @@ impl Scheduler {
         }
     }
 
-    /// Puts a chunk back in its job's queue (at the front: it is already under way) if it needs another
-    /// replica now.
+    /// Puts a chunk in its job's queue of chunks under way (once) if it needs another replica now.
     fn requeue_if_needed(&mut self, job_id: JobId, chunk: ChunkIndex) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        if job.chunks[chunk as usize].needs_replica() {
-            job.unsent.push_front(chunk);
+        let record = &mut job.chunks[chunk as usize];
+        if record.needs_replica() && !record.queued {
+            record.queued = true;
+            job.under_way.push_back(chunk);
             if !job.in_ring {
                 job.in_ring = true;
                 self.ring.push_back(job_id);

@@ -16,13 +16,19 @@ pub(crate) struct Job {
     /// A moving average of how long the job's chunks run, once any has returned a result.
     pub(crate) chunk_time_us: Option<u64>,
     pub(crate) chunks: Vec<Chunk>,
-    /// Chunks that may need a replica sent; a chunk under way goes to the front. Entries that turn out to
-    /// need nothing (any more) are skipped when found.
-    pub(crate) unsent: VecDeque<ChunkIndex>,
+    /// Chunks no replica has gone out for yet, in order: any worker that can run the job may take one.
+    pub(crate) fresh: VecDeque<ChunkIndex>,
+    /// Chunks under way that may need another replica (each at most once, see `Chunk::queued`); the most
+    /// recent at the front. Entries that turn out to need nothing (any more) are skipped when found.
+    /// Kept apart from `fresh` so that chunks waiting for some *other* volunteer never hide the fresh
+    /// ones from a worker.
+    pub(crate) under_way: VecDeque<ChunkIndex>,
     /// Chunks without a final outcome yet.
     pub(crate) unfinished: u32,
     /// Replicas of this job in flight.
     pub(crate) in_flight: u32,
+    /// Chunks with at least one replica in flight, kept as replicas come and go so that progress is O(1).
+    pub(crate) running_chunks: u32,
     /// Whether the job is in the scheduler's round-robin ring.
     pub(crate) in_ring: bool,
 }
@@ -36,7 +42,7 @@ impl Job {
                 chunk.finished = true;
             }
         }
-        let unsent: VecDeque<ChunkIndex> =
+        let fresh: VecDeque<ChunkIndex> =
             (0..params.chunk_count).filter(|&index| !chunks[index as usize].finished).collect();
         Job {
             policy,
@@ -45,19 +51,56 @@ impl Job {
             memory_bytes: params.memory_bytes,
             program: params.program.clone(),
             chunk_time_us: None,
-            unfinished: unsent.len() as u32,
+            unfinished: fresh.len() as u32,
             chunks,
-            unsent,
+            fresh,
+            under_way: VecDeque::new(),
             in_flight: 0,
+            running_chunks: 0,
             in_ring: true,
         }
     }
 
+    /// Records that `replica` of `chunk` went out.
+    pub(crate) fn add_replica(&mut self, chunk: ChunkIndex, replica: ReplicaId) {
+        let record = &mut self.chunks[chunk as usize];
+        if record.in_flight.is_empty() {
+            self.running_chunks += 1;
+        }
+        record.in_flight.push(replica);
+        self.in_flight += 1;
+    }
+
+    /// Records that `replica` of `chunk` is no longer out (reported, lost or handed back).
+    pub(crate) fn remove_replica(&mut self, chunk: ChunkIndex, replica: ReplicaId) {
+        let record = &mut self.chunks[chunk as usize];
+        let before = record.in_flight.len();
+        record.in_flight.retain(|id| *id != replica);
+        let removed = (before - record.in_flight.len()) as u32;
+        self.in_flight -= removed;
+        if removed > 0 && record.in_flight.is_empty() {
+            self.running_chunks -= 1;
+        }
+    }
+
+    /// Takes every replica of `chunk` out of flight and returns them.
+    pub(crate) fn take_replicas(&mut self, chunk: ChunkIndex) -> Vec<ReplicaId> {
+        let out = std::mem::take(&mut self.chunks[chunk as usize].in_flight);
+        self.in_flight -= out.len() as u32;
+        if !out.is_empty() {
+            self.running_chunks -= 1;
+        }
+        out
+    }
+
     /// Folds a replica's run time into the job's estimate (weight 1/8, so one odd chunk does not swing it).
+    /// The time comes from a volunteer: it is capped at the job's time limit (no honest run is longer) and
+    /// the arithmetic saturates, so a forged value can neither wrap nor panic.
     pub(crate) fn observe_chunk_time(&mut self, compute_us: u64) {
+        let compute_us = compute_us.min(self.time_limit_ms.saturating_mul(1000));
         self.chunk_time_us = Some(match self.chunk_time_us {
             None => compute_us,
-            Some(estimate) => (estimate * 7 + compute_us) / 8,
+            Some(estimate) => estimate.saturating_mul(7).saturating_add(compute_us) / 8,
         });
     }
 }
@@ -83,14 +126,21 @@ pub(crate) struct Chunk {
     pub(crate) issued: u32,
     /// The most replicas it may ever have (the policy's total).
     pub(crate) max_issued: u32,
-    /// Replicas whose volunteer could not run them.
+    /// Volunteer errors counted against the chunk's retries: once per volunteer (every error, for an
+    /// owner-only job, whose only volunteer is its owner).
     pub(crate) errors: u32,
     pub(crate) in_flight: Vec<ReplicaId>,
     pub(crate) results: Vec<Reported>,
     /// Volunteers holding a replica of it or who returned a result: another replica must go elsewhere.
     pub(crate) holders: Vec<Volunteer>,
-    /// Volunteers on whom a replica errored: retries go elsewhere while anyone else can take them.
+    /// Volunteers on whom a replica errored: the chunk never goes back to them (but for owner-only jobs),
+    /// so one volunteer cannot use up its retries; it waits for another volunteer instead.
     pub(crate) errored_on: Vec<Volunteer>,
+    /// Volunteers who lost a replica of it (disconnected, overran the lease): retries go elsewhere while
+    /// anyone else can take them, and a volunteer's repeated losses count against the chunk only once.
+    pub(crate) lost_on: Vec<Volunteer>,
+    /// Whether the chunk has an entry in its job's `under_way` queue.
+    pub(crate) queued: bool,
 }
 
 impl Chunk {
@@ -106,6 +156,8 @@ impl Chunk {
             results: Vec::new(),
             holders: Vec::new(),
             errored_on: Vec::new(),
+            lost_on: Vec::new(),
+            queued: false,
         }
     }
 
@@ -142,9 +194,14 @@ impl Worker {
     }
 
     /// Whether the worker holds fewer replicas than `prefetch_per_slot` allows: one running per slot
-    /// plus that many queued.
-    pub(crate) fn has_room(&self, prefetch_per_slot: u32) -> bool {
-        self.in_flight.len() < self.slots as usize * (1 + prefetch_per_slot as usize)
+    /// plus that many queued; one in all while its volunteer is on probation.
+    pub(crate) fn has_room(&self, prefetch_per_slot: u32, on_probation: bool) -> bool {
+        let capacity = if on_probation {
+            usize::from(self.slots > 0)
+        } else {
+            self.slots as usize * (1 + prefetch_per_slot as usize)
+        };
+        self.in_flight.len() < capacity
     }
 }
 
@@ -180,13 +237,9 @@ pub struct Stats {
 impl Scheduler {
     /// Pending and running chunks of a job that is still active; `None` once every chunk is final.
     pub fn job_progress(&self, job: JobId) -> Option<JobProgress> {
-        self.jobs.get(&job).map(|job| {
-            let open = job.chunks.iter().filter(|chunk| !chunk.finished);
-            let (running, pending) = open.fold((0, 0), |(running, pending), chunk| {
-                if chunk.in_flight.is_empty() { (running, pending + 1) } else { (running + 1, pending) }
-            });
-            JobProgress { pending, running }
-        })
+        self.jobs
+            .get(&job)
+            .map(|job| JobProgress { pending: job.unfinished - job.running_chunks, running: job.running_chunks })
     }
 
     pub fn stats(&self) -> Stats {
@@ -194,9 +247,15 @@ impl Scheduler {
             workers: self.workers.len() as u32,
             slots: self.workers.values().map(|worker| worker.slots).sum(),
             jobs: self.jobs.len() as u32,
-            pending_chunks: self.jobs.values().map(|job| job.unsent.len() as u64).sum(),
+            pending_chunks: self.jobs.values().map(|job| (job.fresh.len() + job.under_way.len()) as u64).sum(),
             replicas_in_flight: self.replicas.len() as u64,
         }
+    }
+
+    /// The leases `worker` holds.
+    pub fn leases_of(&self, worker: WorkerId) -> impl Iterator<Item = Lease> + '_ {
+        let held = self.workers.get(&worker).into_iter().flat_map(|state| state.in_flight.iter());
+        held.filter_map(|replica| self.lease(*replica))
     }
 
     /// The lease on a replica, if it is in flight.

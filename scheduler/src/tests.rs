@@ -294,14 +294,165 @@ fn a_failed_chunk_is_retried_on_another_worker_then_failed_for_good() {
 }
 
 #[test]
-fn a_lone_worker_retries_a_failed_chunk_itself() {
+fn an_owners_lone_worker_retries_its_owner_only_chunk_itself() {
     let mut harness = Harness::with_prefetch(0);
-    harness.join(1, 1);
-    let (_, replica, _, _) = assigns(&harness.add_job(1, 1, 1))[0];
+    harness.join_as(1, "user:1", 1);
+    let (_, replica, _, _) = assigns(&harness.add_job_with(1, 1, ReplicationPolicy::new(1, 1, 1)))[0];
     let retry = assigns(&harness.report(1, replica, false));
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].0, 1);
     assert_eq!(stored(&harness.report(1, retry[0].1, false)), [(0, ChunkOutcome::Failed)]);
+}
+
+/// Regression: a volunteer alone online that reported machine-side errors got the retries back until
+/// they ran out, and failed other people's chunks for good.
+#[test]
+fn one_volunteer_cannot_use_up_a_chunks_retries_with_its_own_errors() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    let (_, replica, _, _) = assigns(&harness.add_job_with(1, 1, replicated()))[0];
+    let after_error = harness.report(1, replica, false);
+    assert!(assigns(&after_error).is_empty(), "the chunk never goes back to the volunteer it errored on");
+    assert!(stored(&after_error).is_empty(), "one volunteer's error does not fail the chunk");
+    assert_eq!(harness.scheduler.waiting(1), Some(Waiting::DistinctVolunteers { needed: 2, connected: 1 }));
+    // Reconnecting does not help it either.
+    harness.feed(Event::WorkerLeft { worker: 1 });
+    assert!(assigns(&harness.join_as(4, "volunteer:1", 1)).is_empty());
+    // Honest volunteers that join later validate it.
+    let second = assigns(&harness.join(2, 1));
+    let third = assigns(&harness.join(3, 1));
+    assert_eq!((second.len(), third.len()), (1, 1));
+    let mut outcomes = stored(&harness.report(2, second[0].1, true));
+    outcomes.extend(stored(&harness.report(3, third[0].1, true)));
+    assert_eq!(outcomes, [(0, ChunkOutcome::Succeeded)]);
+}
+
+/// Regression: chunks waiting for a second, distinct volunteer filled the front of the queue, so a lone
+/// volunteer stopped getting work after 64 chunks although hundreds had not started.
+#[test]
+fn chunks_waiting_for_another_volunteer_never_hide_fresh_chunks_from_a_worker() {
+    let mut harness = Harness::with_prefetch(0);
+    let mut held: Vec<ReplicaId> = assigns(&harness.join(1, 1)).iter().map(|sent| sent.1).collect();
+    held.extend(assigns(&harness.add_job_with(1, 200, replicated())).iter().map(|sent| sent.1));
+    let mut ran = BTreeSet::new();
+    while let Some(replica) = held.pop() {
+        let chunk = harness.scheduler.lease(replica).unwrap().chunk;
+        assert!(ran.insert(chunk), "chunk {chunk} went to the same volunteer twice");
+        held.extend(assigns(&harness.report(1, replica, chunk % 2 == 0)).iter().map(|sent| sent.1));
+    }
+    assert_eq!(ran.len(), 200, "the lone volunteer ran every chunk's first replica");
+    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 200, running: 0 }));
+    // A second volunteer then gets the chunks under way, each once.
+    let mut second: Vec<ReplicaId> = assigns(&harness.join(2, 1)).iter().map(|sent| sent.1).collect();
+    let mut finished = 0;
+    for _tick in 0..10 {
+        while let Some(replica) = second.pop() {
+            let actions = harness.report(2, replica, true);
+            finished += stored(&actions).len();
+            second.extend(assigns(&actions).iter().map(|sent| sent.1));
+        }
+        // Each tick looks further through the chunks under way.
+        harness.advance(250);
+        harness.feed(Event::Heartbeat { worker: 1 });
+        harness.feed(Event::Heartbeat { worker: 2 });
+        second.extend(assigns(&harness.feed(Event::Tick)).iter().map(|sent| sent.1));
+    }
+    assert_eq!(finished, 100, "the chunks the first volunteer ran validate; the others wait for a third");
+}
+
+#[test]
+fn a_chunk_that_errored_on_every_connected_volunteer_says_so_and_waits() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    harness.join(2, 1);
+    let sent = assigns(&harness.add_job(1, 1, 5));
+    let actions = harness.report(sent[0].0, sent[0].1, false);
+    let retry = assigns(&actions);
+    assert_eq!(retry.len(), 1);
+    assert_ne!(retry[0].0, sent[0].0);
+    assert!(assigns(&harness.report(retry[0].0, retry[0].1, false)).is_empty());
+    assert_eq!(harness.scheduler.waiting(1), Some(Waiting::TriedEverywhere));
+    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 1, running: 0 }));
+}
+
+#[test]
+fn a_volunteer_that_keeps_dropping_a_chunk_uses_up_one_of_its_replicas() {
+    let mut harness = Harness::with_prefetch(0);
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    harness.add_job_with(1, 1, policy);
+    for round in 0..u64::from(policy.max_total_replicas) * 3 {
+        let worker = 10 + round;
+        let sent = assigns(&harness.join_as(worker, "volunteer:flaky", 1));
+        assert_eq!(sent.len(), 1, "alone online, the flaky volunteer gets the chunk back");
+        let left = harness.feed(Event::WorkerLeft { worker });
+        assert!(stored(&left).is_empty(), "round {round}: the chunk is not abandoned because of one volunteer");
+    }
+    let honest = assigns(&harness.join(2, 1));
+    assert_eq!(stored(&harness.report(2, honest[0].1, true)), [(0, ChunkOutcome::Succeeded)]);
+}
+
+#[test]
+fn a_volunteer_with_a_run_of_errors_gets_one_replica_at_a_time_until_it_returns_a_result() {
+    let mut harness = Harness::new();
+    let sent = assigns(&harness.join(1, 2));
+    assert!(sent.is_empty());
+    let sent = assigns(&harness.add_job(1, 40, 5));
+    assert_eq!(sent.len(), 6, "2 slots and a queue of 2 each");
+    let mut held: Vec<ReplicaId> = sent.iter().map(|assignment| assignment.1).collect();
+    for _ in 0..PROBATION_AFTER {
+        let replica = held.remove(0);
+        held.extend(assigns(&harness.report(1, replica, false)).iter().map(|assignment| assignment.1));
+    }
+    // On probation: what it holds drains and nothing new comes until it holds nothing.
+    while held.len() > 1 {
+        let replica = held.remove(0);
+        assert!(assigns(&harness.report(1, replica, false)).is_empty(), "no new work while it holds some");
+    }
+    let last = held.remove(0);
+    let next = assigns(&harness.report(1, last, false));
+    assert_eq!(next.len(), 1, "one replica at a time");
+    // A result ends the probation: the full queue comes back.
+    let refilled = assigns(&harness.report(1, next[0].1, true));
+    assert_eq!(refilled.len(), 6);
+}
+
+/// Regression: reports far over the job's limits were held whole in memory and paid.
+#[test]
+fn an_invalid_report_earns_nothing_resets_trust_and_the_chunk_goes_elsewhere() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join_trusted(1, "volunteer:big", 5, 1);
+    harness.join(2, 1);
+    let sent = assigns(&harness.add_job_with(1, 1, replicated()));
+    assert_eq!(sent.len(), 2);
+    let (cheat, replica) = sent.iter().find(|assignment| assignment.0 == 1).map(|a| (a.0, a.1)).unwrap();
+    let actions = harness.report_with(cheat, replica, Report::Invalid);
+    assert!(actions.contains(&Action::ReplicaInvalid { job: 1, chunk: 0, replica, volunteer: "volunteer:big".into() }));
+    assert_eq!(harness.scheduler.trust["volunteer:big"], 0);
+    assert!(assigns(&actions).is_empty(), "the invalid volunteer never gets the chunk again");
+    let honest = sent.iter().find(|assignment| assignment.0 == 2).unwrap().1;
+    harness.report(2, honest, true);
+    let third = assigns(&harness.join(3, 1));
+    assert_eq!(third.len(), 1);
+    let validated = accepted(&harness.report(3, third[0].1, true));
+    assert_eq!(validated.len(), 1);
+    assert!(!validated[0].2.contains(&replica), "the invalid replica is not among those paid");
+}
+
+#[test]
+fn forged_huge_compute_times_neither_overflow_nor_distort_the_queue() {
+    let mut harness = Harness::new();
+    harness.join(1, 1);
+    let mut held: Vec<ReplicaId> = assigns(&harness.add_job(1, 100, 2)).iter().map(|sent| sent.1).collect();
+    for _ in 0..5 {
+        let replica = held.remove(0);
+        let report = Report::Result { digest: HONEST, work_units: 1 };
+        let actions = harness.feed(Event::ReplicaReported { worker: 1, replica, report, compute_us: u64::MAX });
+        assert!(stored(&actions).len() == 1, "the chunk's result is accepted as usual");
+        held.extend(assigns(&actions).iter().map(|sent| sent.1));
+        let estimate = harness.scheduler.jobs[&1].chunk_time_us.unwrap();
+        assert_eq!(estimate, TIME_LIMIT * 1000, "the estimate is capped at the time limit");
+    }
+    assert!(!held.is_empty(), "the worker still gets work");
 }
 
 #[test]
@@ -485,6 +636,15 @@ fn random_histories_finish_every_chunk_exactly_once() {
                 }
             }
             apply(&actions, &mut held, &mut final_outcomes, &mut finished_jobs);
+            // The progress kept incrementally agrees with a recount of what is out and what is final.
+            for &(job, chunk_count) in &jobs {
+                let Some(progress) = harness.scheduler.job_progress(job) else { continue };
+                let running: BTreeSet<ChunkIndex> =
+                    held.values().filter(|holder| holder.1 == job).map(|holder| holder.2).collect();
+                let finished = final_outcomes.keys().filter(|(of, _)| *of == job).count() as u32;
+                assert_eq!(progress.running, running.len() as u32, "seed {seed}: running chunks of job {job}");
+                assert_eq!(progress.pending, chunk_count - finished - progress.running, "seed {seed}: job {job}");
+            }
         }
         // Finish everything with one reliable worker.
         harness.join(1_000, 4);

@@ -33,6 +33,8 @@ impl Scheduler {
         }
         match report {
             Report::Result { digest, work_units } => {
+                // Whatever validation makes of it, the volunteer's machine did its part.
+                self.error_runs.remove(&held.volunteer);
                 chunk.results.push(crate::state::Reported {
                     replica,
                     volunteer: held.volunteer.clone(),
@@ -47,15 +49,39 @@ impl Scheduler {
             }
             Report::Error => {
                 withdraw_trust(chunk, job.policy);
-                chunk.errors += 1;
+                // One volunteer's errors use up one of the chunk's retries, however often it errs: otherwise
+                // a volunteer alone online could fail other people's chunks for good. (An owner-only job
+                // has only its owner to run it, and the owner is not attacking itself.)
+                let again = chunk.errored_on.contains(&held.volunteer);
+                if !again || job.policy.owner_only {
+                    chunk.errors += 1;
+                }
                 forget_holder(&mut chunk.holders, &held.volunteer);
-                chunk.errored_on.push(held.volunteer.clone());
+                if !again {
+                    chunk.errored_on.push(held.volunteer.clone());
+                }
+                let run = self.error_runs.entry(held.volunteer.clone()).or_default();
+                *run = run.saturating_add(1);
                 if chunk.errors >= job.policy.max_error_replicas {
                     self.fail_chunk(held.job, held.chunk, Some(replica), FailureReason::Errors, actions);
                 } else {
                     actions.push(Action::ReplicaFailed { job: held.job, chunk: held.chunk, replica, worker });
                     self.settle(held.job, held.chunk, Some(replica), actions);
                 }
+            }
+            Report::Invalid => {
+                withdraw_trust(chunk, job.policy);
+                // The volunteer stays among the chunk's holders, so it never gets this chunk again.
+                self.trust.insert(held.volunteer.clone(), 0);
+                let run = self.error_runs.entry(held.volunteer.clone()).or_default();
+                *run = run.saturating_add(1);
+                actions.push(Action::ReplicaInvalid {
+                    job: held.job,
+                    chunk: held.chunk,
+                    replica,
+                    volunteer: held.volunteer.clone(),
+                });
+                self.settle(held.job, held.chunk, None, actions);
             }
         }
         self.fill_all(actions);
@@ -127,12 +153,17 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&lost.job) else {
             return;
         };
-        job.in_flight -= 1;
+        job.remove_replica(lost.chunk, replica);
         let chunk = &mut job.chunks[lost.chunk as usize];
         withdraw_trust(chunk, job.policy);
-        chunk.in_flight.retain(|id| *id != replica);
         forget_holder(&mut chunk.holders, &lost.volunteer);
-        chunk.errored_on.push(lost.volunteer);
+        if chunk.lost_on.contains(&lost.volunteer) {
+            // A volunteer that keeps taking the chunk and dropping it (reconnecting, letting leases lapse)
+            // uses up one of its replicas, not all of them.
+            chunk.issued = chunk.issued.saturating_sub(1);
+        } else {
+            chunk.lost_on.push(lost.volunteer);
+        }
         self.settle(lost.job, lost.chunk, None, actions);
     }
 
@@ -198,8 +229,7 @@ impl Scheduler {
         let chunk = &mut job.chunks[index as usize];
         chunk.finished = true;
         let reported = chunk.results.iter().map(|result| result.replica).collect();
-        let out = std::mem::take(&mut chunk.in_flight);
-        job.in_flight -= out.len() as u32;
+        let out = job.take_replicas(index);
         for replica in out {
             if let Some(held) = self.replicas.remove(&replica) {
                 if let Some(state) = self.workers.get_mut(&held.worker) {
