@@ -13,11 +13,16 @@ use crate::worker::{Output, RunStatus};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleInfo {
-    /// Lowercase hex SHA-256 of the module's bytes; jobs refer to the module by it.
+    /// Lowercase hex SHA-256 of the module's bytes as uploaded; jobs refer to the module by it, and its
+    /// uploaders can download it as `GET /modules/{sha256}`.
     pub sha256: String,
     pub size: u64,
     /// The WASI functions the module imports.
     pub imports: Vec<String>,
+    /// SHA-256 of the instrumented module that volunteers run (metering and memory limits added on
+    /// upload): public, as `GET /modules/{instrumented_sha256}`, because workers fetch it.
+    #[serde(default)]
+    pub instrumented_sha256: String,
 }
 
 /// `POST /api/jobs`: a program run over many inputs.
@@ -153,6 +158,10 @@ pub struct JobStatus {
     /// Why the job stopped before every chunk finished (cancelled by its owner, budget spent).
     #[serde(default)]
     pub stop_reason: Option<String>,
+    /// Why chunks are waiting while none runs, in words: for example "each chunk needs 2 distinct
+    /// volunteers; 1 is connected". Absent while the job runs or once it is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
 }
 
 impl JobStatus {
@@ -246,6 +255,23 @@ pub struct UserInfo {
 pub struct SessionInfo {
     pub user: UserInfo,
     pub csrf_token: String,
+    /// What became of the anonymous volunteer identity sent with the sign-up or log-in, if one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volunteer_claim: Option<VolunteerClaim>,
+}
+
+/// What signing up or logging in did with the browser's anonymous volunteer identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VolunteerClaim {
+    /// The identity's id, as sent.
+    pub volunteer: String,
+    /// Whether the identity now belongs to this account.
+    pub claimed: bool,
+    /// Credits moved from the identity to the account, in millicredits (0 when nothing was claimed).
+    pub millicredits: i64,
+    /// What happened, in words: why nothing was claimed, when it was not.
+    pub message: String,
 }
 
 /// `GET /api/account`.

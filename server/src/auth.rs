@@ -7,14 +7,14 @@
 //! user's data filters by `caller.user.id`; nothing else proves who is asking.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
@@ -150,8 +150,7 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, App
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
         if let Some(token) = value.strip_prefix("Bearer ") {
-            let hash = sha256_hex(token.trim());
-            let found = store.read(move |connection| accounts::token(connection, &hash)).await?;
+            let found = state.auth.token(store, sha256_hex(token.trim())).await?;
             let Some((user, id)) = found else {
                 return Err(AppError::Unauthorized(
                     "this API token is not valid: it was revoked or mistyped; create a new one on your account page"
@@ -323,24 +322,29 @@ impl RateLimiter {
     }
 }
 
-/// The client's address, where the server knows it (tests that call the router directly have none).
-pub fn client_address(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(address)| address.ip())
-}
-
 /// Shared auth state: rate limiters, and when each token last had its "last used" time written.
 #[derive(Debug)]
 pub struct Auth {
     pub logins: RateLimiter,
     pub volunteer_registrations: RateLimiter,
     touched: Mutex<HashMap<u64, u64>>,
+    tokens: Mutex<TokenCache>,
+}
+
+/// Valid API tokens seen lately, by hash, so that a busy client's requests skip the database. A token
+/// revoked through this server is forgotten at once and never remembered again.
+#[derive(Debug, Default)]
+struct TokenCache {
+    valid: HashMap<String, (UserRow, u64, Instant)>,
+    revoked: std::collections::HashSet<u64>,
 }
 
 /// A token's "last used" time is written at most this often, so that API calls do not all become writes.
 const TOUCH_INTERVAL_MS: u64 = 60_000;
+/// How long a token found valid is believed without asking the database again.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Tokens remembered at most; past that the cache starts over.
+const MAX_CACHED_TOKENS: usize = 10_000;
 
 impl Auth {
     pub fn new(config: &ServerConfig) -> Auth {
@@ -348,7 +352,39 @@ impl Auth {
             logins: RateLimiter::new(config.auth_attempts_per_minute),
             volunteer_registrations: RateLimiter::new(config.volunteer_registrations_per_minute),
             touched: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(TokenCache::default()),
         }
+    }
+
+    /// The user and id of a valid API token, from memory or from the store.
+    async fn token(&self, store: &Store, hash: String) -> Result<Option<(UserRow, u64)>, StoreError> {
+        {
+            let cache = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((user, id, seen)) = cache.valid.get(&hash)
+                && seen.elapsed() < TOKEN_CACHE_TTL
+            {
+                return Ok(Some((user.clone(), *id)));
+            }
+        }
+        let lookup = hash.clone();
+        let found = store.read(move |connection| accounts::token(connection, &lookup)).await?;
+        if let Some((user, id)) = &found {
+            let mut cache = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !cache.revoked.contains(id) {
+                if cache.valid.len() >= MAX_CACHED_TOKENS {
+                    cache.valid.clear();
+                }
+                cache.valid.insert(hash, (user.clone(), *id, Instant::now()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// A token was revoked: it is not valid from now on, whatever a request in flight read before.
+    pub fn forget_token(&self, id: u64) {
+        let mut cache = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.revoked.insert(id);
+        cache.valid.retain(|_, (_, cached, _)| *cached != id);
     }
 
     fn touch_token(&self, store: &Store, id: u64) {

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub auth_attempts_per_minute: u32,
     /// Anonymous volunteer identities one client address may register per minute.
     pub volunteer_registrations_per_minute: u32,
+    /// A request head must arrive within this time, and an idle kept-alive connection is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// Open connections in total (at most what the open-file limit allows, see `http::listener`).
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +116,9 @@ impl Default for ServerConfig {
             session_lifetime_ms: 30 * 24 * 3600 * 1000,
             auth_attempts_per_minute: 20,
             volunteer_registrations_per_minute: 30,
+            header_read_timeout_ms: 10_000,
+            max_connections: 16_384,
+            max_connections_per_address: 256,
         }
     }
 }

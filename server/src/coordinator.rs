@@ -14,13 +14,15 @@ use distributivecom_protocol::api::{ChunkRequest, JobState, JobStatus, ServerSta
 use distributivecom_protocol::encode;
 use distributivecom_protocol::worker::{Assignment, Credential, Hello, Output, ReplicaReport, RunStatus, Welcome};
 use distributivecom_scheduler::{
-    Action, Event, FailureReason, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId,
+    Action, Event, FailureReason, JobParams, Millis, ReplicationPolicy, Report, Scheduler, Waiting, WorkerId,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth;
 use crate::config::ServerConfig;
+use crate::http::human_bytes;
+use crate::report_limits;
 use crate::store::{JobRow, NewResult, Payment, Store, StoreError, accounts, ledger, queries, writes};
 
 /// What a worker session is told to send.
@@ -340,6 +342,16 @@ impl Coordinator {
                 Action::ReplicaFailed { job, chunk, replica, worker } => {
                     tracing::debug!(job, chunk, replica, worker, "a replica failed; the chunk will be retried");
                 }
+                Action::ReplicaInvalid { job, chunk, replica, volunteer } => {
+                    self.store.transact_then(
+                        move |connection| writes::record_validation(connection, &volunteer, false),
+                        move |recorded| {
+                            if let Err(error) = recorded {
+                                tracing::error!(job, chunk, replica, %error, "could not record an invalid replica");
+                            }
+                        },
+                    );
+                }
                 Action::Ignored { replica, reason } => {
                     tracing::debug!(replica, ?reason, "ignored a report for a replica the sender does not hold");
                 }
@@ -443,14 +455,26 @@ impl Coordinator {
         Ok(Identity { volunteer, trust, token: token_id })
     }
 
-    /// Registers a worker session and returns its id. The welcome message goes out before any assignment.
-    pub fn connect(&self, hello: &Hello, identity: Identity, session: mpsc::UnboundedSender<Outbound>) -> WorkerId {
+    /// A fresh id for a worker connection, taken when its socket opens (before its hello).
+    pub fn new_worker_id(&self) -> WorkerId {
+        let mut core = self.lock();
+        let worker = core.next_worker;
+        core.next_worker += 1;
+        worker
+    }
+
+    /// Registers worker `worker`'s connection. The welcome message goes out before any assignment.
+    pub fn connect(
+        &self,
+        worker: WorkerId,
+        hello: &Hello,
+        identity: Identity,
+        session: mpsc::UnboundedSender<Outbound>,
+    ) {
         let (slots, max_memory_bytes) = (hello.slots, hello.max_memory_bytes.unwrap_or(u64::MAX));
         let max_prefetch_per_slot =
             hello.prefetch_per_slot.unwrap_or(self.config.prefetch_per_slot).min(self.config.max_prefetch_per_slot);
         let mut core = self.lock();
-        let worker = core.next_worker;
-        core.next_worker += 1;
         let _ = session.send(Outbound::Welcome(Welcome {
             worker_id: worker,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
@@ -466,7 +490,6 @@ impl Coordinator {
             &mut core,
             Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot },
         );
-        worker
     }
 
     /// The session ended: everything the worker held is requeued at once.
@@ -508,23 +531,49 @@ impl Coordinator {
     }
 
     /// A worker reports a finished replica. The report is held until its chunk is final; if this report
-    /// completes a quorum, the chunk's result is stored.
+    /// completes a quorum, the chunk's result is stored. A report that breaks its job's limits is dropped
+    /// at once and counts as invalid.
     pub fn report(&self, worker: WorkerId, report: ReplicaReport) {
-        let event = Event::ReplicaReported {
-            worker,
-            replica: report.replica,
-            report: scheduler_report(&report),
-            compute_us: report.compute_us,
+        let replica = report.replica;
+        let limits = {
+            let core = self.lock();
+            core.scheduler
+                .lease(replica)
+                .filter(|lease| lease.worker == worker)
+                .and_then(|lease| core.jobs.get(&lease.job).map(|job| job.row.limits))
         };
+        // Checking and hashing the outputs happen outside the lock: they may be large.
+        let (verdict, kept) = match limits.map(|limits| report_limits::check_report(&report, &limits)) {
+            Some(Ok(())) => (scheduler_report(&report), Some(report)),
+            Some(Err(problem)) => {
+                tracing::warn!(worker, replica, %problem, "dropped a report that breaks its job's limits");
+                (Report::Invalid, None)
+            }
+            // Not leased to the sender: the scheduler ignores it whatever it says.
+            None => (Report::Error, None),
+        };
+        let compute_us = kept.as_ref().map_or(0, |kept| kept.compute_us);
+        let event = Event::ReplicaReported { worker, replica, report: verdict, compute_us };
         let mut core = self.lock();
         // Only reports for a replica leased to this worker are kept; the scheduler ignores the others
         // (forged, duplicated or late), so they never reach validation, the store or the ledger.
-        if let Some(lease) = core.scheduler.lease(report.replica)
+        if let Some(kept) = kept
+            && let Some(lease) = core.scheduler.lease(replica)
             && lease.worker == worker
         {
-            core.reports.entry((lease.job, lease.chunk)).or_default().insert(report.replica, report);
+            core.reports.entry((lease.job, lease.chunk)).or_default().insert(replica, kept);
         }
         self.run(&mut core, event);
+    }
+
+    /// The largest frame `worker` may send now: room for a valid report of every replica it holds, and
+    /// for the small messages of the protocol. Read as each frame from the worker begins.
+    pub fn frame_limit(&self, worker: WorkerId) -> u64 {
+        let core = self.lock();
+        core.scheduler.leases_of(worker).fold(report_limits::FRAME_BASE_BYTES, |limit, lease| {
+            let bound = core.jobs.get(&lease.job).map_or(0, |job| report_limits::report_bound(&job.row.limits));
+            limit.saturating_add(bound)
+        })
     }
 
     /// Expires silent workers and overdue replicas.
@@ -583,8 +632,15 @@ impl Coordinator {
                 return Ok(None);
             }
             let progress = *active.progress.borrow();
-            let scheduled = self.lock().scheduler.job_progress(job).unwrap_or_default();
-            return Ok(Some(status_of(&active.row, progress, scheduled.pending, scheduled.running)));
+            let (scheduled, waiting) = {
+                let core = self.lock();
+                (core.scheduler.job_progress(job).unwrap_or_default(), core.scheduler.waiting(job))
+            };
+            let mut status = status_of(&active.row, progress, scheduled.pending, scheduled.running);
+            if status.state == JobState::Running {
+                status.waiting_reason = waiting.map(|waiting| waiting_reason(&waiting));
+            }
+            return Ok(Some(status));
         }
         let stored = self
             .store
@@ -673,6 +729,30 @@ fn failure_message(reason: FailureReason, attempts: u32) -> String {
     }
 }
 
+/// Why a job waits, in words a consumer can act on.
+fn waiting_reason(waiting: &Waiting) -> String {
+    match waiting {
+        Waiting::NoVolunteers => "no volunteer is connected: start a worker or open the donate page".to_owned(),
+        Waiting::NoOwnWorkers => "a job with 1 replica runs only on your own workers (started with your API \
+                                  token), and none is connected"
+            .to_owned(),
+        Waiting::NotEnoughMemory { memory_bytes } => {
+            format!("no connected volunteer offers {} of memory (the job's memory limit)", human_bytes(*memory_bytes))
+        }
+        Waiting::DistinctVolunteers { needed, connected } => format!(
+            "each chunk needs {needed} distinct volunteers; {connected} {} connected",
+            if *connected == 1 { "is" } else { "are" }
+        ),
+        Waiting::Paused => "every connected volunteer that can run it has paused".to_owned(),
+        Waiting::Busy { slots } => {
+            format!("queued: all {slots} slots of the volunteers that can run it are busy with other work")
+        }
+        Waiting::TriedEverywhere => "the waiting chunks failed on every connected volunteer that can run them, \
+                                     or already ran there; they wait for another volunteer"
+            .to_owned(),
+    }
+}
+
 fn internal(error: StoreError) -> String {
     tracing::error!(%error, "could not check a worker's credential");
     "the server could not check your credential; try again later".to_owned()
@@ -711,5 +791,6 @@ fn status_of(row: &JobRow, progress: Progress, pending: u32, running: u32) -> Jo
         replicas: row.replicas,
         quorum: row.quorum,
         stop_reason: row.stop_reason.clone().or_else(|| (state == JobState::Cancelled).then(|| "cancelled".to_owned())),
+        waiting_reason: None,
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod http;
+pub mod report_limits;
 pub mod session;
 pub mod store;
 
@@ -40,6 +41,12 @@ pub enum ServerError {
     Stopped(String),
     #[error("could not create the administrator: {0}")]
     Bootstrap(#[from] auth::BootstrapError),
+    #[error(
+        "the ledger's kept balances disagree with its entries for {} account(s), first {:?}; the database was \
+         changed outside distributivecom or is damaged: restore it from a backup",
+        .0.len(), .0.first()
+    )]
+    LedgerDisagrees(Vec<store::ledger::Disagreement>),
 }
 
 /// A started server. Dropping it leaves the server running until the runtime stops; call
@@ -92,12 +99,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
         .await
         .map_err(|error| ServerError::Stopped(error.to_string()))??;
+    // The proof that the balances read on every result are the ledger's: one pass over the entries.
+    let auditing = store.clone();
+    let audit_started = std::time::Instant::now();
+    let disagreements = tokio::task::spawn_blocking(move || auditing.read_blocking(store::ledger::audit))
+        .await
+        .map_err(|error| ServerError::Stopped(error.to_string()))??;
+    if !disagreements.is_empty() {
+        return Err(ServerError::LedgerDisagrees(disagreements));
+    }
+    tracing::info!(
+        elapsed_ms = audit_started.elapsed().as_millis() as u64,
+        "the ledger's balances agree with its entries"
+    );
     let block = store.next_replica_block().await?;
     let admin_token = auth::bootstrap(&store, &config).await?;
     if let Some(path) = &admin_token {
         tracing::info!(path = %path.display(), "created the administrator; its API token is in this file");
     }
     let listen = config.listen;
+    let limits = http::listener::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(1)),
+        max_connections: http::listener::fit_to_open_file_limit(config.max_connections.max(1)),
+        max_connections_per_address: config.max_connections_per_address.max(1),
+    };
     let tick_interval = Duration::from_millis(config.tick_interval_ms.max(10));
     let coordinator = tokio::task::spawn_blocking(move || Coordinator::start(store, config, block << 32))
         .await
@@ -116,10 +141,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     });
     let app = http::router(http::AppState::new(coordinator.clone()));
-    let serving =
-        tokio::spawn(
-            async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await },
-        );
+    let serving = tokio::spawn(async move {
+        http::listener::serve(listener, app, limits).await;
+        Ok(())
+    });
     tracing::info!(%address, "serving");
     Ok(RunningServer { address, coordinator, serving, ticking, admin_token })
 }

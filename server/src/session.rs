@@ -30,6 +30,9 @@ pub enum Incoming {
     /// Ping, pong: the socket layer answers pings itself.
     Control,
     Closed,
+    /// The connection broke, or the worker broke a rule of the socket layer (a message larger than it
+    /// may send): the reason is told to the worker if the connection still takes it.
+    Failed(String),
 }
 
 /// A frame to the worker.
@@ -40,8 +43,9 @@ pub enum Outgoing {
     Close(String),
 }
 
-/// Runs a session to its end. The worker's replicas are requeued when it ends, however it ends.
-pub async fn run<R, W>(coordinator: Arc<Coordinator>, mut incoming: R, mut outgoing: W)
+/// Runs the session of worker `worker` (an id from `Coordinator::new_worker_id`) to its end. The worker's
+/// replicas are requeued when it ends, however it ends.
+pub async fn run<R, W>(coordinator: Arc<Coordinator>, worker: u64, mut incoming: R, mut outgoing: W)
 where
     R: Stream<Item = Incoming> + Unpin,
     W: Sink<Outgoing> + Unpin,
@@ -67,7 +71,7 @@ where
     };
     let volunteer = identity.volunteer.clone();
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let worker = coordinator.connect(&hello, identity, sender.clone());
+    coordinator.connect(worker, &hello, identity, sender.clone());
 
     tracing::info!(
         worker, slots = hello.slots, kind = ?hello.kind, agent = %hello.agent, %volunteer, "worker connected"
@@ -114,6 +118,7 @@ async fn read_hello<R: Stream<Item = Incoming> + Unpin>(incoming: &mut R) -> Res
             }
             Some(Incoming::Text) => return Err(text_refusal()),
             Some(Incoming::Control) => continue,
+            Some(Incoming::Failed(reason)) => return Err(reason),
             Some(Incoming::Closed) | None => return Err("the connection closed before hello".to_owned()),
         }
     }
@@ -135,6 +140,7 @@ async fn read_messages<R: Stream<Item = Incoming> + Unpin>(
             Incoming::Text => return Err(text_refusal()),
             Incoming::Control => continue,
             Incoming::Closed => return Ok(()),
+            Incoming::Failed(reason) => return Err(reason),
         };
         let message: WorkerMessage = decode(&frame).map_err(|error| error.to_string())?;
         match message {

@@ -2,18 +2,18 @@
 //! volunteer identities, and the published pricing.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::{
     AccountInfo, Credentials, ErrorBody, LedgerEntry, LedgerPage, NewToken, Pricing, SessionInfo, TokenCreated,
-    TokenInfo, UserInfo, VolunteerCredential, VolunteerInfo,
+    TokenInfo, UserInfo, VolunteerClaim, VolunteerCredential, VolunteerInfo,
 };
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
+use super::extract::{ClientAddress, JsonBody, Path, Query};
 use crate::auth::{self, Caller, Via, VolunteerCaller};
 use crate::coordinator::unix_ms;
 use crate::store::accounts::{self, UserRow};
@@ -24,45 +24,6 @@ const MAX_LEDGER_ENTRIES: u32 = 500;
 
 fn user_info(user: &UserRow) -> UserInfo {
     UserInfo { id: user.id, username: user.username.clone(), is_admin: user.is_admin }
-}
-
-/// The client's address, for rate limits.
-pub struct ClientAddress(std::net::IpAddr);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(auth::client_address(parts)))
-    }
-}
-
-/// A JSON request body, refused with a message that names the problem. `Content-Type: application/json`
-/// is required: browsers cannot send it across origins without asking first (CORS preflight, which this
-/// server never grants), so no other site can make a visitor's browser post these forms.
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
-    type Rejection = AppError;
-
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.split(';').next().is_some_and(|media| media.trim() == "application/json"));
-        if !is_json {
-            return Err(AppError::UnsupportedMediaType(
-                "send the body as JSON, with Content-Type: application/json".to_owned(),
-            ));
-        }
-        let body = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|error| AppError::BadRequest(format!("could not read the request body: {error}")))?;
-        serde_json::from_slice(&body)
-            .map(JsonBody)
-            .map_err(|error| AppError::BadRequest(format!("could not read the request: {error}")))
-    }
 }
 
 /// Creates an account with the starter grant and signs it in. The browser's anonymous volunteer identity,
@@ -145,24 +106,46 @@ async fn start_session(
 ) -> Result<Response, AppError> {
     let store = state.coordinator.store();
     let config = state.coordinator.config();
-    // An identity with a wrong secret, or that belongs to another account, is left alone: signing in must
-    // not fail because of what an old browser remembers.
-    let claim = match volunteer {
+    // An identity with a wrong secret, or that belongs to another account, is left alone (signing in must
+    // not fail because of what an old browser remembers), and the answer says that nothing was claimed.
+    let sent = volunteer.as_ref().map(|credential| credential.id.clone());
+    let verified = match volunteer {
         Some(credential) => auth::check_volunteer(store, credential).await?.map(|volunteer| volunteer.id),
         None => None,
     };
     let (cookie, csrf_token) = (auth::random_secret(), auth::random_secret());
     let (cookie_hash, csrf, id) = (auth::sha256_hex(&cookie), csrf_token.clone(), user.id);
     let (now, expires) = (unix_ms(), unix_ms().saturating_add(config.session_lifetime_ms));
-    store
+    let claimed = store
         .transact(move |connection| {
-            if let Some(volunteer) = claim {
-                writes::claim_volunteer(connection, &volunteer, id, now)?;
-            }
-            writes::create_session(connection, &cookie_hash, id, &csrf, now, expires)
+            let claimed = match verified {
+                Some(volunteer) => writes::claim_volunteer(connection, &volunteer, id, now)?,
+                None => None,
+            };
+            writes::create_session(connection, &cookie_hash, id, &csrf, now, expires)?;
+            Ok(claimed)
         })
         .await?;
-    let info = SessionInfo { user: user_info(&user), csrf_token };
+    let volunteer_claim = sent.map(|volunteer| match claimed {
+        Some(millicredits) => VolunteerClaim {
+            volunteer,
+            claimed: true,
+            millicredits,
+            message: format!(
+                "this browser's volunteer identity is now this account's, with the {:.3} credits it earned",
+                millicredits as f64 / 1000.0
+            ),
+        },
+        None => VolunteerClaim {
+            volunteer,
+            claimed: false,
+            millicredits: 0,
+            message: "nothing was claimed: the volunteer identity sent is unknown, its secret is wrong, or it \
+                      belongs to another account"
+                .to_owned(),
+        },
+    });
+    let info = SessionInfo { user: user_info(&user), csrf_token, volunteer_claim };
     let mut response = (status, Json(info)).into_response();
     set_cookie(&mut response, &auth::session_cookie_header(&cookie, config))?;
     Ok(response)
@@ -202,7 +185,9 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 )]
 pub async fn session(caller: Caller) -> Result<Json<SessionInfo>, AppError> {
     match caller.via {
-        Via::Session { csrf_token, .. } => Ok(Json(SessionInfo { user: user_info(&caller.user), csrf_token })),
+        Via::Session { csrf_token, .. } => {
+            Ok(Json(SessionInfo { user: user_info(&caller.user), csrf_token, volunteer_claim: None }))
+        }
         Via::Token { .. } => {
             Err(AppError::BadRequest("API tokens have no web session; use GET /api/account".to_owned()))
         }
@@ -353,6 +338,7 @@ pub async fn revoke_token(
         return Err(AppError::NotFound(format!("you have no active token {id}")));
     }
     // Workers connected with the token stop too: a revoked token does nothing more for anyone.
+    state.auth.forget_token(id);
     state.coordinator.token_revoked(id);
     Ok(StatusCode::NO_CONTENT)
 }

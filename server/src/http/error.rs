@@ -21,6 +21,12 @@ pub enum AppError {
     /// Valid credentials that may not do this (403), for example a cookie write without its CSRF token.
     Forbidden(String),
     NotFound(String),
+    /// The endpoint does not take this method (405).
+    MethodNotAllowed(String),
+    /// The body stopped arriving (408).
+    RequestTimeout(String),
+    /// The body's size was not declared with Content-Length (411).
+    LengthRequired(String),
     /// The name is taken (409).
     Conflict(String),
     PayloadTooLarge(String),
@@ -43,6 +49,9 @@ impl AppError {
             AppError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,6 +83,9 @@ impl IntoResponse for AppError {
             | AppError::PaymentRequired(message)
             | AppError::Forbidden(message)
             | AppError::NotFound(message)
+            | AppError::MethodNotAllowed(message)
+            | AppError::RequestTimeout(message)
+            | AppError::LengthRequired(message)
             | AppError::Conflict(message)
             | AppError::PayloadTooLarge(message)
             | AppError::UnsupportedMediaType(message)
@@ -104,27 +116,30 @@ pub fn human_bytes(bytes: u64) -> String {
     if value.fract() == 0.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
-/// How much of an oversized body is still read (and thrown away) before answering 413, so that the client
-/// sees the answer instead of a connection reset and its connection stays usable.
-const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+/// How long a body may pause before the request is given up: a client that declared a size and stopped
+/// sending must not hold a handler forever.
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reads a request body of at most `limit` bytes. A larger body gets a 413 that names `what` and the limit.
+/// Reads a request body of at most `limit` bytes. A larger body gets a 413 that names `what` and the
+/// limit (declared sizes were refused before the handler ran; this guards the bytes that arrive), and a
+/// body that pauses longer than [`BODY_IDLE_TIMEOUT`] gets a 408.
 pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Result<bytes::Bytes, AppError> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut collected = bytes::BytesMut::new();
-    let mut total: u64 = 0;
-    while let Some(frame) = stream.next().await {
-        let frame = frame.map_err(|error| AppError::BadRequest(format!("could not read {what}: {error}")))?;
-        total += frame.len() as u64;
-        if total > limit {
-            // Drain the rest (up to a bound) so the 413 reaches the client.
-            while total <= limit.saturating_add(DRAIN_LIMIT) {
-                match stream.next().await {
-                    Some(Ok(frame)) => total += frame.len() as u64,
-                    _ => break,
-                }
+    loop {
+        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(collected.freeze()),
+            Err(_) => {
+                return Err(AppError::RequestTimeout(format!(
+                    "{what} stopped arriving: nothing came for {} seconds",
+                    BODY_IDLE_TIMEOUT.as_secs()
+                )));
             }
+        };
+        let frame = frame.map_err(|error| AppError::BadRequest(format!("could not read {what}: {error}")))?;
+        if collected.len() as u64 + frame.len() as u64 > limit {
             return Err(AppError::PayloadTooLarge(format!(
                 "{what} is larger than the limit of {}",
                 human_bytes(limit)
@@ -132,5 +147,4 @@ pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Result
         }
         collected.extend_from_slice(&frame);
     }
-    Ok(collected.freeze())
 }

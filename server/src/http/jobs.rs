@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use distributivecom_protocol::api::{
     ChunkRequest, ErrorBody, JobCreated, JobRequest, JobStatus, LimitsRequest, ReplicationRequest, ResultsPage,
@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{AppError, human_bytes, read_body};
+use super::extract::{Path, Query};
 use crate::auth::Caller;
 use crate::config::ServerConfig;
 use crate::coordinator::{Progress, unix_ms};
@@ -84,10 +85,8 @@ pub async fn submit(
         return Err(AppError::BadRequest(format!("budget_millicredits must be more than 0, not {budget}")));
     }
 
-    let (module, owner) = (request.module.clone(), caller.user.id);
-    let module_info =
-        state.coordinator.store().read(move |connection| queries::module_info(connection, &module, owner)).await?;
-    let Some((run_module, _imports)) = module_info else {
+    let owner = caller.user.id;
+    let Some(run_module) = state.uploads.run_module(state.coordinator.store(), &request.module, owner).await? else {
         return Err(AppError::Unprocessable(format!(
             "module {} has not been uploaded by this account; upload it with POST /api/modules first",
             request.module

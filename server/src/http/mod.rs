@@ -4,7 +4,10 @@
 
 mod account;
 mod error;
+pub mod extract;
+mod frame_gate;
 mod jobs;
+pub mod listener;
 mod modules;
 mod openapi;
 mod web;
@@ -13,7 +16,10 @@ mod workers;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -32,19 +38,26 @@ pub struct AppState {
     pub coordinator: Arc<Coordinator>,
     pub auth: Arc<Auth>,
     modules: Arc<modules::ModuleCache>,
+    uploads: Arc<modules::Uploads>,
 }
 
 impl AppState {
     pub fn new(coordinator: Arc<Coordinator>) -> AppState {
         let auth = Arc::new(Auth::new(coordinator.config()));
-        AppState { coordinator, auth, modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)) }
+        AppState {
+            coordinator,
+            auth,
+            modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)),
+            uploads: Arc::new(modules::Uploads::new()),
+        }
     }
 }
 
-/// The whole HTTP app. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that rate
-/// limits see client addresses.
+/// The whole HTTP app. Serve it with [`listener::serve`] (or with `ConnectInfo<SocketAddr>` in each
+/// request's extensions) so that rate limits see client addresses.
 pub fn router(state: AppState) -> Router {
-    // The upload handlers enforce their own limits while reading (see `error::read_body`).
+    // Declared sizes are checked before any handler runs; handlers also enforce them while reading (see
+    // `error::read_body`).
     Router::new()
         .route("/api/health", get(|| async { "ok" }))
         .route("/api/auth/signup", post(account::signup))
@@ -69,5 +82,82 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()))
         .merge(web::routes())
         .fallback(web::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_undeclared_or_oversized_bodies))
+        .layer(middleware::map_response(errors_as_json))
         .with_state(state)
+}
+
+/// The most a request to `path` may carry, and what to call it in a refusal.
+fn body_limit(config: &crate::config::ServerConfig, path: &str) -> (u64, &'static str) {
+    match path {
+        "/api/modules" => (config.max_module_bytes, "the program"),
+        "/api/jobs" => (config.max_job_request_bytes, "the job request"),
+        _ => (extract::SMALL_BODY_LIMIT, "the request body"),
+    }
+}
+
+/// Answers at once, from the headers alone, a request whose body is larger than its endpoint takes
+/// (413) or whose size is not declared (411: a chunked body could announce any size and then send
+/// nothing, holding a handler forever). The connection is closed after the answer: its body is not read.
+async fn refuse_undeclared_or_oversized_bodies(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (limit, what) = body_limit(state.coordinator.config(), request.uri().path());
+    let headers = request.headers();
+    let refusal = if headers.contains_key(header::TRANSFER_ENCODING) {
+        Some(AppError::LengthRequired(
+            "send the body with a Content-Length header; chunked uploads are not accepted".to_owned(),
+        ))
+    } else {
+        match headers
+            .get(header::CONTENT_LENGTH)
+            .map(|value| value.to_str().ok().and_then(|text| text.parse::<u64>().ok()))
+        {
+            None => None,
+            Some(None) => Some(AppError::BadRequest("Content-Length must be a whole number of bytes".to_owned())),
+            Some(Some(declared)) if declared > limit => {
+                Some(AppError::PayloadTooLarge(format!("{what} is larger than the limit of {}", human_bytes(limit))))
+            }
+            Some(Some(_)) => None,
+        }
+    };
+    match refusal {
+        None => next.run(request).await,
+        Some(refusal) => {
+            let mut response = refusal.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed(format!("{} does not take {method}; the Allow header lists what it takes", uri.path()))
+}
+
+/// Every error answer is JSON, `{"error": "..."}`, whoever produced it: the handlers' `AppError`s already
+/// are, and this turns any other (a rejection of the framework's, a layer's) into the same shape.
+async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let json = axum::Json(distributivecom_protocol::api::ErrorBody { error: text }).into_response();
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
 }

@@ -6,20 +6,22 @@ use std::sync::Mutex;
 use axum::Json;
 use axum::body::Body;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use distributivecom_protocol::api::{ErrorBody, ModuleInfo};
 use distributivecom_protocol::is_sha256_hex;
+use distributivecom_protocol::worker::ModuleRef;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{AppError, read_body};
+use super::extract::Path;
 use crate::auth::Caller;
 use crate::coordinator::unix_ms;
 
-use crate::store::{NewModule, queries};
+use crate::store::{NewModule, Store, queries};
 
 /// Recently served modules, so that a hundred workers joining at once read the database once.
 pub struct ModuleCache {
@@ -48,6 +50,43 @@ impl ModuleCache {
             total -= entries.remove(&victim).map_or(0, |evicted| evicted.len());
         }
         entries.insert(sha256, bytes);
+    }
+}
+
+/// Which programs each account uploaded, and the instrumented module each runs as: facts that never
+/// change once true (uploads are never withdrawn), kept so that submitting a job does not read them from
+/// the database every time.
+pub struct Uploads {
+    known: Mutex<HashMap<(String, u64), ModuleRef>>,
+}
+
+/// Uploads remembered at most; past that the memory starts over.
+const MAX_KNOWN_UPLOADS: usize = 100_000;
+
+impl Uploads {
+    pub fn new() -> Uploads {
+        Uploads { known: Mutex::new(HashMap::new()) }
+    }
+
+    /// The instrumented module of program `sha256` if `user` uploaded it.
+    pub async fn run_module(&self, store: &Store, sha256: &str, user: u64) -> Result<Option<ModuleRef>, AppError> {
+        let key = (sha256.to_owned(), user);
+        if let Some(known) = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+            return Ok(Some(known.clone()));
+        }
+        let lookup = sha256.to_owned();
+        let found = store.read(move |connection| queries::module_info(connection, &lookup, user)).await?;
+        let Some((run_module, _imports)) = found else { return Ok(None) };
+        self.remember(key, run_module.clone());
+        Ok(Some(run_module))
+    }
+
+    fn remember(&self, key: (String, u64), run_module: ModuleRef) {
+        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= MAX_KNOWN_UPLOADS {
+            known.clear();
+        }
+        known.insert(key, run_module);
     }
 }
 
@@ -81,52 +120,75 @@ pub async fn upload(
     .map_err(|error| AppError::Internal(format!("module check panicked: {error}")))?
     .map_err(|error| AppError::Unprocessable(error.to_string()))?;
     let size = bytes.len() as u64;
+    let instrumented_sha256 = hex::encode(Sha256::digest(&instrumented));
+    let instrumented_size = instrumented.len() as u64;
     let module = NewModule {
         owner: caller.user.id,
         sha256: sha256.clone(),
         bytes,
         imports: info.imports.clone(),
-        instrumented_sha256: hex::encode(Sha256::digest(&instrumented)),
+        instrumented_sha256: instrumented_sha256.clone(),
         instrumented: instrumented.into(),
         created_at_ms: unix_ms(),
     };
     state.coordinator.store().put_module(module).await?;
+    let run_module = ModuleRef { sha256: instrumented_sha256.clone(), size: instrumented_size };
+    state.uploads.remember((sha256.clone(), caller.user.id), run_module);
 
-    Ok((StatusCode::CREATED, Json(ModuleInfo { sha256, size, imports: info.imports })))
+    Ok((StatusCode::CREATED, Json(ModuleInfo { sha256, size, imports: info.imports, instrumented_sha256 })))
 }
 
-/// Downloads an instrumented module (what workers run) by its hash. The answer never changes, so it may
-/// be cached forever. Programs as uploaded are not served.
+/// Downloads a module by its hash. The instrumented module (what workers run, `instrumented_sha256` in
+/// the upload's answer) is public; the program as uploaded (`sha256`) is served only to the accounts
+/// that uploaded it. The answer under a hash never changes, so it may be cached forever.
 #[utoipa::path(
     get, path = "/modules/{sha256}", tag = "modules",
-    params(("sha256" = String, Path, description = "Lowercase hex SHA-256 of the instrumented module")),
+    params(("sha256" = String, Path, description = "Lowercase hex SHA-256 of the instrumented module, or of a program the caller uploaded")),
     responses(
         (status = 200, description = "The module", content_type = "application/wasm", body = Vec<u8>),
-        (status = 404, description = "No such module", body = ErrorBody),
+        (status = 404, description = "No such module (or a program someone else uploaded)", body = ErrorBody),
     )
 )]
-pub async fn download(State(state): State<AppState>, Path(sha256): Path<String>) -> Result<Response, AppError> {
+pub async fn download(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(sha256): Path<String>,
+) -> Result<Response, AppError> {
     if !is_sha256_hex(&sha256) {
         return Err(AppError::NotFound(format!("{sha256} is not a module hash (64 lowercase hex digits)")));
     }
-    let bytes = match state.modules.get(&sha256) {
-        Some(bytes) => bytes,
+    let (bytes, public) = match state.modules.get(&sha256) {
+        Some(bytes) => (bytes, true),
         None => {
-            let key = sha256.clone();
-            let stored =
-                state.coordinator.store().read(move |connection| queries::module_bytes(connection, &key)).await?;
-            let Some(stored) = stored else {
+            let (key, uploader) = (sha256.clone(), caller.map(|caller| caller.user.id));
+            let stored = state
+                .coordinator
+                .store()
+                .read(move |connection| match queries::module_bytes(connection, &key)? {
+                    Some(instrumented) => Ok(Some((instrumented, true))),
+                    None => match uploader {
+                        Some(user) => {
+                            Ok(queries::uploaded_program(connection, &key, user)?.map(|bytes| (bytes, false)))
+                        }
+                        None => Ok(None),
+                    },
+                })
+                .await?;
+            let Some((stored, public)) = stored else {
                 return Err(AppError::NotFound(format!("no module {sha256}")));
             };
             let bytes = Bytes::from(stored);
-            state.modules.put(sha256.clone(), bytes.clone());
-            bytes
+            if public {
+                state.modules.put(sha256.clone(), bytes.clone());
+            }
+            (bytes, public)
         }
     };
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    let cache = if public { "public, max-age=31536000, immutable" } else { "private, max-age=31536000, immutable" };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
         headers.insert(header::ETAG, etag);
     }

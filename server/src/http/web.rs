@@ -3,7 +3,6 @@
 //! and the JSON 404 for unknown paths.
 
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -11,6 +10,7 @@ use tower_http::compression::CompressionLayer;
 
 use super::AppState;
 use super::error::AppError;
+use super::extract::Path;
 
 /// The built web app. A binary built without it (plain `cargo build`) serves [`NOT_BUILT`] instead.
 #[derive(rust_embed::Embed)]
