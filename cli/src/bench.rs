@@ -3,6 +3,8 @@
 //!
 //! It measures:
 //! - throughput: one job of many no-op chunks, from submission to the last durable result;
+//! - replicated throughput: the same with 2 replicas per chunk that must agree (quorum 2), run by distinct
+//!   anonymous volunteers, counting chunks (each of them two runs) per second;
 //! - round latency: jobs of 32 no-op chunks submitted one after another, from submission to the last
 //!   durable result (what an iterative or interactive workload waits for each round);
 //! - the instrumentation's cost: a CPU-bound program run natively with and without metering;
@@ -56,12 +58,19 @@ pub struct BenchArgs {
     /// Rounds of 32 chunks for the latency figures.
     #[arg(long, default_value_t = 200)]
     rounds: u32,
+    /// Chunks in the replicated job (2 replicas, quorum 2, distinct volunteers); 0 skips it.
+    /// Default: --chunks, at most 20,000.
+    #[arg(long)]
+    replicated_chunks: Option<u32>,
     /// Also measure with this many headless Chromium tabs (each one thread) as the only workers.
     #[arg(long, default_value_t = 0)]
     browser_tabs: u32,
     /// The CPU-bound program (the `primes` example); found next to this binary when built by cargo xtask.
     #[arg(long)]
     cpu_program: Option<PathBuf>,
+    /// Skip the CPU-bound figures (metering slowdown, browser CPU speed): a quicker run.
+    #[arg(long)]
+    no_cpu: bool,
     /// Keep the database here instead of in a temporary directory.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -76,6 +85,9 @@ struct Figures {
     slots_per_worker: u32,
     throughput_chunks: u32,
     chunks_per_sec: f64,
+    replicated_chunks: u32,
+    /// Chunks per second of a job with 2 replicas per chunk and quorum 2, on distinct volunteers.
+    replicated_chunks_per_sec: Option<f64>,
     rounds: u32,
     round_chunks: usize,
     round_p50_ms: f64,
@@ -99,8 +111,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
     let temporary = tempfile::tempdir().context("could not create a temporary directory")?;
     let data_dir = args.data.clone().unwrap_or_else(|| temporary.path().to_owned());
-    let config =
-        ServerConfig { listen: ([127, 0, 0, 1], 0).into(), data_dir: data_dir.clone(), ..ServerConfig::default() };
+    let config = ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: data_dir.clone(),
+        // Every replicated chunk runs twice: no volunteer earns the trust to run one alone.
+        trust_after: u32::MAX,
+        ..ServerConfig::default()
+    };
     let server = distributivecom_server::start(config).await.context("could not start the server")?;
     let base = format!("http://{}", server.address());
     // The administrator submits, and its own workers run the jobs with one replica each: the figures
@@ -143,7 +160,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     figures.round_p99_ms = percentile_ms(&rounds, 0.99);
     figures.round_max_ms = percentile_ms(&rounds, 1.0);
 
-    let cpu_program = cpu_program(args.cpu_program.as_deref());
+    let replicated_chunks = args.replicated_chunks.unwrap_or(args.chunks.min(20_000));
+    figures.replicated_chunks = replicated_chunks;
+    if replicated_chunks > 0 {
+        // Only anonymous volunteers now, each a distinct one: replicas must go to distinct volunteers.
+        for worker in &native_workers {
+            worker.abort();
+        }
+        native_workers.clear();
+        wait_for_workers_exactly(&client, 0).await?;
+        // Registered without the administrator's token, so that each stays a volunteer of its own.
+        let anonymous = Client::new(&base)?;
+        for index in 0..args.workers {
+            let identity = anonymous.register_volunteer().await?;
+            let worker = Worker::new(WorkerConfig {
+                server: base.clone(),
+                slots: args.slots,
+                agent: format!("bench-volunteer-{index}"),
+                credential: Credential::Volunteer { id: identity.id, secret: identity.secret },
+            })?;
+            native_workers.push(tokio::spawn(worker.run()));
+        }
+        wait_for_workers_exactly(&client, args.workers).await?;
+        let replicated = |chunks: u32| JobRequest {
+            module: noop.clone(),
+            chunks: vec![ChunkRequest::default(); chunks as usize],
+            replication: Some(ReplicationRequest { replicas: 2, quorum: 2 }),
+            ..JobRequest::default()
+        };
+        run_request(&client, &replicated(256)).await?;
+        let started = Instant::now();
+        run_request(&client, &replicated(replicated_chunks)).await?;
+        figures.replicated_chunks_per_sec =
+            Some((f64::from(replicated_chunks) / started.elapsed().as_secs_f64()).round());
+    }
+
+    let cpu_program = if args.no_cpu { None } else { cpu_program(args.cpu_program.as_deref()) };
     let native_cpu = match &cpu_program {
         Some(program) => {
             let native = native_cpu(program)?;
@@ -197,7 +249,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             figures.browser_cpu_speed_ratio = Some(round2(native.instrumented_seconds / fastest));
         }
     }
-    print(&figures, args.json, cpu_program.is_none())?;
+    print(&figures, args.json, cpu_program.is_none() && !args.no_cpu)?;
     server.stop();
     Ok(Outcome::Success)
 }
@@ -212,6 +264,13 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         figures.workers, figures.slots_per_worker
     );
     println!("no-op throughput: {:.0} chunks/s ({} chunks)", figures.chunks_per_sec, figures.throughput_chunks);
+    if let Some(replicated) = figures.replicated_chunks_per_sec {
+        println!(
+            "replicated no-op throughput (2 replicas, quorum 2, distinct volunteers): {replicated:.0} chunks/s ({} \
+             chunks)",
+            figures.replicated_chunks
+        );
+    }
     println!(
         "{}-chunk round latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} rounds)",
         figures.round_chunks,
@@ -331,7 +390,7 @@ async fn wait_until(client: &Client, done: impl Fn(u32) -> bool, failure: &str) 
     Ok(())
 }
 
-/// Runs a job to its end and returns its id.
+/// Runs a job of one replica per chunk (on the administrator's own workers) to its end and returns its id.
 async fn run_job(client: &Client, module: &str, chunks: Vec<ChunkRequest>) -> anyhow::Result<u64> {
     let request = JobRequest {
         module: module.to_owned(),
@@ -339,8 +398,12 @@ async fn run_job(client: &Client, module: &str, chunks: Vec<ChunkRequest>) -> an
         replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
         ..JobRequest::default()
     };
+    run_request(client, &request).await
+}
 
-    let created = client.submit(&request).await?;
+/// Submits a job, waits for its end and returns its id; anything but success is an error.
+async fn run_request(client: &Client, request: &JobRequest) -> anyhow::Result<u64> {
+    let created = client.submit(request).await?;
     let status = client.wait_until_finished(created.id).await?;
     if status.state != JobState::Succeeded {
         bail!("a benchmark job did not succeed: {status:?}");

@@ -160,14 +160,13 @@ impl Client {
         Ok(status)
     }
 
-    /// Waits until the job is over without reporting progress (one request per 30 s at most).
+    /// Waits until the job is over without reporting progress: one long-polling request per 30 s at most,
+    /// answered as soon as the job ends.
     pub async fn wait_until_finished(&self, job: u64) -> Result<JobStatus, ClientError> {
         loop {
-            let status = self.status(job).await?;
-            if status.state.is_finished() {
-                return Ok(status);
-            }
-            let status = self.wait_for_progress(job, status.chunks.saturating_sub(1), Duration::from_secs(30)).await?;
+            // No count of finished chunks exceeds u32::MAX: the server answers when the job is over (or
+            // after the wait).
+            let status = self.wait_for_progress(job, u32::MAX, Duration::from_secs(30)).await?;
             if status.state.is_finished() {
                 return Ok(status);
             }

@@ -30,7 +30,7 @@ use pool::{Pool, Task};
 use runtime::{CompiledModule, Runtime, RuntimeError};
 
 /// Replicas per slot the worker asks the server to queue beyond the running ones.
-pub const NATIVE_PREFETCH_PER_SLOT: u32 = 8;
+pub const NATIVE_PREFETCH_PER_SLOT: u32 = 16;
 
 /// How to reach the coordinator and how much to give it.
 

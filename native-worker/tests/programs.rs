@@ -13,9 +13,13 @@ use distributivecom_worker::runtime::Runtime;
 
 /// A test program, instrumented as the coordinator does on upload.
 fn program(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/wasi-release")
-        .join(format!("{name}.wasm"));
+    // Where cargo builds: CARGO_TARGET_DIR when set (as `.ci/run` does), otherwise the workspace's target/.
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace.join(dir),
+        _ => workspace.join("target"),
+    };
+    let path = target.join("wasm32-wasip1/wasi-release").join(format!("{name}.wasm"));
     let original = std::fs::read(&path).unwrap_or_else(|error| {
         panic!("{} is missing ({error}): build the programs first with `cargo xtask build-programs`", path.display())
     });

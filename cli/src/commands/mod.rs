@@ -63,6 +63,9 @@ pub fn describe(status: &JobStatus) -> String {
     if let Some(reason) = &status.stop_reason {
         line.push_str(&format!(" (stopped: {reason})"));
     }
+    if let Some(reason) = &status.waiting_reason {
+        line.push_str(&format!("\nwaiting: {reason}"));
+    }
     line
 }
 

@@ -37,6 +37,16 @@ pub struct ServeArgs {
     /// a chunk alone (with random spot checks). A huge number turns it off.
     #[arg(long, default_value_t = ServerConfig::default().trust_after)]
     trust_after: u32,
+    /// A request's head must arrive within this many milliseconds, and an idle kept-alive connection is
+    /// closed after as long.
+    #[arg(long, default_value_t = ServerConfig::default().header_read_timeout_ms)]
+    header_read_timeout_ms: u64,
+    /// Open connections in total, WebSockets included (at most what the open-file limit allows).
+    #[arg(long, default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// Open connections from one client address.
+    #[arg(long, default_value_t = ServerConfig::default().max_connections_per_address)]
+    max_connections_per_address: usize,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
@@ -49,9 +59,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         auth_attempts_per_minute: args.auth_attempts_per_minute,
         secure_cookies: !args.insecure_cookies,
         trust_after: args.trust_after,
-
+        header_read_timeout_ms: args.header_read_timeout_ms,
+        max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         ..ServerConfig::default()
     };
+    anyhow::ensure!(args.header_read_timeout_ms > 0, "--header-read-timeout-ms must be at least 1");
+    anyhow::ensure!(
+        args.max_connections > 0 && args.max_connections_per_address > 0,
+        "--max-connections and --max-connections-per-address must be at least 1"
+    );
     anyhow::ensure!(args.starter_millicredits >= 0, "--starter-millicredits cannot be negative");
     anyhow::ensure!(args.auth_attempts_per_minute > 0, "--auth-attempts-per-minute must be at least 1");
     let server = distributivecom_server::start(config)

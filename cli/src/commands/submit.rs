@@ -48,6 +48,15 @@ pub struct SubmitArgs {
     /// The most work units one run of a chunk may use (the instruction limit; it also bounds the price).
     #[arg(long, value_name = "UNITS")]
     max_work_units: Option<u64>,
+    /// The most stdout one run keeps, in MiB (default 1; more is cut and flagged as truncated).
+    #[arg(long, value_name = "MIB")]
+    max_stdout_mib: Option<f64>,
+    /// The most stderr one run keeps, in MiB (default 1).
+    #[arg(long, value_name = "MIB")]
+    max_stderr_mib: Option<f64>,
+    /// The most bytes all files under /data may hold together, inputs and outputs, in MiB (default 64).
+    #[arg(long, value_name = "MIB")]
+    max_data_mib: Option<f64>,
     /// The most the job may cost, in credits: held in escrow while it runs, the rest refunded.
     /// Default: your balance, up to the job's maximum cost.
     #[arg(long, value_name = "CREDITS")]
@@ -90,9 +99,11 @@ pub async fn run(remote: &Remote, args: SubmitArgs) -> anyhow::Result<Outcome> {
     let env = parse_env(&args.env)?;
     let limits = LimitsRequest {
         time_limit_ms: args.time_limit.map(|seconds| (seconds * 1000.0).round() as u64),
-        memory_limit_bytes: args.memory_limit.map(|mib| mib * 1024 * 1024),
+        memory_limit_bytes: args.memory_limit.map(|mib| mib.saturating_mul(1024 * 1024)),
         max_work_units: args.max_work_units,
-        ..LimitsRequest::default()
+        max_stdout_bytes: mebibytes("--max-stdout-mib", args.max_stdout_mib)?,
+        max_stderr_bytes: mebibytes("--max-stderr-mib", args.max_stderr_mib)?,
+        max_data_bytes: mebibytes("--max-data-mib", args.max_data_mib)?,
     };
     let budget_millicredits = match args.budget {
         Some(credits) if !(credits > 0.0 && credits.is_finite()) => {
@@ -133,7 +144,11 @@ pub async fn run(remote: &Remote, args: SubmitArgs) -> anyhow::Result<Outcome> {
     let status = client
         .wait(created.id, |status| {
             bar.set_position(u64::from(status.finished_chunks()));
-            bar.set_message(format!("{} failed, {} running", status.failed, status.running));
+            let mut message = format!("{} failed, {} running", status.failed, status.running);
+            if let Some(reason) = &status.waiting_reason {
+                message.push_str(&format!("; waiting: {reason}"));
+            }
+            bar.set_message(message);
         })
         .await?;
     bar.finish_and_clear();
@@ -192,6 +207,15 @@ fn chunks_from_lines(path: &Path) -> anyhow::Result<Vec<ChunkRequest>> {
         bail!("{} holds no chunks", path.display());
     }
     Ok(chunks)
+}
+
+/// A size given in MiB (fractions allowed, such as 1.5), in bytes.
+fn mebibytes(flag: &str, mib: Option<f64>) -> anyhow::Result<Option<u64>> {
+    match mib {
+        None => Ok(None),
+        Some(mib) if mib > 0.0 && mib.is_finite() => Ok(Some((mib * 1024.0 * 1024.0).round() as u64)),
+        Some(mib) => bail!("{flag} must be a positive number of MiB, not {mib}"),
+    }
 }
 
 fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
