@@ -117,6 +117,7 @@ async fn status_of_a_running_job_exits_with_three_and_errors_with_two() {
     let status = run(&server, &["status", &job.to_string()], dir.path());
     assert_eq!(status.status.code(), Some(3));
     assert!(stdout(&status).contains("running"), "{}", stdout(&status));
+    assert!(stdout(&status).contains("waiting: no volunteer is connected"), "{}", stdout(&status));
     let missing = run(&server, &["status", "424242"], dir.path());
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no job 424242"));
@@ -136,15 +137,83 @@ async fn status_of_a_running_job_exits_with_three_and_errors_with_two() {
     assert!(stderr.contains("no API token: pass --token or set DISTRIBUTIVECOM_TOKEN"), "{stderr}");
 }
 
+/// Regression: with one worker and the default replication, the README's first demo showed "0 running, 8
+/// pending" forever with no explanation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_job_says_why_wherever_it_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _one = server.worker(1);
+    let client = server.client();
+    let job = submit(&client, "echo-args", vec![chunk(&["x"])]).await;
+    let expected = "each chunk needs 2 distinct volunteers; 1 is connected";
+    eventually("the job to wait for a second volunteer", std::time::Duration::from_secs(30), || async {
+        client.status(job).await.unwrap().waiting_reason.as_deref() == Some(expected)
+    })
+    .await;
+    let status = run(&server, &["status", &job.to_string()], dir.path());
+    assert_eq!(status.status.code(), Some(3));
+    assert!(stdout(&status).contains(&format!("waiting: {expected}")), "{}", stdout(&status));
+
+    // A job of one replica runs only on its owner's own workers, and says so while none is connected.
+    let owners = submit_request(
+        &client,
+        "echo-args",
+        distributivecom_protocol::api::JobRequest {
+            chunks: vec![chunk(&["y"])],
+            replication: Some(distributivecom_protocol::api::ReplicationRequest { replicas: 1, quorum: 1 }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let reason = client.status(owners).await.unwrap().waiting_reason.unwrap();
+    assert!(reason.contains("runs only on your own workers"), "{reason}");
+    let _second = server.worker(1);
+    let (finished, _) = finish(&client, job).await;
+    assert_eq!(finished.waiting_reason, None, "a finished job waits for nothing");
+}
+
+/// Regression: `submit` could not raise the 1 MiB stdout cap, so a program printing more was cut with no
+/// way around it from the command line.
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_sets_every_output_limit_the_api_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _own = server.own_worker(1);
+    let big: Vec<u8> = (0..1_500_000u32).map(|index| b'a' + (index % 26) as u8).collect();
+    std::fs::write(dir.path().join("big.txt"), &big).unwrap();
+    let wasm = program_path("echo-args");
+    let wasm = wasm.to_str().unwrap();
+    let common = ["--replicas", "1", "--quorum", "1", "--wait"];
+    let mut raised = vec!["submit", wasm, "big.txt", "--max-stdout-mib", "2", "--max-stderr-mib", "0.5"];
+    raised.extend(["--max-data-mib", "8", "--out", "raised"]);
+    raised.extend(common);
+    let output = run(&server, &raised, dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read(dir.path().join("raised/0/stdout")).unwrap(), big, "1.5 MiB kept whole");
+    assert_eq!(std::fs::read_to_string(dir.path().join("raised/0/status")).unwrap(), "exited with status 0\n");
+
+    let mut default = vec!["submit", wasm, "big.txt", "--out", "default"];
+    default.extend(common);
+    assert_eq!(run(&server, &default, dir.path()).status.code(), Some(0));
+    assert_eq!(std::fs::read(dir.path().join("default/0/stdout")).unwrap(), &big[..1024 * 1024]);
+    let status = std::fs::read_to_string(dir.path().join("default/0/status")).unwrap();
+    assert!(status.contains("stdout was truncated"), "{status}");
+
+    let refused = run(&server, &["submit", wasm, "--max-stdout-mib", "0"], dir.path());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--max-stdout-mib must be a positive number"));
+}
+
 #[test]
 fn the_benchmark_prints_its_figures_as_json() {
     let output = Command::new(binary())
-        .args(["bench", "--chunks", "300", "--rounds", "5", "--json"])
+        .args(["bench", "--chunks", "300", "--rounds", "5", "--replicated-chunks", "100", "--json"])
         .output()
         .expect("the benchmark runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let figures: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
-    for key in ["chunks_per_sec", "round_p50_ms", "round_p99_ms"] {
+    for key in ["chunks_per_sec", "replicated_chunks_per_sec", "round_p50_ms", "round_p99_ms"] {
         assert!(figures[key].as_f64().is_some_and(|value| value > 0.0), "{key} in {figures}");
     }
 }

@@ -25,3 +25,5 @@ mod browser;
 mod accounts;
 // Validation by replication against scripted cheaters; what volunteers are paid.
 mod cheaters;
+// What an attacker who read the docs tried: hostile volunteers, connections and requests.
+mod hostile;

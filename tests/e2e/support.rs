@@ -47,7 +47,15 @@ pub fn instrumented(name: &str) -> Vec<u8> {
 }
 
 pub fn program_path(name: &str) -> PathBuf {
-    workspace_root().join("target/wasm32-wasip1/wasi-release").join(format!("{name}.wasm"))
+    target_dir().join("wasm32-wasip1/wasi-release").join(format!("{name}.wasm"))
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (as `.ci/run` does), otherwise the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -107,6 +115,11 @@ impl Process {
     pub fn kill(mut self) {
         self.child.kill().unwrap_or_else(|error| panic!("could not kill {}: {error}", self.name));
         let _ = self.child.wait();
+    }
+
+    /// The operating system's id of the process.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
@@ -205,6 +218,8 @@ pub fn assert_ledger_conserved(database: &Path) -> Totals {
         })
         .unwrap();
     assert_eq!(unbalanced, 0, "every ledger transaction sums to zero");
+    let disagreements = ledger::audit(&connection).expect("the ledger reads");
+    assert!(disagreements.is_empty(), "kept balances disagree with the entries: {disagreements:?}");
     totals
 }
 
