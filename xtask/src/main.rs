@@ -7,7 +7,9 @@
 //! - `cargo xtask setup`: only install what is missing (rustup targets, the pinned wasm-bindgen-cli,
 //!   Chromium, ChromeDriver, Node.js), skipping what is already there.
 //! - `cargo xtask build`: only build (programs, web app, release binary).
-//! - `cargo xtask bench [ARGS...]`: build, then run `distributivecom bench ARGS...`.
+//! - `cargo xtask bench [--peers] [ARGS...]`: build, then run `distributivecom bench ARGS...`; with
+//!   `--peers`, run the Dask and Ray baselines (`../shared/peers/`) right after it in the same run, in
+//!   virtual environments under `~/.cache/distributivecom/peers` (installed from PyPI on first use).
 //!
 //! Nothing here downloads anything but packages from the registries (crates.io through cargo, Debian
 //! through apt-get, rustup's own targets).
@@ -30,12 +32,15 @@ fn main() -> ExitCode {
 
         "serve" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("serve", rest)),
         "test" => setup(Needs::Everything).and_then(|()| build()).and_then(|()| test(rest)),
-        "bench" => setup(Needs::Build).and_then(|()| build()).and_then(|()| run_binary("bench", rest)),
+        "bench" => setup(Needs::Build).and_then(|()| build()).and_then(|()| bench(rest)),
         _ => {
-            eprintln!("usage: cargo xtask <setup | build | build-programs | serve [ARGS] | test | bench [ARGS]>");
+            eprintln!(
+                "usage: cargo xtask <setup | build | build-programs | serve [ARGS] | test | bench [--peers] [ARGS]>"
+            );
             return ExitCode::from(2);
         }
     };
+    print_phases();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -47,6 +52,46 @@ fn main() -> ExitCode {
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` if set (`.ci/run` keeps it outside the clone, so
+/// that a fresh clone reuses the dependencies already built), otherwise `target/` in the workspace. The
+/// web app's `dist` stays in the workspace's `target/web/dist` either way: the server embeds it from there.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// Runs `phase`, then says how long it took, so that a slow CI run shows where its time went.
+fn timed<T>(name: &str, phase: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let outcome = phase();
+    let seconds = started.elapsed().as_secs_f64();
+    let verdict = if outcome.is_ok() { "done" } else { "FAILED" };
+    eprintln!("xtask: phase {name:?} {verdict} in {seconds:.0} s");
+    PHASES.with(|phases| phases.borrow_mut().push((name.to_owned(), seconds, outcome.is_ok())));
+    outcome
+}
+
+thread_local! {
+    static PHASES: std::cell::RefCell<Vec<(String, f64, bool)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The phases so far, one line each, for the end of a run.
+fn print_phases() {
+    PHASES.with(|phases| {
+        let phases = phases.borrow();
+        if phases.is_empty() {
+            return;
+        }
+        let total: f64 = phases.iter().map(|(_, seconds, _)| seconds).sum();
+        eprintln!("xtask: time by phase ({total:.0} s in all):");
+        for (name, seconds, ok) in phases.iter() {
+            eprintln!("xtask:   {name:<16} {seconds:>6.0} s{}", if *ok { "" } else { "  (failed)" });
+        }
+    });
 }
 
 fn cargo() -> Command {
@@ -76,12 +121,18 @@ enum Needs {
 }
 
 fn setup(needs: Needs) -> Result {
-    install_targets()?;
-    install_wasm_bindgen()?;
-    if needs == Needs::Everything {
-        install_debian_packages(&[("chromium", "chromium"), ("chromedriver", "chromium-driver"), ("node", "nodejs")])?;
-    }
-    Ok(())
+    timed("setup", || {
+        install_targets()?;
+        install_wasm_bindgen()?;
+        if needs == Needs::Everything {
+            install_debian_packages(&[
+                ("chromium", "chromium"),
+                ("chromedriver", "chromium-driver"),
+                ("node", "nodejs"),
+            ])?;
+        }
+        Ok(())
+    })
 }
 
 /// `rust-toolchain.toml` lists the targets, but with RUSTUP_AUTO_INSTALL=0 nothing installs them.
@@ -148,6 +199,10 @@ fn install_debian_packages(packages: &[(&str, &str)]) -> Result {
 }
 
 fn build_programs() -> Result {
+    timed("build programs", build_programs_untimed)
+}
+
+fn build_programs_untimed() -> Result {
     run(cargo().args([
         "build",
         "--package",
@@ -164,6 +219,10 @@ fn build_programs() -> Result {
 /// The browser parts: both wasm crates built size-optimised for `wasm32-unknown-unknown`, run through
 /// `wasm-bindgen --target web`, and laid out with `static/` in `target/web/dist`, which the server embeds.
 fn build_web() -> Result {
+    timed("build web", build_web_untimed)
+}
+
+fn build_web_untimed() -> Result {
     run(cargo().args([
         "build",
         "--package",
@@ -183,7 +242,7 @@ fn build_web() -> Result {
     }
     std::fs::create_dir_all(&assets).map_err(|error| format!("could not create {}: {error}", assets.display()))?;
     for name in ["distributivecom_web_worker", "distributivecom_frontend"] {
-        let wasm = root.join("target/wasm32-unknown-unknown/wasm-release").join(format!("{name}.wasm"));
+        let wasm = target_dir().join("wasm32-unknown-unknown/wasm-release").join(format!("{name}.wasm"));
         run(Command::new("wasm-bindgen")
             // The name section is a third of the size and only helps debugging.
             .args(["--target", "web", "--no-typescript", "--remove-name-section", "--remove-producers-section"])
@@ -205,30 +264,69 @@ fn build_web() -> Result {
 fn build() -> Result {
     build_programs()?;
     build_web()?;
-    run(cargo().args(["build", "--release", "--package", "distributivecom"]))
+    timed("build release", || run(cargo().args(["build", "--release", "--package", "distributivecom"])))
 }
 
 /// Every test: the workspace on the host (unit, integration and end-to-end tests, browser ones included),
 /// then the wasm crates' wasm-bindgen tests in headless Chromium. Both runs happen even if the first
 /// fails, so a red run shows everything that is broken.
 fn test(extra: &[String]) -> Result {
-    let host = run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra));
-    let browser = run(cargo()
-        .args([
-            "test",
-            "--no-fail-fast",
-            "--package",
-            "distributivecom-web-worker",
-            "--target",
-            "wasm32-unknown-unknown",
-        ])
-        .env("CHROMEDRIVER", "/usr/bin/chromedriver"));
+    let host = timed("host tests", || run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra)));
+    let browser = timed("browser tests", || {
+        run(cargo()
+            .args([
+                "test",
+                "--no-fail-fast",
+                "--package",
+                "distributivecom-web-worker",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    });
     host.and(browser)
+}
+
+/// The benchmark, and with `--peers` the Dask and Ray baselines beside it in the same run.
+fn bench(args: &[String]) -> Result {
+    let peers = args.iter().any(|arg| arg == "--peers");
+    let args: Vec<String> = args.iter().filter(|arg| *arg != "--peers").cloned().collect();
+    // The date goes with the figures: a figure measured on another day (or of other code) is not this one.
+    run(Command::new("date").args(["-u", "+xtask: benchmark run of %F %H:%M UTC"]))?;
+    timed("benchmark", || run_binary("bench", &args))?;
+    if !peers {
+        return Ok(());
+    }
+    let directory = std::env::var_os("DISTRIBUTIVECOM_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/peers"));
+    for (name, script, package) in [("dask", "dask_bench.py", "dask[distributed]"), ("ray", "ray_bench.py", "ray")] {
+        let python = peer_python(name, package)?;
+        timed(name, || run(Command::new(&python).arg(directory.join(script))))?;
+    }
+    eprintln!("xtask: the three benchmarks above ran one after another on this machine, in this run");
+    Ok(())
+}
+
+/// A Python with `package` installed, in a virtual environment of its own (created on first use; pip
+/// fetches from PyPI only).
+fn peer_python(name: &str, package: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .ok_or("neither XDG_CACHE_HOME nor HOME is set")?;
+    let environment = home.join("distributivecom/peers").join(name);
+    let python = environment.join("bin/python");
+    if !works(python.to_str().unwrap_or_default(), &["-c", &format!("import {name}")]) {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&environment))?;
+        run(Command::new(environment.join("bin/pip")).args(["install", "--quiet", package]))?;
+    }
+    Ok(python)
 }
 
 fn run_binary(subcommand: &str, args: &[String]) -> Result {
     // `cargo xtask serve -- --listen ...` passes the `--` through; the binary does not want it.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
-    let binary = workspace_root().join("target/release/distributivecom");
+    let binary = target_dir().join("release/distributivecom");
     run(Command::new(binary).arg(subcommand).args(args))
 }
