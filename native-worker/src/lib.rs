@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::worker::{
     Assignment, Credential, Hello, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
     WorkerMessage,
@@ -75,34 +76,6 @@ enum SessionError {
     Protocol(String),
 }
 
-/// Reconnect delays: from 100 ms, doubling up to 5 s, with jitter so that many workers do not reconnect in
-/// lockstep after a restart.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        // Up to 25% jitter from the clock's low bits: good enough to spread reconnects.
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        delay + delay.mul_f64(f64::from(nanos % 1000) / 4000.0)
-    }
-}
-
 /// A running worker.
 pub struct Worker {
     config: WorkerConfig,
@@ -146,7 +119,12 @@ impl Worker {
             if started.elapsed() > Duration::from_secs(10) {
                 backoff.reset();
             }
-            let delay = backoff.next_delay();
+            // The clock's low bits are jitter enough to spread reconnects.
+            let jitter = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| u64::from(elapsed.subsec_nanos()))
+                .unwrap_or(0);
+            let delay = Duration::from_millis(backoff.next_delay_ms(jitter));
             match ended {
                 Err(SessionError::RefusedHello(reason)) => return Err(WorkerError::Refused(reason)),
                 Err(SessionError::Refused(reason)) => tracing::error!(%reason, "the server refused this worker"),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages};
+use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS};
 use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
-use distributivecom_wasi::assignment::{Ending, chunk_input, ending_status, output};
+use distributivecom_wasi::assignment::{Ending, Prepared, ending_status, output, prepare};
 use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
 use wasmtime::{
     Config, Engine, FuncType, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val,
@@ -128,26 +128,17 @@ impl Runtime {
     /// failure becomes a status.
     pub fn run(&self, module: &CompiledModule, assignment: &Assignment) -> RunOutcome {
         let started = Instant::now();
-        let failed = |message: String| RunOutcome {
-            status: RunStatus::Failed { message },
-            output: Output::default(),
-            elapsed: started.elapsed(),
-            work_units: 0,
+        let Prepared { wasi, work_limit, memory_limit_pages, memory_bytes } = match prepare(assignment) {
+            Ok(prepared) => prepared,
+            Err(status) => {
+                return RunOutcome { status, output: Output::default(), elapsed: started.elapsed(), work_units: 0 };
+            }
         };
-        let limits = &assignment.limits;
-        let input = match chunk_input(assignment) {
-            Ok(input) => input,
-            Err(message) => return failed(message),
-        };
-        let wasi = match WasiCtx::new(input) {
-            Ok(wasi) => wasi,
-            Err(error) => return failed(error.to_string()),
-        };
-        let max_bytes = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let max_bytes = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
         let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = limits.time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let ticks = assignment.limits.time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
@@ -155,8 +146,8 @@ impl Runtime {
         let outcome = module.pre.instantiate(&mut store).and_then(|running| {
             instance = Some(running);
             store.data_mut().memory = running.get_memory(&mut store, "memory");
-            set_global(&running, &mut store, WORK_LIMIT, Val::I64(limits.max_work_units as i64))?;
-            set_global(&running, &mut store, MEMORY_LIMIT_PAGES, Val::I32(memory_limit_pages(limits.memory_bytes)))?;
+            set_global(&running, &mut store, WORK_LIMIT, Val::I64(work_limit))?;
+            set_global(&running, &mut store, MEMORY_LIMIT_PAGES, Val::I32(memory_limit_pages))?;
             let start = running.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });

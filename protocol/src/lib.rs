@@ -13,8 +13,10 @@
 //! from these types at the edge.
 
 pub mod api;
+pub mod backoff;
 pub mod browser;
 mod bytes;
+pub mod determinism;
 
 pub mod metering;
 pub mod worker;

@@ -3,10 +3,38 @@
 //! `RunStatus`. Both workers go through these, so they read assignments and report endings alike.
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::metering::{FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT};
+use distributivecom_protocol::metering::{FLAG_MEMORY_REFUSED, FLAG_WORK_LIMIT, memory_limit_pages};
 use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
 
-use crate::{ChunkInput, ChunkOutputs, HostStop, OutputLimits};
+use crate::{ChunkInput, ChunkOutputs, HostStop, OutputLimits, WasiCtx};
+
+/// What every host does before it runs a replica, in one place: the WASI context of the run and the
+/// values its engine gives the instrumentation (see `protocol::metering`).
+#[derive(Debug)]
+pub struct Prepared {
+    pub wasi: WasiCtx,
+    /// For the `WORK_LIMIT` global.
+    pub work_limit: i64,
+    /// For the `MEMORY_LIMIT_PAGES` global.
+    pub memory_limit_pages: i32,
+    /// The most linear memory the run may have; the engine refuses more as well.
+    pub memory_bytes: u64,
+}
+
+/// Prepares a run of `assignment`, or says why it cannot run (as the status to report).
+pub fn prepare(assignment: &Assignment) -> Result<Prepared, RunStatus> {
+    let failed = |message: String| RunStatus::Failed { message };
+    let input = chunk_input(assignment).map_err(failed)?;
+    let wasi = WasiCtx::new(input).map_err(|error| failed(error.to_string()))?;
+    let limits = &assignment.limits;
+    Ok(Prepared {
+        wasi,
+        // The instrumentation's counter is an i64: a limit past it means no limit in practice.
+        work_limit: i64::try_from(limits.max_work_units).unwrap_or(i64::MAX),
+        memory_limit_pages: memory_limit_pages(limits.memory_bytes),
+        memory_bytes: limits.memory_bytes,
+    })
+}
 
 /// The run's input, or why the assignment cannot be run.
 pub fn chunk_input(assignment: &Assignment) -> Result<ChunkInput, String> {

@@ -7,10 +7,10 @@ use std::collections::{HashMap, VecDeque};
 
 use std::rc::Rc;
 
-use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS, memory_limit_pages};
+use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS};
 use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus};
 use distributivecom_protocol::{decode, encode};
-use distributivecom_wasi::assignment::{Ending, chunk_input, ending_status, output};
+use distributivecom_wasi::assignment::{Ending, Prepared, ending_status, output, prepare};
 use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
 use js_sys::{Array, BigInt, Function, Object, Reflect, Uint8Array, WebAssembly};
 use sha2::{Digest, Sha256};
@@ -243,14 +243,9 @@ impl Runner {
     /// Instantiates and runs the program. Returns its status, outputs and work units.
     pub fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
         let failed = |message: String| (RunStatus::Failed { message }, Output::default(), 0);
-        let limits = &assignment.limits;
-        let input = match chunk_input(assignment) {
-            Ok(input) => input,
-            Err(message) => return failed(message),
-        };
-        let wasi = match WasiCtx::new(input) {
-            Ok(wasi) => wasi,
-            Err(error) => return failed(error.to_string()),
+        let Prepared { wasi, work_limit, memory_limit_pages, memory_bytes: memory_limit } = match prepare(assignment) {
+            Ok(prepared) => prepared,
+            Err(status) => return (status, Output::default(), 0),
         };
         *self.run.borrow_mut() = Some(RunState { wasi, memory: None, stop: None });
 
@@ -272,13 +267,13 @@ impl Runner {
         let outcome = match &memory {
             None => Err(JsValue::from_str("the module exports no memory")),
             // The memory the module starts with must already fit the limit (as wasmtime refuses it natively).
-            Some(memory) if memory_bytes(memory) > limits.memory_bytes => Err(JsValue::NULL),
+            Some(memory) if memory_bytes(memory) > memory_limit => Err(JsValue::NULL),
             Some(memory) => {
                 if let Some(state) = self.run.borrow_mut().as_mut() {
                     state.memory = Some(memory.clone());
                 }
-                set_global(export(WORK_LIMIT), BigInt::from(limits.max_work_units as i64).into());
-                set_global(export(MEMORY_LIMIT_PAGES), JsValue::from(memory_limit_pages(limits.memory_bytes)));
+                set_global(export(WORK_LIMIT), BigInt::from(work_limit).into());
+                set_global(export(MEMORY_LIMIT_PAGES), JsValue::from(memory_limit_pages));
                 match export("_start").and_then(|value| value.dyn_into::<Function>().ok()) {
                     Some(start) => start.call0(&JsValue::UNDEFINED).map(drop),
                     None => Err(JsValue::from_str("the module exports no _start function")),
@@ -288,7 +283,7 @@ impl Runner {
         let work_units =
             global_value(export(WORK_UNITS)).and_then(|value| i64::try_from(value).ok()).unwrap_or(0) as u64;
         let flags = global_value(export(FLAGS)).and_then(|value| value.as_f64()).unwrap_or(0.0) as i32;
-        let memory_too_big = memory.as_ref().is_some_and(|memory| memory_bytes(memory) > limits.memory_bytes);
+        let memory_too_big = memory.as_ref().is_some_and(|memory| memory_bytes(memory) > memory_limit);
         let Some(state) = self.run.borrow_mut().take() else {
             return failed("the run's state vanished".to_owned());
         };

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use distributivecom_protocol::PROTOCOL_VERSION;
+use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::worker::{
     Assignment, Credential, Hello, Output as RunOutput, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
     WorkerMessage,
@@ -38,8 +39,6 @@ pub const EXECUTOR_QUEUE: usize = 4;
 pub const SUPERVISE_INTERVAL_MS: u64 = 250;
 /// Statistics reach the page at most this often, unless the connection's state changes.
 pub const STATS_INTERVAL_MS: u64 = 200;
-const FIRST_BACKOFF_MS: u64 = 250;
-const MAX_BACKOFF_MS: u64 = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -130,7 +129,7 @@ pub struct Volunteer {
     socket: Socket,
     /// Counts connections, so that late events of an earlier one are recognised.
     connection: u64,
-    backoff_ms: u64,
+    backoff: Backoff,
     heartbeat_ms: u64,
     executors: BTreeMap<ExecutorId, Executor>,
     /// Executors that stop once the replicas they hold are done (the thread count went down).
@@ -157,7 +156,7 @@ impl Volunteer {
             paused: false,
             socket: Socket::Closed,
             connection: 0,
-            backoff_ms: FIRST_BACKOFF_MS,
+            backoff: Backoff::new(),
             heartbeat_ms: 1_000,
             executors: BTreeMap::new(),
             retiring: HashSet::new(),
@@ -229,7 +228,7 @@ impl Volunteer {
                 self.paused = false;
                 self.server = Some(server.trim_end_matches('/').to_owned());
                 self.settings = settings.clamped();
-                self.backoff_ms = FIRST_BACKOFF_MS;
+                self.backoff.reset();
                 self.adjust_executors(out);
                 self.connect(out);
             }
@@ -346,7 +345,7 @@ impl Volunteer {
             ServerMessage::Welcome(welcome) => {
                 if self.socket == (Socket::Open { welcomed: false }) {
                     self.socket = Socket::Open { welcomed: true };
-                    self.backoff_ms = FIRST_BACKOFF_MS;
+                    self.backoff.reset();
                     self.heartbeat_ms = welcome.heartbeat_interval_ms.max(100);
                     out.push(Output::SetTimer {
                         timer: Timer::Heartbeat { connection: self.connection },
@@ -386,9 +385,10 @@ impl Volunteer {
         self.queue.clear();
         self.revoked.clear();
         if self.started {
-            out.push(Output::SetTimer { timer: Timer::Reconnect, after_ms: self.backoff_ms });
-            self.stats.connection = ConnectionState::Reconnecting { retry_in_ms: self.backoff_ms };
-            self.backoff_ms = (self.backoff_ms * 2).min(MAX_BACKOFF_MS);
+            // The clock's reading is jitter enough to spread the tabs of a restarted server.
+            let after_ms = self.backoff.next_delay_ms(self.now_ms);
+            out.push(Output::SetTimer { timer: Timer::Reconnect, after_ms });
+            self.stats.connection = ConnectionState::Reconnecting { retry_in_ms: after_ms };
         }
     }
 
@@ -585,7 +585,7 @@ impl Volunteer {
             (true, Socket::Connecting | Socket::Open { welcomed: false }) => ConnectionState::Connecting,
             (true, Socket::Closed) => match self.stats.connection {
                 reconnecting @ ConnectionState::Reconnecting { .. } => reconnecting,
-                _ => ConnectionState::Reconnecting { retry_in_ms: self.backoff_ms },
+                _ => ConnectionState::Reconnecting { retry_in_ms: self.backoff.next_ms() },
             },
         };
         self.stats.paused = self.paused;

@@ -6,6 +6,7 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::worker::{Limits, ModuleRef, Welcome};
 
 use super::*;
+use distributivecom_protocol::backoff::Backoff;
 
 const SERVER: &str = "http://127.0.0.1:8080";
 
@@ -183,9 +184,12 @@ fn statistics_reach_the_page_at_a_bounded_rate() {
     assert_eq!(last_stats(&flushed).chunks_done, 2);
     // A change of connection state is never held back.
     harness.now += 1;
+    // The first reconnect waits the shared policy's first delay, with the clock's reading as jitter.
+    let first = Backoff::new().next_delay_ms(harness.now);
+    assert!((250..=312).contains(&first));
     assert_eq!(
         last_stats(&harness.feed(Input::SocketClosed)).connection,
-        ConnectionState::Reconnecting { retry_in_ms: 250 }
+        ConnectionState::Reconnecting { retry_in_ms: first }
     );
 }
 
@@ -251,8 +255,9 @@ fn a_lost_connection_drops_queued_work_ignores_late_reports_and_reconnects_with_
     let mut harness = Harness::connected(1, 100);
     harness.assign(&[1, 2, 3]);
     let closed = harness.feed(Input::SocketClosed);
-    assert!(closed.contains(&Output::SetTimer { timer: Timer::Reconnect, after_ms: 250 }));
-    assert_eq!(last_stats(&closed).connection, ConnectionState::Reconnecting { retry_in_ms: 250 });
+    let first = Backoff::new().next_delay_ms(harness.now);
+    assert!(closed.contains(&Output::SetTimer { timer: Timer::Reconnect, after_ms: first }));
+    assert_eq!(last_stats(&closed).connection, ConnectionState::Reconnecting { retry_in_ms: first });
     // The replicas the executor held finish after the connection is gone: nothing is sent.
     assert!(sent_results(&harness.feed(Input::Executor(1, report(1, 1)))).is_empty());
     let late = harness.feed(Input::Executor(1, report(2, 1)));
