@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::state::{Job, Replica, Worker};
-use crate::{Action, ChunkIndex, Config, JobId, PROBATION_AFTER, Scheduler, Volunteer, WorkerId};
+use crate::{Action, ChunkIndex, Config, JobId, PROBATION_AFTER, ReplicaId, Scheduler, Volunteer, WorkerId};
 
 /// How many chunks under way one look examines for one the worker may take; past them, the worker takes a
 /// fresh chunk. The look rotates the queue, so the next one examines others.
@@ -72,12 +72,12 @@ impl Scheduler {
                     && (!job.policy.owner_only || candidate.volunteer == job.owner)
             };
             let prefetch = prefetch_for(&self.config, job, state);
-            let replicas = &self.replicas;
-            let held_of_job =
-                state.in_flight.iter().filter(|id| replicas.get(id).is_some_and(|held| held.job == job_id)).count();
-            let job_room = held_of_job < state.slots as usize * (1 + prefetch as usize);
+            if !can_run(state) {
+                continue;
+            }
+            let job_room = state.held_of_job(job_id) < state.slots as usize * (1 + prefetch as usize);
             let probation = on_probation(&self.error_runs, &state.volunteer);
-            if !can_run(state) || !job_room || !state.has_room(state.max_prefetch_per_slot, probation) {
+            if !job_room || !state.has_room(state.max_prefetch_per_slot, probation) {
                 continue;
             }
             let volunteer = &state.volunteer;
@@ -152,10 +152,7 @@ impl Scheduler {
         // limit; past that (plus the lease timeout for the report to arrive) it is overdue.
         let queue_depth = 1 + u64::from(prefetch);
         let deadline = self.now.plus(job.time_limit_ms.saturating_mul(queue_depth)).plus(self.config.lease_timeout_ms);
-        self.replicas.insert(replica, Replica { job: job_id, chunk, worker, volunteer, deadline });
-        if let Some(state) = self.workers.get_mut(&worker) {
-            state.in_flight.insert(replica);
-        }
+        self.hold_replica(replica, Replica { job: job_id, chunk, worker, volunteer, deadline });
         actions.push(Action::Assign { worker, replica, job: job_id, chunk });
         // The chunk's other replicas go out next, to other volunteers.
         self.requeue_if_needed(job_id, chunk);
@@ -182,7 +179,7 @@ impl Scheduler {
         // Requeue in id order so the oldest replicas go out again first.
         held.sort_unstable();
         for replica in held.into_iter().rev() {
-            if let Some(lost) = self.replicas.remove(&replica) {
+            if let Some(lost) = self.unhold_replica(replica) {
                 self.lose(lost, replica, actions);
             }
         }
@@ -198,13 +195,9 @@ impl Scheduler {
             actions.push(Action::Disconnect { worker });
             self.remove_worker(worker, actions);
         }
-        let overdue: Vec<_> =
-            self.replicas.iter().filter(|(_, replica)| replica.deadline < now).map(|(id, _)| *id).collect();
+        let overdue: Vec<ReplicaId> = self.deadlines.range(..(now, 0)).map(|(_, replica)| *replica).collect();
         for replica in overdue {
-            if let Some(lost) = self.replicas.remove(&replica) {
-                if let Some(state) = self.workers.get_mut(&lost.worker) {
-                    state.in_flight.remove(&replica);
-                }
+            if let Some(lost) = self.unhold_replica(replica) {
                 actions.push(Action::Revoke { worker: lost.worker, replica });
                 self.lose(lost, replica, actions);
             }

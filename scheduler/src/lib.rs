@@ -23,7 +23,7 @@ mod state;
 mod validate;
 mod waiting;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub use state::{JobProgress, Lease, Stats};
 pub use waiting::Waiting;
@@ -197,6 +197,15 @@ pub struct Validated {
     pub work_units: u64,
 }
 
+/// A volunteer's replica was validated or contradicted by a quorum, and its run of validated replicas is
+/// now `run` (the trust rule: one more for a validated replica, back to 0 for an invalid one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustChange {
+    pub volunteer: Volunteer,
+    pub valid: bool,
+    pub run: u32,
+}
+
 /// Why a chunk failed without an accepted result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureReason {
@@ -232,6 +241,9 @@ pub enum Action {
         /// change reputations: a result nobody checked (an owner-only job's, a trusted volunteer's alone)
         /// proves nothing about its volunteer.
         checked: bool,
+        /// What the result did to its volunteers' runs of validated replicas (empty unless `checked`):
+        /// the scheduler alone applies the trust rule, and the store records its outcome.
+        trust: Vec<TrustChange>,
     },
     /// A volunteer sent a report that broke the job's limits: record it as invalid (its run of validated
     /// results is over). Nothing of the report is kept.
@@ -272,6 +284,8 @@ pub struct Scheduler {
     ring: VecDeque<JobId>,
     workers: BTreeMap<WorkerId, state::Worker>,
     replicas: BTreeMap<ReplicaId, state::Replica>,
+    /// The replicas in flight by deadline, so that expiry looks only at the overdue ones.
+    deadlines: BTreeSet<(Millis, ReplicaId)>,
     /// The latest chunk-time estimate of each program, for its next jobs.
     program_chunk_time_us: HashMap<String, u64>,
     /// Each volunteer's run of validated replicas.
@@ -295,6 +309,7 @@ impl Scheduler {
             ring: VecDeque::new(),
             workers: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             program_chunk_time_us: HashMap::new(),
             trust: HashMap::new(),
             error_runs: HashMap::new(),
@@ -386,13 +401,29 @@ impl Scheduler {
             .map(|(id, replica)| (*id, replica.worker))
             .collect();
         for (replica, worker) in revoked {
-            self.replicas.remove(&replica);
-            if let Some(state) = self.workers.get_mut(&worker) {
-                state.in_flight.remove(&replica);
-            }
+            self.unhold_replica(replica);
             actions.push(Action::Revoke { worker, replica });
         }
         self.fill_all(actions);
+    }
+
+    /// Records a replica sent out: in flight, by deadline, and at its worker.
+    fn hold_replica(&mut self, replica: ReplicaId, record: state::Replica) {
+        self.deadlines.insert((record.deadline, replica));
+        if let Some(state) = self.workers.get_mut(&record.worker) {
+            state.hold(replica, record.job);
+        }
+        self.replicas.insert(replica, record);
+    }
+
+    /// Forgets a replica in flight everywhere but in its job's records (which the caller updates).
+    fn unhold_replica(&mut self, replica: ReplicaId) -> Option<state::Replica> {
+        let record = self.replicas.remove(&replica)?;
+        self.deadlines.remove(&(record.deadline, replica));
+        if let Some(state) = self.workers.get_mut(&record.worker) {
+            state.unhold(replica, record.job);
+        }
+        Some(record)
     }
 
     /// Removes `replica` from flight if `worker` holds it; otherwise records why the event was ignored.
@@ -406,9 +437,8 @@ impl Scheduler {
             None => IgnoredReason::NotInFlight,
             Some(held) if held.worker != worker => IgnoredReason::NotLeasedToSender,
             Some(_) => {
-                let held = self.replicas.remove(&replica)?;
+                let held = self.unhold_replica(replica)?;
                 if let Some(state) = self.workers.get_mut(&worker) {
-                    state.in_flight.remove(&replica);
                     state.last_seen = self.now;
                 }
                 if let Some(job) = self.jobs.get_mut(&held.job) {

@@ -1,6 +1,6 @@
 //! The scheduler's internal records of jobs, chunks, workers and replicas, and the read-only views of them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::{
     ChunkIndex, Digest, JobId, JobParams, Millis, ReplicaId, ReplicationPolicy, Scheduler, Volunteer, WorkerId,
@@ -179,6 +179,8 @@ pub(crate) struct Worker {
     pub(crate) max_memory_bytes: u64,
     pub(crate) max_prefetch_per_slot: u32,
     pub(crate) in_flight: HashSet<ReplicaId>,
+    /// How many of `in_flight` belong to each job, so that a job's share is known without a scan.
+    pub(crate) held_by_job: HashMap<JobId, u32>,
     pub(crate) last_seen: Millis,
 }
 
@@ -190,7 +192,39 @@ impl Worker {
         max_prefetch_per_slot: u32,
         now: Millis,
     ) -> Worker {
-        Worker { volunteer, slots, max_memory_bytes, max_prefetch_per_slot, in_flight: HashSet::new(), last_seen: now }
+        Worker {
+            volunteer,
+            slots,
+            max_memory_bytes,
+            max_prefetch_per_slot,
+            in_flight: HashSet::new(),
+            held_by_job: HashMap::new(),
+            last_seen: now,
+        }
+    }
+
+    /// The worker now holds `replica` of `job`.
+    pub(crate) fn hold(&mut self, replica: ReplicaId, job: JobId) {
+        if self.in_flight.insert(replica) {
+            *self.held_by_job.entry(job).or_default() += 1;
+        }
+    }
+
+    /// The worker no longer holds `replica` of `job`.
+    pub(crate) fn unhold(&mut self, replica: ReplicaId, job: JobId) {
+        if self.in_flight.remove(&replica)
+            && let Some(count) = self.held_by_job.get_mut(&job)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.held_by_job.remove(&job);
+            }
+        }
+    }
+
+    /// How many replicas of `job` the worker holds.
+    pub(crate) fn held_of_job(&self, job: JobId) -> usize {
+        self.held_by_job.get(&job).map_or(0, |count| *count as usize)
     }
 
     /// Whether the worker holds fewer replicas than `prefetch_per_slot` allows: one running per slot
@@ -252,10 +286,12 @@ impl Scheduler {
         }
     }
 
-    /// The leases `worker` holds.
-    pub fn leases_of(&self, worker: WorkerId) -> impl Iterator<Item = Lease> + '_ {
-        let held = self.workers.get(&worker).into_iter().flat_map(|state| state.in_flight.iter());
-        held.filter_map(|replica| self.lease(*replica))
+    /// How many replicas of each job `worker` holds.
+    pub fn held_by_job(&self, worker: WorkerId) -> impl Iterator<Item = (JobId, u32)> + '_ {
+        self.workers
+            .get(&worker)
+            .into_iter()
+            .flat_map(|state| state.held_by_job.iter().map(|(job, count)| (*job, *count)))
     }
 
     /// The lease on a replica, if it is in flight.

@@ -8,8 +8,8 @@
 
 use crate::state::{Chunk, Replica};
 use crate::{
-    Action, ChunkIndex, Digest, FailureReason, JobId, ReplicaId, ReplicationPolicy, Report, Scheduler, Validated,
-    Volunteer, WorkerId,
+    Action, ChunkIndex, Digest, FailureReason, JobId, ReplicaId, ReplicationPolicy, Report, Scheduler, TrustChange,
+    Validated, Volunteer, WorkerId,
 };
 
 impl Scheduler {
@@ -125,13 +125,17 @@ impl Scheduler {
         // Trust grows only from results other volunteers confirmed; otherwise a volunteer could earn it
         // by running its owner's own single-replica jobs, or by being trusted.
         let checked = chunk.quorum >= 2;
+        let mut trust = Vec::new();
         if checked {
             for result in &validated {
-                *self.trust.entry(result.volunteer.clone()).or_default() += 1;
+                let run = self.trust.entry(result.volunteer.clone()).or_default();
+                *run = run.saturating_add(1);
+                trust.push(TrustChange { volunteer: result.volunteer.clone(), valid: true, run: *run });
             }
-        }
-        for volunteer in &invalid {
-            self.trust.insert(volunteer.clone(), 0);
+            for volunteer in &invalid {
+                self.trust.insert(volunteer.clone(), 0);
+                trust.push(TrustChange { volunteer: volunteer.clone(), valid: false, run: 0 });
+            }
         }
         let reported = self.close_chunk(job_id, index, actions);
         let attempts = self.jobs.get(&job_id).map_or(0, |job| job.chunks[index as usize].issued);
@@ -144,6 +148,7 @@ impl Scheduler {
             reported,
             attempts,
             checked,
+            trust,
         });
         self.finish_chunk(job_id, actions);
     }
@@ -175,8 +180,12 @@ impl Scheduler {
         let chunk = &mut job.chunks[released.chunk as usize];
         withdraw_trust(chunk, job.policy);
         chunk.issued = chunk.issued.saturating_sub(1);
-
         forget_holder(&mut chunk.holders, &released.volunteer);
+        // The volunteer did not want it: it goes to someone else if anyone else can take it (a worker that
+        // handed back everything it got would otherwise be given the same chunks again at once).
+        if !chunk.lost_on.contains(&released.volunteer) {
+            chunk.lost_on.push(released.volunteer.clone());
+        }
         self.requeue_if_needed(released.job, released.chunk);
     }
 
@@ -231,10 +240,7 @@ impl Scheduler {
         let reported = chunk.results.iter().map(|result| result.replica).collect();
         let out = job.take_replicas(index);
         for replica in out {
-            if let Some(held) = self.replicas.remove(&replica) {
-                if let Some(state) = self.workers.get_mut(&held.worker) {
-                    state.in_flight.remove(&replica);
-                }
+            if let Some(held) = self.unhold_replica(replica) {
                 actions.push(Action::Revoke { worker: held.worker, replica });
             }
         }
