@@ -68,6 +68,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections from one client address.
     pub max_connections_per_address: usize,
+    /// Jobs one account may have running at once, their unfinished chunks and their inputs' bytes: active
+    /// jobs live in the coordinator's memory.
+    pub max_active_jobs_per_account: u32,
+    pub max_active_chunks_per_account: u64,
+    pub max_active_input_bytes_per_account: u64,
+    /// The bytes of output one volunteer may have waiting for other replicas of their chunks.
+    pub max_held_report_bytes_per_volunteer: u64,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +126,10 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             max_connections: 16_384,
             max_connections_per_address: 256,
+            max_active_jobs_per_account: 1_000,
+            max_active_chunks_per_account: 2_000_000,
+            max_active_input_bytes_per_account: 4 * 1024 * MIB,
+            max_held_report_bytes_per_volunteer: 1024 * MIB,
         }
     }
 }

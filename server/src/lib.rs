@@ -1,23 +1,28 @@
 //! The Distributivecom coordinator: it accepts programs and jobs over HTTP, pushes chunks to volunteers
 //! over WebSockets, and keeps every accepted job and every final result in SQLite.
 //!
-//! Layers, from the outside in:
-//! - [`http`]: the REST API, the worker WebSocket endpoint, module downloads, API docs and web app;
-//! - [`session`]: one worker's WebSocket conversation;
+//! Layers, from the outside in; each uses only the layers below it (`tests/layers.rs` checks it):
+//! - [`http`]: the REST API, the worker WebSocket endpoint, module downloads, API docs and web app, with
+//!   `AppState`, `AppError` and every extractor;
+//! - [`worker_socket`]: the server's side of one worker's WebSocket;
 //! - [`coordinator`]: the edge around the IO-free scheduler (`distributivecom-scheduler`), which turns
-//!   its actions into messages and store writes;
-//! - [`store`]: the SQLite database, written in group commits.
+//!   its actions into messages and store writes, and the read model clients see;
+//! - [`identity`]: passwords, tokens, web sessions, volunteer credentials, the first administrator;
+//! - [`store`]: the SQLite database, written in group commits;
+//! - leaves anyone may use: [`config`], [`clock`], [`format`], [`report_limits`].
 //!
 //! Errors: the store's `StoreError` and this crate's `ServerError` are `thiserror` types; HTTP handlers
 //! convert everything into `http::AppError`, which picks the status code and the message users see.
 
-pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod format;
 pub mod http;
+pub mod identity;
 pub mod report_limits;
-pub mod session;
 pub mod store;
+pub mod worker_socket;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,7 +45,7 @@ pub enum ServerError {
     #[error("the server stopped unexpectedly: {0}")]
     Stopped(String),
     #[error("could not create the administrator: {0}")]
-    Bootstrap(#[from] auth::BootstrapError),
+    Bootstrap(#[from] identity::BootstrapError),
     #[error(
         "the ledger's kept balances disagree with its entries for {} account(s), first {:?}; the database was \
          changed outside distributivecom or is damaged: restore it from a backup",
@@ -113,7 +118,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         "the ledger's balances agree with its entries"
     );
     let block = store.next_replica_block().await?;
-    let admin_token = auth::bootstrap(&store, &config).await?;
+    let admin_token = identity::bootstrap(&store, &config).await?;
     if let Some(path) = &admin_token {
         tracing::info!(path = %path.display(), "created the administrator; its API token is in this file");
     }
@@ -124,7 +129,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_connections_per_address: config.max_connections_per_address.max(1),
     };
     let tick_interval = Duration::from_millis(config.tick_interval_ms.max(10));
-    let coordinator = tokio::task::spawn_blocking(move || Coordinator::start(store, config, block << 32))
+    let config = Arc::new(config);
+    let (starting, shared) = (store.clone(), config.clone());
+    let coordinator = tokio::task::spawn_blocking(move || Coordinator::start(starting, shared, block << 32))
         .await
         .map_err(|error| ServerError::Stopped(error.to_string()))??;
     let listener =
@@ -140,7 +147,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ticker.tick();
         }
     });
-    let app = http::router(http::AppState::new(coordinator.clone()));
+    let app = http::router(http::AppState::new(store, config, coordinator.clone()));
     let serving = tokio::spawn(async move {
         http::listener::serve(listener, app, limits).await;
         Ok(())

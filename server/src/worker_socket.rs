@@ -1,8 +1,10 @@
-//! One worker's WebSocket session: the hello handshake, then a reader that turns frames into coordinator
-//! events and a writer that batches the coordinator's messages into frames.
+//! The server's side of one worker's WebSocket: the hello handshake (its credential checked by `identity`
+//! before anything else), then a reader that turns frames into coordinator events and a writer that
+//! batches the coordinator's messages into frames.
 //!
-//! The session is written against a generic `Stream` of [`Incoming`] frames and a `Sink` of [`Outgoing`]
-//! ones, so it does not depend on axum's socket type; `http::worker_socket` adapts the real socket.
+//! It is written against a generic `Stream` of [`Incoming`] frames and a `Sink` of [`Outgoing`] ones, so
+//! it does not depend on the socket library; `http::workers` adapts the real socket, and the tests drive
+//! it with in-memory channels.
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -14,14 +16,24 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::coordinator::{Coordinator, Outbound};
+use crate::identity::Identity;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most slots one worker may announce.
-pub const MAX_SLOTS: u32 = 4096;
+/// Messages queued for one worker at most; a worker whose queue is full does not read, and is closed.
+pub const OUTBOX_CAPACITY: usize = 16_384;
+/// About how many bytes of inputs one frame of assignments carries (one assignment may hold more).
+const ASSIGN_FRAME_BYTES: u64 = 16 * 1024 * 1024;
+/// How long any frame may take to send, and the slowest rate a worker may read at beyond that.
+const WRITE_GRACE: Duration = Duration::from_secs(30);
+const WRITE_BYTES_PER_SECOND: u64 = 256 * 1024;
 
-/// A frame from the worker, reduced to what the session cares about.
+/// The most slots one worker may announce: more cores than any one machine has, and few enough that one
+/// worker's queue (slots × (1 + prefetch)) stays small for the scheduler.
+pub const MAX_SLOTS: u32 = 256;
+
+/// A frame from the worker, reduced to what the conversation cares about.
 #[derive(Debug)]
 pub enum Incoming {
     Binary(Vec<u8>),
@@ -43,10 +55,15 @@ pub enum Outgoing {
     Close(String),
 }
 
-/// Runs the session of worker `worker` (an id from `Coordinator::new_worker_id`) to its end. The worker's
-/// replicas are requeued when it ends, however it ends.
-pub async fn run<R, W>(coordinator: Arc<Coordinator>, worker: u64, mut incoming: R, mut outgoing: W)
-where
+/// Runs the conversation of worker `worker` (an id from `Coordinator::new_worker_id`) to its end. The
+/// worker's replicas are requeued when it ends, however it ends.
+pub async fn run<R, W>(
+    coordinator: Arc<Coordinator>,
+    identity: Arc<Identity>,
+    worker: u64,
+    mut incoming: R,
+    mut outgoing: W,
+) where
     R: Stream<Item = Incoming> + Unpin,
     W: Sink<Outgoing> + Unpin,
     W::Error: Display,
@@ -62,7 +79,7 @@ where
             return;
         }
     };
-    let identity = match coordinator.identify(hello.credential.clone()).await {
+    let identity = match identity.worker(hello.credential.clone()).await {
         Ok(identity) => identity,
         Err(refusal) => {
             refuse(&mut outgoing, refusal).await;
@@ -70,7 +87,7 @@ where
         }
     };
     let volunteer = identity.volunteer.clone();
-    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let (sender, mut receiver) = mpsc::channel(OUTBOX_CAPACITY);
     coordinator.connect(worker, &hello, identity, sender.clone());
 
     tracing::info!(
@@ -86,7 +103,7 @@ where
             if let Err(refusal) = ended {
                 tracing::info!(worker, %refusal, "closing a worker that broke the protocol");
                 // Let the writer flush what is queued and then the refusal.
-                let _ = sender.send(Outbound::Close(refusal));
+                let _ = sender.try_send(Outbound::Close(refusal));
                 drop(sender);
                 let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
             }
@@ -168,9 +185,10 @@ async fn read_messages<R: Stream<Item = Incoming> + Unpin>(
     Ok(())
 }
 
-/// Sends what the coordinator queues, merging everything queued at once into as few frames as possible.
-/// Ends when the coordinator drops the session or asks to close it, or when the socket fails.
-async fn write_messages<W>(receiver: &mut mpsc::UnboundedReceiver<Outbound>, outgoing: &mut W)
+/// Sends what the coordinator queues, merging everything queued at once into as few frames as possible,
+/// but no frame carries much more than [`ASSIGN_FRAME_BYTES`] of inputs. Ends when the coordinator drops
+/// the worker or asks to close it, when the socket fails, or when the worker reads too slowly.
+async fn write_messages<W>(receiver: &mut mpsc::Receiver<Outbound>, outgoing: &mut W)
 where
     W: Sink<Outgoing> + Unpin,
     W::Error: Display,
@@ -182,37 +200,66 @@ where
             return;
         }
         let mut assignments = Vec::new();
+        let mut assignment_bytes = 0u64;
         let mut revoked = Vec::new();
         let mut close = None;
-        let mut frames = Vec::new();
         for message in queued.drain(..) {
-            match message {
-                Outbound::Welcome(welcome) => frames.push(encode(&ServerMessage::Welcome(welcome))),
-                Outbound::Assign { job, chunk, replica } => assignments.push(job.assignment(chunk, replica)),
-                Outbound::Revoke(replica) => revoked.push(replica),
-                Outbound::Close(reason) => close = Some(reason),
+            let frame = match message {
+                Outbound::Welcome(welcome) => Some(encode(&ServerMessage::Welcome(welcome))),
+                Outbound::Assign { job, chunk, replica } => {
+                    assignment_bytes = assignment_bytes.saturating_add(job.input_bytes(chunk));
+                    assignments.push(job.assignment(chunk, replica));
+                    (assignment_bytes >= ASSIGN_FRAME_BYTES).then(|| {
+                        assignment_bytes = 0;
+                        encode(&ServerMessage::Assign(std::mem::take(&mut assignments)))
+                    })
+                }
+                Outbound::Revoke(replica) => {
+                    revoked.push(replica);
+                    None
+                }
+                Outbound::Close(reason) => {
+                    close = Some(reason);
+                    None
+                }
+            };
+            if let Some(frame) = frame
+                && send_frame(outgoing, frame).await.is_err()
+            {
+                return;
             }
         }
         // Every revoke refers to a replica assigned earlier, so assignments go first.
-        if !assignments.is_empty() {
-            frames.push(encode(&ServerMessage::Assign(assignments)));
+        if !assignments.is_empty() && send_frame(outgoing, encode(&ServerMessage::Assign(assignments))).await.is_err() {
+            return;
         }
-        if !revoked.is_empty() {
-            frames.push(encode(&ServerMessage::Revoke(revoked)));
-        }
-        for frame in frames {
-            if let Err(error) = outgoing.feed(Outgoing::Binary(frame)).await {
-                tracing::debug!(%error, "could not send to a worker");
-                return;
-            }
+        if !revoked.is_empty() && send_frame(outgoing, encode(&ServerMessage::Revoke(revoked))).await.is_err() {
+            return;
         }
         if let Some(reason) = close {
             refuse(outgoing, reason).await;
             return;
         }
-        if let Err(error) = outgoing.flush().await {
+    }
+}
+
+/// Sends one frame, giving up on a worker that does not take it within [`WRITE_GRACE`] plus a second per
+/// [`WRITE_BYTES_PER_SECOND`] it holds: a worker that stops reading cannot hold the server's memory.
+async fn send_frame<W>(outgoing: &mut W, frame: Vec<u8>) -> Result<(), ()>
+where
+    W: Sink<Outgoing> + Unpin,
+    W::Error: Display,
+{
+    let allowed = WRITE_GRACE + Duration::from_secs(frame.len() as u64 / WRITE_BYTES_PER_SECOND);
+    match tokio::time::timeout(allowed, outgoing.send(Outgoing::Binary(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
             tracing::debug!(%error, "could not send to a worker");
-            return;
+            Err(())
+        }
+        Err(_) => {
+            tracing::info!(seconds = allowed.as_secs(), "closing a worker that does not read what it is sent");
+            Err(())
         }
     }
 }

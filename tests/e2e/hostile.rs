@@ -359,9 +359,21 @@ async fn every_rejection_is_json_with_a_message_a_person_understands() {
     let url = |path: &str| format!("{}{path}", server.url);
     let token = server.admin_token.clone();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (http.get(url("/api/jobs/abc")).bearer_auth(&token), 400, "\"abc\" in the URL /api/jobs/abc is not a whole number"),
-        (http.get(url("/api/jobs/1/results?offset=-1")).bearer_auth(&token), 400, "the query string is not valid: offset"),
-        (http.get(url("/api/jobs/1/results?limit=many")).bearer_auth(&token), 400, "the query string is not valid: limit"),
+        (
+            http.get(url("/api/jobs/abc")).bearer_auth(&token),
+            400,
+            "\"abc\" in the URL /api/jobs/abc is not a whole number",
+        ),
+        (
+            http.get(url("/api/jobs/1/results?offset=-1")).bearer_auth(&token),
+            400,
+            "the query string is not valid: offset",
+        ),
+        (
+            http.get(url("/api/jobs/1/results?limit=many")).bearer_auth(&token),
+            400,
+            "the query string is not valid: limit",
+        ),
         (http.get(url("/api/jobs/1?wait_ms=-5")).bearer_auth(&token), 400, "the query string is not valid: wait_ms"),
         (http.get(url("/api/account/ledger?limit=x")).bearer_auth(&token), 400, "the query string is not valid: limit"),
         (http.delete(url("/api/account/tokens/abc")).bearer_auth(&token), 400, "\"abc\" in the URL"),

@@ -271,7 +271,8 @@ fn build() -> Result {
 /// then the wasm crates' wasm-bindgen tests in headless Chromium. Both runs happen even if the first
 /// fails, so a red run shows everything that is broken.
 fn test(extra: &[String]) -> Result {
-    let host = timed("host tests", || run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra)));
+    let host =
+        timed("host tests", || run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra)));
     let browser = timed("browser tests", || {
         run(cargo()
             .args([

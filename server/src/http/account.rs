@@ -13,11 +13,11 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{ClientAddress, JsonBody, Path, Query};
-use crate::auth::{self, Caller, Via, VolunteerCaller};
-use crate::coordinator::unix_ms;
+use super::extract::{Caller, Via, VolunteerCaller, cleared_cookie_header, session_cookie_header};
+use super::extract::{JsonBody, LoginAttempt, Path, Query, VolunteerRegistration};
+use crate::identity::{SignUpError, StartedSession};
 use crate::store::accounts::{self, UserRow};
-use crate::store::{ledger, writes};
+use crate::store::ledger;
 
 const MAX_TOKEN_NAME_CHARS: usize = 100;
 const MAX_LEDGER_ENTRIES: u32 = 500;
@@ -40,29 +40,18 @@ fn user_info(user: &UserRow) -> UserInfo {
 )]
 pub async fn signup(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    _attempt: LoginAttempt,
     JsonBody(credentials): JsonBody<Credentials>,
 ) -> Result<Response, AppError> {
-    state.auth.logins.check(address, "sign-up and log-in attempts")?;
-    if let Some(problem) = auth::credentials_problem(&credentials.username, &credentials.password) {
-        return Err(AppError::BadRequest(problem));
-    }
-    let password = credentials.password.clone();
-    let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|error| AppError::Internal(format!("password hashing panicked: {error}")))?;
-    let config = state.coordinator.config();
-    let (username, grant, now) = (credentials.username.clone(), config.starter_grant_millicredits, unix_ms());
-    let created = state
-        .coordinator
-        .store()
-        .transact(move |connection| writes::create_user(connection, &username, &password_hash, false, grant, now))
-        .await?;
-    let Some(id) = created else {
-        return Err(AppError::Conflict(format!("the username {} is taken", credentials.username)));
-    };
-    let user = UserRow { id, username: credentials.username, password_hash: String::new(), is_admin: false };
-    start_session(&state, user, credentials.volunteer, StatusCode::CREATED).await
+    let started =
+        state.identity.sign_up(&credentials.username, &credentials.password, credentials.volunteer).await.map_err(
+            |refusal| match refusal {
+                SignUpError::Invalid(problem) => AppError::BadRequest(problem),
+                taken @ SignUpError::Taken(_) => AppError::Conflict(taken.to_string()),
+                SignUpError::Store(error) => error.into(),
+            },
+        )?;
+    session_started(&state, started, StatusCode::CREATED)
 }
 
 /// Signs in. The browser's anonymous volunteer identity, if sent and not someone else's, becomes the
@@ -78,57 +67,20 @@ pub async fn signup(
 )]
 pub async fn login(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    _attempt: LoginAttempt,
     JsonBody(credentials): JsonBody<Credentials>,
 ) -> Result<Response, AppError> {
-    state.auth.logins.check(address, "sign-up and log-in attempts")?;
-    if credentials.password.len() > auth::MAX_PASSWORD_BYTES {
-        return Err(AppError::Unauthorized("wrong username or password".to_owned()));
-    }
-    let username = credentials.username.clone();
-    let user = state.coordinator.store().read(move |connection| accounts::user_by_name(connection, &username)).await?;
-    let (password, hash) = (credentials.password.clone(), user.as_ref().map(|user| user.password_hash.clone()));
-    let verified = tokio::task::spawn_blocking(move || auth::verify_login(&password, hash.as_deref()))
-        .await
-        .map_err(|error| AppError::Internal(format!("password verification panicked: {error}")))?;
-    match user {
-        Some(user) if verified => start_session(&state, user, credentials.volunteer, StatusCode::OK).await,
-        _ => Err(AppError::Unauthorized("wrong username or password".to_owned())),
+    match state.identity.log_in(&credentials.username, &credentials.password, credentials.volunteer).await? {
+        Some(started) => session_started(&state, started, StatusCode::OK),
+        None => Err(AppError::Unauthorized("wrong username or password".to_owned())),
     }
 }
 
-/// Claims the volunteer identity (if any), stores a new session and answers with its cookie.
-async fn start_session(
-    state: &AppState,
-    user: UserRow,
-    volunteer: Option<VolunteerCredential>,
-    status: StatusCode,
-) -> Result<Response, AppError> {
-    let store = state.coordinator.store();
-    let config = state.coordinator.config();
-    // An identity with a wrong secret, or that belongs to another account, is left alone (signing in must
-    // not fail because of what an old browser remembers), and the answer says that nothing was claimed.
-    let sent = volunteer.as_ref().map(|credential| credential.id.clone());
-    let verified = match volunteer {
-        Some(credential) => auth::check_volunteer(store, credential).await?.map(|volunteer| volunteer.id),
-        None => None,
-    };
-    let (cookie, csrf_token) = (auth::random_secret(), auth::random_secret());
-    let (cookie_hash, csrf, id) = (auth::sha256_hex(&cookie), csrf_token.clone(), user.id);
-    let (now, expires) = (unix_ms(), unix_ms().saturating_add(config.session_lifetime_ms));
-    let claimed = store
-        .transact(move |connection| {
-            let claimed = match verified {
-                Some(volunteer) => writes::claim_volunteer(connection, &volunteer, id, now)?,
-                None => None,
-            };
-            writes::create_session(connection, &cookie_hash, id, &csrf, now, expires)?;
-            Ok(claimed)
-        })
-        .await?;
-    let volunteer_claim = sent.map(|volunteer| match claimed {
+/// The answer that starts a web session: who, the CSRF token, what was claimed, and the cookie.
+fn session_started(state: &AppState, started: StartedSession, status: StatusCode) -> Result<Response, AppError> {
+    let volunteer_claim = started.claim.map(|claim| match claim.moved {
         Some(millicredits) => VolunteerClaim {
-            volunteer,
+            volunteer: claim.volunteer,
             claimed: true,
             millicredits,
             message: format!(
@@ -137,7 +89,7 @@ async fn start_session(
             ),
         },
         None => VolunteerClaim {
-            volunteer,
+            volunteer: claim.volunteer,
             claimed: false,
             millicredits: 0,
             message: "nothing was claimed: the volunteer identity sent is unknown, its secret is wrong, or it \
@@ -145,9 +97,9 @@ async fn start_session(
                 .to_owned(),
         },
     });
-    let info = SessionInfo { user: user_info(&user), csrf_token, volunteer_claim };
+    let info = SessionInfo { user: user_info(&started.user), csrf_token: started.csrf_token, volunteer_claim };
     let mut response = (status, Json(info)).into_response();
-    set_cookie(&mut response, &auth::session_cookie_header(&cookie, config))?;
+    set_cookie(&mut response, &session_cookie_header(&started.cookie, &state.config))?;
     Ok(response)
 }
 
@@ -167,11 +119,11 @@ fn set_cookie(response: &mut Response, value: &str) -> Result<(), AppError> {
     )
 )]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
-    if let Via::Session { cookie_hash, .. } = caller.via {
-        state.coordinator.store().transact(move |connection| writes::delete_session(connection, &cookie_hash)).await?;
+    if let Via::WebSession { cookie_hash, .. } = caller.via {
+        state.identity.end_web_session(cookie_hash).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    set_cookie(&mut response, &auth::cleared_cookie_header(state.coordinator.config()))?;
+    set_cookie(&mut response, &cleared_cookie_header(&state.config))?;
     Ok(response)
 }
 
@@ -185,7 +137,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 )]
 pub async fn session(caller: Caller) -> Result<Json<SessionInfo>, AppError> {
     match caller.via {
-        Via::Session { csrf_token, .. } => {
+        Via::WebSession { csrf_token, .. } => {
             Ok(Json(SessionInfo { user: user_info(&caller.user), csrf_token, volunteer_claim: None }))
         }
         Via::Token { .. } => {
@@ -205,8 +157,7 @@ pub async fn session(caller: Caller) -> Result<Json<SessionInfo>, AppError> {
 pub async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<AccountInfo>, AppError> {
     let (id, account) = (caller.user.id, caller.account());
     let (balance, escrowed) = state
-        .coordinator
-        .store()
+        .store
         .read(move |connection| Ok((ledger::balance(connection, &account)?, accounts::escrowed(connection, id)?)))
         .await?;
     Ok(Json(AccountInfo {
@@ -240,8 +191,7 @@ pub async fn ledger(
     let account = caller.account();
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LEDGER_ENTRIES);
     let (balance, entries) = state
-        .coordinator
-        .store()
+        .store
         .read(move |connection| {
             Ok((ledger::balance(connection, &account)?, accounts::entries(connection, &account, limit)?))
         })
@@ -271,7 +221,7 @@ pub async fn ledger(
 )]
 pub async fn tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<TokenInfo>>, AppError> {
     let id = caller.user.id;
-    let rows = state.coordinator.store().read(move |connection| accounts::tokens(connection, id)).await?;
+    let rows = state.store.read(move |connection| accounts::tokens(connection, id)).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| TokenInfo {
@@ -305,14 +255,7 @@ pub async fn create_token(
     if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS {
         return Err(AppError::BadRequest(format!("a token's name has 1 to {MAX_TOKEN_NAME_CHARS} characters")));
     }
-    let token = auth::new_api_token();
-    let (user, stored_name, prefix, hash, now) =
-        (caller.user.id, name.clone(), auth::shown_prefix(&token), auth::sha256_hex(&token), unix_ms());
-    let id = state
-        .coordinator
-        .store()
-        .transact(move |connection| writes::create_token(connection, user, &stored_name, &prefix, &hash, now))
-        .await?;
+    let (id, token) = state.identity.create_api_token(caller.user.id, &name).await?;
     Ok((StatusCode::CREATED, Json(TokenCreated { id, name, token })))
 }
 
@@ -331,14 +274,10 @@ pub async fn revoke_token(
     caller: Caller,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, AppError> {
-    let (user, now) = (caller.user.id, unix_ms());
-    let revoked =
-        state.coordinator.store().transact(move |connection| writes::revoke_token(connection, user, id, now)).await?;
-    if !revoked {
+    if !state.identity.revoke_api_token(caller.user.id, id).await? {
         return Err(AppError::NotFound(format!("you have no active token {id}")));
     }
     // Workers connected with the token stop too: a revoked token does nothing more for anyone.
-    state.auth.forget_token(id);
     state.coordinator.token_revoked(id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -354,25 +293,10 @@ pub async fn revoke_token(
 )]
 pub async fn register_volunteer(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    _registration: VolunteerRegistration,
     caller: Option<Caller>,
 ) -> Result<(StatusCode, Json<VolunteerCredential>), AppError> {
-    state.auth.volunteer_registrations.check(address, "volunteer identities")?;
-    let credential =
-        VolunteerCredential { id: format!("v-{}", &auth::random_secret()[..22]), secret: auth::random_secret() };
-    let (id, hash, owner, now) =
-        (credential.id.clone(), auth::sha256_hex(&credential.secret), caller.map(|caller| caller.user.id), unix_ms());
-    state
-        .coordinator
-        .store()
-        .transact(move |connection| {
-            writes::register_volunteer(connection, &id, &hash, now)?;
-            if let Some(owner) = owner {
-                writes::claim_volunteer(connection, &id, owner, now)?;
-            }
-            Ok(())
-        })
-        .await?;
+    let credential = state.identity.register_volunteer(caller.map(|caller| caller.user.id)).await?;
     Ok((StatusCode::CREATED, Json(credential)))
 }
 
@@ -389,8 +313,7 @@ pub async fn volunteer_info(
     VolunteerCaller(volunteer): VolunteerCaller,
 ) -> Result<Json<VolunteerInfo>, AppError> {
     let info = state
-        .coordinator
-        .store()
+        .store
         .read(move |connection| {
             // A claimed identity works for its account: its reputation is the account's, and what it earns
             // goes straight there, so its own balance (what is not yet claimed) stays 0.
@@ -418,7 +341,7 @@ pub async fn volunteer_info(
     responses((status = 200, description = "The pricing", body = Pricing))
 )]
 pub async fn pricing(State(state): State<AppState>) -> Json<Pricing> {
-    let config = state.coordinator.config();
+    let config = &state.config;
     Json(Pricing {
         millicredits_per_million_work_units: config.pricing.millicredits_per_million_work_units,
         volunteer_share_percent: config.pricing.volunteer_share_percent,

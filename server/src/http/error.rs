@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::ErrorBody;
 
+use crate::format::human_bytes;
+use crate::identity::RateLimited;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub enum AppError {
     UnsupportedMediaType(String),
     /// Well-formed input that cannot be accepted (an invalid program, an unknown module).
     Unprocessable(String),
+    /// The server cannot take this now; try again later (503).
+    ServiceUnavailable(String),
     TooManyRequests {
         message: String,
         retry_after_secs: u64,
@@ -57,6 +61,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,9 +94,16 @@ impl IntoResponse for AppError {
             | AppError::Conflict(message)
             | AppError::PayloadTooLarge(message)
             | AppError::UnsupportedMediaType(message)
-            | AppError::Unprocessable(message) => message,
+            | AppError::Unprocessable(message)
+            | AppError::ServiceUnavailable(message) => message,
         };
         (status, headers, Json(ErrorBody { error: message })).into_response()
+    }
+}
+
+impl From<RateLimited> for AppError {
+    fn from(limited: RateLimited) -> Self {
+        AppError::TooManyRequests { message: limited.message, retry_after_secs: limited.retry_after_secs }
     }
 }
 
@@ -99,21 +111,6 @@ impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
         AppError::Internal(error.to_string())
     }
-}
-
-/// "64 MiB", "1.5 KiB", "12 bytes".
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 { format!("{value:.0} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// How long a body may pause before the request is given up: a client that declared a size and stopped

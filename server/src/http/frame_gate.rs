@@ -57,9 +57,13 @@ impl FrameWatcher {
             self.header.push(bytes[0]);
             bytes = &bytes[1..];
             let Some(payload) = self.complete_header() else { continue };
-            let opcode = self.header[0] & 0x0f;
+            let (opcode, fin) = (self.header[0] & 0x0f, self.header[0] & 0x80 != 0);
             self.header.clear();
-            // Control frames (close, ping, pong) carry at most 125 bytes; the library checks them.
+            // Control frames (close, ping, pong) carry at most 125 bytes and are never fragmented
+            // (RFC 6455, 5.5); refused here, before the library would buffer a claimed payload.
+            if opcode >= 8 && (payload > 125 || !fin) {
+                return Err(TooLarge { message_bytes: payload, limit: 125 });
+            }
             if opcode < 8 {
                 if opcode != 0 {
                     // A text or binary frame starts a message (0 continues one).
@@ -197,6 +201,19 @@ mod tests {
         stream.extend(header(0, true, 400));
         let refused = watcher.feed(&stream, &|| 1000).unwrap_err();
         assert_eq!(refused.message_bytes, 1200);
+    }
+
+    #[test]
+    fn a_control_frame_over_125_bytes_is_refused_at_its_header() {
+        let mut watcher = FrameWatcher::default();
+        assert_eq!(
+            watcher.feed(&header(9, true, 512 << 20), &|| 1 << 30),
+            Err(TooLarge { message_bytes: 512 << 20, limit: 125 })
+        );
+        let mut watcher = FrameWatcher::default();
+        assert!(watcher.feed(&header(10, false, 4), &|| 1 << 30).is_err(), "a fragmented control frame");
+        let mut watcher = FrameWatcher::default();
+        assert!(watcher.feed(&frame(9, true, 125), &|| 0).is_ok(), "a ping is not a message");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use axum::body::Body;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::{
     ChunkRequest, ErrorBody, JobCreated, JobRequest, JobStatus, LimitsRequest, ReplicationRequest, ResultsPage,
 };
@@ -16,18 +17,20 @@ use distributivecom_protocol::worker::Limits;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{AppError, human_bytes, read_body};
+use super::error::{AppError, read_body};
+use super::extract::Caller;
 use super::extract::{Path, Query};
-use crate::auth::Caller;
+use crate::clock::unix_ms;
 use crate::config::ServerConfig;
-use crate::coordinator::{Progress, unix_ms};
+use crate::coordinator::{Progress, Usage};
+use crate::format::human_bytes;
 use crate::store::writes::Admission;
 use crate::store::{JobRow, NewJob, queries};
 
 /// The longest a status request may wait for progress.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// A results page stops growing past this many bytes of output (but always holds at least one result).
-const MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// A results page stops growing past this many stored bytes (but always holds at least one result).
+const MAX_PAGE_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_PAGE_RESULTS: u32 = 1000;
 const MAX_NAME_CHARS: usize = 200;
 
@@ -50,7 +53,7 @@ pub async fn submit(
     caller: Caller,
     body: Body,
 ) -> Result<(StatusCode, Json<JobCreated>), AppError> {
-    let config = state.coordinator.config();
+    let config = &state.config;
     let body = read_body(body, config.max_job_request_bytes, "the job request").await?;
     let request: JobRequest = serde_json::from_slice(&body)
         .map_err(|error| AppError::BadRequest(format!("could not read the job request: {error}")))?;
@@ -86,7 +89,7 @@ pub async fn submit(
     }
 
     let owner = caller.user.id;
-    let Some(run_module) = state.uploads.run_module(state.coordinator.store(), &request.module, owner).await? else {
+    let Some(run_module) = state.uploads.run_module(&state.store, &request.module, owner).await? else {
         return Err(AppError::Unprocessable(format!(
             "module {} has not been uploaded by this account; upload it with POST /api/modules first",
             request.module
@@ -110,10 +113,22 @@ pub async fn submit(
         created_at_ms,
         chunks: chunks.clone(),
     };
-    let (id, budget) = match state.coordinator.store().insert_job(new_job).await? {
-        Admission::Accepted { id, budget } => (id, budget),
-        Admission::InsufficientCredits { balance, budget } => {
+    // Active jobs live in memory: each account has room for only so much at once.
+    let usage = Usage::of_job(&chunks);
+    state
+        .coordinator
+        .reserve(owner, usage)
+        .map_err(|message| AppError::TooManyRequests { message, retry_after_secs: 10 })?;
+    let admitted = state.store.insert_job(new_job).await;
+    let (id, budget) = match admitted {
+        Ok(Admission::Accepted { id, budget }) => (id, budget),
+        Ok(Admission::InsufficientCredits { balance, budget }) => {
+            state.coordinator.unreserve(owner, usage);
             return Err(AppError::PaymentRequired(insufficient_credits(balance, budget, max_cost)));
+        }
+        Err(error) => {
+            state.coordinator.unreserve(owner, usage);
+            return Err(error.into());
         }
     };
     let row = JobRow {
@@ -135,7 +150,7 @@ pub async fn submit(
         stop_reason: None,
     };
     let created = JobCreated { id, chunks: row.chunk_count };
-    state.coordinator.activate(row, chunks, Progress::default(), Vec::new());
+    state.coordinator.activate(row, chunks, Progress::default(), Vec::new(), usage);
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -338,7 +353,7 @@ fn no_job(id: u64) -> AppError {
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<JobStatus>>, AppError> {
     let owner = caller.user.id;
-    let rows = state.coordinator.store().read(move |connection| queries::list_jobs(connection, owner, 100)).await?;
+    let rows = state.store.read(move |connection| queries::list_jobs(connection, owner, 100)).await?;
     let mut statuses = Vec::with_capacity(rows.len());
     for row in rows {
         if let Some(status) = state.coordinator.job_status(row.id, owner).await? {
@@ -373,36 +388,34 @@ pub async fn results(
     caller: Caller,
     Path(id): Path<u64>,
     Query(query): Query<ResultsQuery>,
-) -> Result<Json<ResultsPage>, AppError> {
+) -> Result<Response, AppError> {
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE_RESULTS);
     let owner = caller.user.id;
-    let found = state
-        .coordinator
-        .store()
+    // First only the sizes: which results fit the page.
+    let span = state
+        .store
         .read(move |connection| {
             if !queries::job(connection, id)?.is_some_and(|job| job.owner == Some(owner)) {
                 return Ok(None);
             }
-            Ok(Some(queries::results(connection, id, offset, limit)?))
+            Ok(Some(queries::results_that_fit(connection, id, offset, limit, MAX_PAGE_BYTES)?))
         })
         .await?;
-    let Some(mut results) = found else {
+    let Some(span) = span else {
         return Err(no_job(id));
     };
-    let full = results.len() as u32 == limit;
-    let mut bytes = 0;
-    let keep = results
-        .iter()
-        .position(|result| {
-            bytes += result.output.total_bytes();
-            bytes > MAX_PAGE_BYTES
-        })
-        .map_or(results.len(), |over| over.max(1));
-    let cut = keep < results.len();
-    results.truncate(keep);
-    let next_offset = if full || cut { results.last().map(|last| last.index + 1) } else { None };
-    Ok(Json(ResultsPage { job: id, results, next_offset }))
+    let Some(span) = span else {
+        return Ok(Json(ResultsPage { job: id, results: Vec::new(), next_offset: None }).into_response());
+    };
+    // Then room for them in the server's memory for pages (the stored bytes, and base64 in JSON), shared
+    // by all requests: many slow readers wait for room, they cannot exhaust memory.
+    let room = state.results_memory.room_for(span.bytes.saturating_mul(3)).await?;
+    let results = state.store.read(move |connection| queries::results(connection, id, offset, span.last)).await?;
+    let next_offset = span.more.then(|| results.last().map(|last| last.index + 1)).flatten();
+    let page = serde_json::to_vec(&ResultsPage { job: id, results, next_offset })
+        .map_err(|error| AppError::Internal(format!("could not encode a results page: {error}")))?;
+    Ok(room.json_body(page))
 }
 
 /// Cancels a job: chunks without a result will not run. Finished results stay.

@@ -2,7 +2,8 @@
 //! server needs. A request head must arrive within the header-read timeout (hyper restarts that timer
 //! whenever a kept-alive connection goes idle, so it is also the idle keep-alive timeout); connections are
 //! capped per client address and in total (WebSockets included: the caps travel with the socket into the
-//! upgrade); and the process's soft open-file limit is raised at start so the caps, not the kernel, decide.
+//! upgrade; an IPv6 client counts by its /64); and the process's soft open-file limit is raised at start so
+//! the caps, not the kernel, decide.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+use crate::identity::address_group;
 
 /// Bounds on connections, from the server's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +160,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits)
             tracing::debug!(%peer, "refused a connection: the server has as many as it takes");
             continue;
         };
-        let Some(slot) = AddressSlot::take(&per_address, peer.ip()) else {
+        let Some(slot) = AddressSlot::take(&per_address, address_group(peer.ip())) else {
             tracing::debug!(%peer, "refused a connection: its address has as many open as it may");
             continue;
         };

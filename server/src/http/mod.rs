@@ -10,6 +10,7 @@ mod jobs;
 pub mod listener;
 mod modules;
 mod openapi;
+mod page_memory;
 mod web;
 mod workers;
 
@@ -24,31 +25,42 @@ use axum::routing::{delete, get, post};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use error::{AppError, human_bytes};
+pub use error::AppError;
 
-use crate::auth::Auth;
+use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
+use crate::format::human_bytes;
+use crate::identity::Identity;
+use crate::store::Store;
 
 /// Modules kept in memory for downloads.
 const MODULE_CACHE_BYTES: usize = 512 * 1024 * 1024;
+/// Memory for pages of results being built and sent, shared by all requests.
+const RESULTS_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
     pub coordinator: Arc<Coordinator>,
-    pub auth: Arc<Auth>,
+    pub identity: Arc<Identity>,
     modules: Arc<modules::ModuleCache>,
     uploads: Arc<modules::Uploads>,
+    results_memory: Arc<page_memory::PageMemory>,
 }
 
 impl AppState {
-    pub fn new(coordinator: Arc<Coordinator>) -> AppState {
-        let auth = Arc::new(Auth::new(coordinator.config()));
+    pub fn new(store: Store, config: Arc<ServerConfig>, coordinator: Arc<Coordinator>) -> AppState {
+        let identity = Arc::new(Identity::new(store.clone(), &config));
         AppState {
+            store,
+            config,
             coordinator,
-            auth,
+            identity,
             modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)),
             uploads: Arc::new(modules::Uploads::new()),
+            results_memory: Arc::new(page_memory::PageMemory::new(RESULTS_MEMORY_BYTES)),
         }
     }
 }
@@ -105,7 +117,7 @@ async fn refuse_undeclared_or_oversized_bodies(
     request: Request,
     next: Next,
 ) -> Response {
-    let (limit, what) = body_limit(state.coordinator.config(), request.uri().path());
+    let (limit, what) = body_limit(&state.config, request.uri().path());
     let headers = request.headers();
     let refusal = if headers.contains_key(header::TRANSFER_ENCODING) {
         Some(AppError::LengthRequired(

@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{AppError, read_body};
+use super::extract::Caller;
 use super::extract::Path;
-use crate::auth::Caller;
-use crate::coordinator::unix_ms;
+use crate::clock::unix_ms;
 
 use crate::store::{NewModule, Store, queries};
 
@@ -106,7 +106,7 @@ pub async fn upload(
     caller: Caller,
     body: Body,
 ) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
-    let limit = state.coordinator.config().max_module_bytes;
+    let limit = state.config.max_module_bytes;
     let bytes = read_body(body, limit, "the program").await?;
     // Validation parses the whole module: keep it off the async threads.
     let checked = bytes.clone();
@@ -131,7 +131,7 @@ pub async fn upload(
         instrumented: instrumented.into(),
         created_at_ms: unix_ms(),
     };
-    state.coordinator.store().put_module(module).await?;
+    state.store.put_module(module).await?;
     let run_module = ModuleRef { sha256: instrumented_sha256.clone(), size: instrumented_size };
     state.uploads.remember((sha256.clone(), caller.user.id), run_module);
 
@@ -162,8 +162,7 @@ pub async fn download(
         None => {
             let (key, uploader) = (sha256.clone(), caller.map(|caller| caller.user.id));
             let stored = state
-                .coordinator
-                .store()
+                .store
                 .read(move |connection| match queries::module_bytes(connection, &key)? {
                     Some(instrumented) => Ok(Some((instrumented, true))),
                     None => match uploader {

@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::AppState;
 use super::error::AppError;
 use super::frame_gate::{FrameGate, MessageLimit};
-use crate::session::{self, Incoming, Outgoing};
+use crate::coordinator::Coordinator;
+use crate::identity::Identity;
+use crate::worker_socket::{self, Incoming, Outgoing};
 
 /// Upgrades to the worker protocol (see `docs/protocol.md`).
 #[utoipa::path(
@@ -37,7 +39,7 @@ use crate::session::{self, Incoming, Outgoing};
 pub async fn socket(State(state): State<AppState>, mut request: Request) -> Result<Response, AppError> {
     let accept = handshake_accept_key(request.headers())?;
     let upgrading = hyper::upgrade::on(&mut request);
-    let coordinator = state.coordinator.clone();
+    let (coordinator, identity) = (state.coordinator.clone(), state.identity.clone());
     tokio::spawn(async move {
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,
@@ -55,7 +57,7 @@ pub async fn socket(State(state): State<AppState>, mut request: Request) -> Resu
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(gated, Role::Server, Some(config)).await;
-        serve_socket(coordinator, worker, socket).await;
+        serve_socket(coordinator, identity, worker, socket).await;
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -93,8 +95,12 @@ fn handshake_accept_key(headers: &HeaderMap) -> Result<String, AppError> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-async fn serve_socket<S>(coordinator: Arc<crate::coordinator::Coordinator>, worker: u64, socket: WebSocketStream<S>)
-where
+async fn serve_socket<S>(
+    coordinator: Arc<Coordinator>,
+    identity: Arc<Identity>,
+    worker: u64,
+    socket: WebSocketStream<S>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (sink, stream) = socket.split();
@@ -126,7 +132,7 @@ where
             })),
         })
     });
-    session::run(coordinator, worker, Box::pin(incoming), Box::pin(outgoing)).await;
+    worker_socket::run(coordinator, identity, worker, Box::pin(incoming), Box::pin(outgoing)).await;
 }
 
 fn truncate_utf8(text: &str, max_bytes: usize) -> &str {

@@ -41,7 +41,7 @@ pub fn user_count(connection: &Connection) -> Result<u64, StoreError> {
 }
 
 /// The user and CSRF token of a session that has not expired.
-pub fn session(
+pub fn web_session(
     connection: &Connection,
     token_hash: &str,
     now_ms: u64,

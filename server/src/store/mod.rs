@@ -95,9 +95,18 @@ pub struct NewResult {
     pub finished_at_ms: u64,
     /// The volunteers whose replicas agreed on this result: they are paid for their work units.
     pub payments: Vec<Payment>,
-    /// Volunteers whose replicas were validated (true) or contradicted by the quorum (false).
-    pub reputation: Vec<(String, bool)>,
+    /// Volunteers whose replicas were validated or contradicted by the quorum, with their new runs.
+    pub reputation: Vec<ReputationChange>,
     pub pricing: Pricing,
+}
+
+/// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated
+/// replicas is now `run` (the scheduler decides it; the store records it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReputationChange {
+    pub volunteer: String,
+    pub valid: bool,
+    pub run: u32,
 }
 
 /// A validated replica to pay for.
@@ -225,6 +234,12 @@ impl Store {
     /// The same read, for callers already on a blocking thread (start-up, recovery).
     pub fn read_blocking<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.readers.with(read)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Store").field("path", &self.readers.path).finish_non_exhaustive()
     }
 }
 

@@ -192,13 +192,60 @@ pub fn job_counts(connection: &Connection, id: u64) -> Result<JobCounts, StoreEr
         .unwrap_or_default())
 }
 
-/// Up to `limit` stored results with index `>= offset`, in chunk order.
-pub fn results(connection: &Connection, id: u64, offset: u32, limit: u32) -> Result<Vec<ChunkResult>, StoreError> {
+/// Which of the (at most `limit`) stored results with index `>= offset` fit in about `max_bytes`: the
+/// index of the last one that fits (always at least the first), the bytes they take, and whether more may
+/// follow. Reads only the results' sizes, never their outputs.
+pub fn results_that_fit(
+    connection: &Connection,
+    id: u64,
+    offset: u32,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<Option<ResultsSpan>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT idx, status, attempts, work_units, output FROM results
+        "SELECT idx, length(output) + length(status) FROM results
          WHERE job_id = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3",
     )?;
-    let rows = statement.query_map(params![id as i64, offset, limit], |row| {
+    let mut rows = statement.query(params![id as i64, offset, limit])?;
+    let mut span: Option<ResultsSpan> = None;
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        let (index, size) = (row.get::<_, u32>(0)?, row.get::<_, i64>(1)?.max(0) as u64);
+        count += 1;
+        match &mut span {
+            None => span = Some(ResultsSpan { last: index, bytes: size, more: false }),
+            Some(span) if span.bytes.saturating_add(size) <= max_bytes => {
+                span.last = index;
+                span.bytes += size;
+            }
+            Some(span) => {
+                span.more = true;
+                return Ok(Some(*span));
+            }
+        }
+    }
+    if let Some(span) = &mut span {
+        span.more = count == limit;
+    }
+    Ok(span)
+}
+
+/// A run of results that fit a page: up to index `last`, taking about `bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultsSpan {
+    pub last: u32,
+    pub bytes: u64,
+    /// Whether results may follow `last`.
+    pub more: bool,
+}
+
+/// The stored results with index from `first` to `last`, in chunk order.
+pub fn results(connection: &Connection, id: u64, first: u32, last: u32) -> Result<Vec<ChunkResult>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT idx, status, attempts, work_units, output FROM results
+         WHERE job_id = ?1 AND idx >= ?2 AND idx <= ?3 ORDER BY idx",
+    )?;
+    let rows = statement.query_map(params![id as i64, first, last], |row| {
         Ok((
             row.get::<_, u32>(0)?,
             row.get::<_, String>(1)?,

@@ -74,7 +74,10 @@ async fn accepted(store: &Store, job: NewJob) -> u64 {
 
 fn result(job: u64, chunk: u32, status: RunStatus, payments: Vec<Payment>) -> NewResult {
     let output = Output { stdout: Bytes::from(format!("out {chunk}").as_str()), ..Output::default() };
-    let reputation = payments.iter().map(|payment| (payment.volunteer.clone(), true)).collect();
+    let reputation = payments
+        .iter()
+        .map(|payment| ReputationChange { volunteer: payment.volunteer.clone(), valid: true, run: 1 })
+        .collect();
     NewResult {
         job,
         chunk,

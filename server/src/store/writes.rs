@@ -160,8 +160,8 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
         )?;
         paid += amount;
     }
-    for (volunteer, valid) in &result.reputation {
-        record_validation(connection, volunteer, *valid)?;
+    for change in &result.reputation {
+        record_validation(connection, &change.volunteer, change.valid, change.run)?;
     }
     // The job's counts move with the result (the results row's primary key refused a second one above), so
     // nothing here counts the job's results.
@@ -200,18 +200,18 @@ fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError>
     Ok(volunteer.to_owned())
 }
 
-/// A volunteer's replica was validated (`valid`) or contradicted by a quorum: trust grows with a run of
-/// validated replicas and starts over at the first invalid one.
-pub fn record_validation(connection: &Connection, volunteer: &str, valid: bool) -> Result<(), StoreError> {
+/// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated
+/// replicas is now `run`. The rule that computes the run is the scheduler's; this only records it.
+pub fn record_validation(connection: &Connection, volunteer: &str, valid: bool, run: u32) -> Result<(), StoreError> {
     connection
         .prepare_cached(
-            "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid) VALUES (?1, ?2, ?2, ?3)
+            "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid) VALUES (?1, ?4, ?2, ?3)
              ON CONFLICT (volunteer) DO UPDATE SET
-               consecutive_valid = CASE WHEN ?2 = 1 THEN consecutive_valid + 1 ELSE 0 END,
+               consecutive_valid = ?4,
                validated = validated + ?2,
                invalid = invalid + ?3",
         )?
-        .execute(params![volunteer, i64::from(valid), i64::from(!valid)])?;
+        .execute(params![volunteer, i64::from(valid), i64::from(!valid), run])?;
     Ok(())
 }
 
@@ -271,7 +271,7 @@ pub fn create_user(
     Ok(Some(id))
 }
 
-pub fn create_session(
+pub fn create_web_session(
     connection: &Connection,
     token_hash: &str,
     user: u64,
@@ -288,7 +288,7 @@ pub fn create_session(
     Ok(())
 }
 
-pub fn delete_session(connection: &Connection, token_hash: &str) -> Result<(), StoreError> {
+pub fn delete_web_session(connection: &Connection, token_hash: &str) -> Result<(), StoreError> {
     connection.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
     Ok(())
 }
