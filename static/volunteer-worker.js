@@ -1,5 +1,5 @@
 // Entry point of the browser volunteer's Web Workers (module workers). The page starts one worker named
-// "coordinator" per tab (the WebSocket, leases, heartbeats, supervision); the coordinator starts one
+// "courier" per tab (the WebSocket, leases, heartbeats, supervision); the courier starts one
 // "executor" per thread (runs chunks). Both run the web-worker crate's wasm.
 //
 // Messages that arrive while the wasm loads would be lost (nothing listens yet), so they are queued here
@@ -9,8 +9,8 @@ const early = [];
 self.onmessage = (event) => early.push(event);
 const wasm = await import('./distributivecom_web_worker.js');
 await wasm.default();
-if (self.name === 'coordinator') {
-  wasm.start_coordinator(early);
+if (self.name === 'courier') {
+  wasm.start_courier(early);
 } else {
   wasm.start_executor(early);
 }

@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use distributivecom_protocol::api::{
-    AccountInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, ModuleInfo, Pricing,
-    ResultsPage, ServerStats, VolunteerCredential, VolunteerInfo,
+    AccountInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, LedgerQuery, ModuleInfo,
+    Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential, VolunteerInfo,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -145,7 +145,7 @@ impl Client {
         wait: Duration,
     ) -> Result<JobStatus, ClientError> {
         let url = self.url(&format!("/api/jobs/{job}"));
-        let query = [("wait_ms", wait.as_millis().to_string()), ("known_finished", known_finished.to_string())];
+        let query = StatusQuery { wait_ms: Some(wait.as_millis() as u64), known_finished: Some(known_finished) };
         self.send(self.http.get(&url).query(&query), url).await
     }
 
@@ -175,7 +175,7 @@ impl Client {
 
     pub async fn results_page(&self, job: u64, offset: u32, limit: u32) -> Result<ResultsPage, ClientError> {
         let url = self.url(&format!("/api/jobs/{job}/results"));
-        let query = [("offset", offset.to_string()), ("limit", limit.to_string())];
+        let query = ResultsQuery { offset: Some(offset), limit: Some(limit) };
         self.send(self.http.get(&url).query(&query), url).await
     }
 
@@ -212,7 +212,7 @@ impl Client {
     /// The account's newest ledger entries.
     pub async fn ledger(&self, limit: u32) -> Result<LedgerPage, ClientError> {
         let url = self.url("/api/account/ledger");
-        self.send(self.http.get(&url).query(&[("limit", limit.to_string())]), url).await
+        self.send(self.http.get(&url).query(&LedgerQuery { limit: Some(limit) }), url).await
     }
 
     pub async fn pricing(&self) -> Result<Pricing, ClientError> {

@@ -1,7 +1,7 @@
 //! The sign-up and log-in pages. Both send the browser's volunteer identity along, so that what this
 //! browser earned anonymously moves to the account, and both end on the account page.
 
-use distributivecom_protocol::api::{Credentials, SessionInfo};
+use distributivecom_protocol::api::{Credentials, WebSessionInfo};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::use_navigate;
@@ -72,7 +72,8 @@ fn AuthForm(mode: AuthMode) -> impl IntoView {
             // A visitor may sign up while signed in as someone else; the server then wants that session's
             // token like on any other write.
             let csrf_token = session.csrf_token();
-            let answer = api::post_json::<_, SessionInfo>(mode.endpoint(), &credentials, csrf_token.as_deref()).await;
+            let answer =
+                api::post_json::<_, WebSessionInfo>(mode.endpoint(), &credentials, csrf_token.as_deref()).await;
             pending.set(false);
             match answer {
                 Ok(info) => {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use distributivecom_protocol::api::{VolunteerCredential, VolunteerInfo};
-use distributivecom_protocol::browser::{ConnectionState, CoordinatorEvent, PageCommand, Stats};
+use distributivecom_protocol::browser::{ConnectionState, CourierEvent, PageCommand, Stats};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -33,7 +33,7 @@ fn listen(target: &web_sys::EventTarget, event: &str, handler: impl FnMut() + 's
 }
 
 /// The browser's volunteering, for the app's whole life: settings, state, statistics and the handle on
-/// the coordinator Web Worker. Copy it freely: it is a handle on signals.
+/// the courier Web Worker. Copy it freely: it is a handle on signals.
 #[derive(Clone, Copy)]
 pub struct Donation {
     cores: u32,
@@ -192,8 +192,8 @@ impl Donation {
         if self.volunteer.with_value(Option::is_none) {
             let (stats, notice) = (self.stats, self.notice);
             let handle = VolunteerHandle::spawn(move |event| match event {
-                CoordinatorEvent::Stats(update) => stats.set(update),
-                CoordinatorEvent::Notice(text) => notice.set(Some(text)),
+                CourierEvent::Stats(update) => stats.set(update),
+                CourierEvent::Notice(text) => notice.set(Some(text)),
             });
             match handle {
                 Ok(handle) => self.volunteer.set_value(Some(handle)),

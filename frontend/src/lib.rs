@@ -12,7 +12,7 @@
 //! Browser-only modules (wasm32):
 //! - `app`: the router, the header and the routes;
 //! - `session`: the signed-in user and CSRF token, as a context;
-//! - `volunteer`: the handle on the coordinator Web Worker;
+//! - `volunteer`: the handle on the courier Web Worker;
 //! - `donate`: the volunteering state and the donate page (`/`, `/donate`);
 //! - `auth`: the sign-up and log-in pages (`/signup`, `/login`);
 //! - `account`: the account page (`/account`).

@@ -1,7 +1,7 @@
 //! Who is signed in: the answer of `GET /api/auth/session` at startup, kept in a context so that the
 //! header and every page see the same user, and so that writes find the CSRF token they must send.
 
-use distributivecom_protocol::api::{SessionInfo, UserInfo};
+use distributivecom_protocol::api::{UserInfo, WebSessionInfo};
 use leptos::prelude::*;
 
 use crate::api;
@@ -9,7 +9,7 @@ use crate::api;
 /// The session as this tab knows it. Copy it freely: it is a handle on signals.
 #[derive(Clone, Copy)]
 pub struct Session {
-    info: RwSignal<Option<SessionInfo>>,
+    info: RwSignal<Option<WebSessionInfo>>,
     /// Whether the startup check has answered; until then pages neither show the signed-out view nor
     /// redirect, which would flash the log-in page at a signed-in visitor.
     checked: RwSignal<bool>,
@@ -21,7 +21,7 @@ impl Session {
         let session = Session { info: RwSignal::new(None), checked: RwSignal::new(false) };
         provide_context(session);
         leptos::task::spawn_local(async move {
-            match api::get_json::<SessionInfo>("/api/auth/session").await {
+            match api::get_json::<WebSessionInfo>("/api/auth/session").await {
                 Ok(info) => session.info.set(Some(info)),
                 // 401 simply means signed out. Any other failure leaves the visitor signed out too (every
                 // page still works), and the console says why.
@@ -53,7 +53,7 @@ impl Session {
     }
 
     /// After a successful sign-up or log-in.
-    pub fn signed_in(self, info: SessionInfo) {
+    pub fn signed_in(self, info: WebSessionInfo) {
         self.info.set(Some(info));
         self.checked.set(true);
     }

@@ -1,6 +1,6 @@
-//! The page's handle on the coordinator Web Worker, which does the volunteering.
+//! The page's handle on the courier Web Worker, which does the volunteering.
 
-use distributivecom_protocol::browser::{CoordinatorEvent, PageCommand};
+use distributivecom_protocol::browser::{CourierEvent, PageCommand};
 use distributivecom_protocol::{decode, encode};
 use js_sys::Uint8Array;
 use wasm_bindgen::JsCast;
@@ -16,14 +16,14 @@ pub struct VolunteerHandle {
 }
 
 impl VolunteerHandle {
-    /// Starts the coordinator worker; `on_event` receives its statistics and notices.
-    pub fn spawn(on_event: impl Fn(CoordinatorEvent) + 'static) -> Result<VolunteerHandle, JsValue> {
+    /// Starts the courier worker; `on_event` receives its statistics and notices.
+    pub fn spawn(on_event: impl Fn(CourierEvent) + 'static) -> Result<VolunteerHandle, JsValue> {
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        options.set_name("coordinator");
+        options.set_name("courier");
         let worker = Worker::new_with_options(WORKER_SCRIPT, &options)?;
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            match decode::<CoordinatorEvent>(&Uint8Array::new(&event.data()).to_vec()) {
+            match decode::<CourierEvent>(&Uint8Array::new(&event.data()).to_vec()) {
                 Ok(event) => on_event(event),
                 Err(error) => web_sys::console::error_1(&format!("page: the volunteer sent {error}").into()),
             }

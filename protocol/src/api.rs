@@ -252,7 +252,7 @@ pub struct UserInfo {
 /// The signed-in user and the token that cookie-authenticated writes must send as `X-CSRF-Token`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SessionInfo {
+pub struct WebSessionInfo {
     pub user: UserInfo,
     pub csrf_token: String,
     /// What became of the anonymous volunteer identity sent with the sign-up or log-in, if one was sent.
@@ -362,4 +362,37 @@ pub struct Pricing {
     pub starter_grant_millicredits: i64,
     pub default_replicas: u32,
     pub default_quorum: u32,
+}
+
+/// The query of `GET /api/jobs/{id}`: wait for progress instead of polling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct StatusQuery {
+    /// Wait up to this many milliseconds (at most 60000) for more chunks than `known_finished` to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// How many finished chunks the caller already knows about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_finished: Option<u32>,
+}
+
+/// The query of `GET /api/jobs/{id}/results`: one page at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ResultsQuery {
+    /// The first chunk index to return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
+    /// The most results to return (at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The query of `GET /api/account/ledger`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct LedgerQuery {
+    /// The most entries to return (at most 500; 100 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }

@@ -1,4 +1,4 @@
-//! What the donate page, the browser volunteer's coordinator worker and its executor workers say to each
+//! What the donate page, the browser volunteer's courier worker and its executor workers say to each
 //! other with `postMessage`.
 //!
 //! Every message is a `Uint8Array` holding MessagePack (the same encoding as the worker protocol), so the
@@ -35,7 +35,7 @@ impl Settings {
     }
 }
 
-/// From the page to the coordinator worker.
+/// From the page to the courier worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PageCommand {
     /// Connect to `server` (an `http(s)://` origin) and start computing, volunteering as `credential`
@@ -85,22 +85,22 @@ pub struct Stats {
     pub queued: u32,
 }
 
-/// From the coordinator worker to the page.
+/// From the courier worker to the page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum CoordinatorEvent {
+pub enum CourierEvent {
     Stats(Stats),
     /// Something the person should know (for example the server refused the connection).
     Notice(String),
 }
 
-/// From the coordinator worker to an executor worker.
+/// From the courier worker to an executor worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ExecutorCommand {
     /// Run this replica; fetch its module from `server` if it is not cached.
     Run { server: String, assignment: Box<Assignment> },
 }
 
-/// From an executor worker to the coordinator worker.
+/// From an executor worker to the courier worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ExecutorEvent {
     /// The executor's wasm is loaded; it can take work.

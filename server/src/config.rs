@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use distributivecom_protocol::worker::Limits;
 
-use crate::store::Pricing;
-
 const MIB: u64 = 1024 * 1024;
 
 /// Everything `serve` can be told. [`ServerConfig::default`] is what `distributivecom serve` uses with no
@@ -131,5 +129,21 @@ impl Default for ServerConfig {
             max_active_input_bytes_per_account: 4 * 1024 * MIB,
             max_held_report_bytes_per_volunteer: 1024 * MIB,
         }
+    }
+}
+
+/// What work costs, and who gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    pub millicredits_per_million_work_units: u64,
+    /// The volunteer's share of each payment; the rest is the platform's fee, burned.
+    pub volunteer_share_percent: u32,
+}
+
+impl Pricing {
+    /// What one replica that used `work_units` costs: rounded up, so that no work is free.
+    pub fn cost(&self, work_units: u64) -> i64 {
+        let scaled = u128::from(work_units) * u128::from(self.millicredits_per_million_work_units);
+        i64::try_from(scaled.div_ceil(1_000_000)).unwrap_or(i64::MAX)
     }
 }

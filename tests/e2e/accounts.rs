@@ -3,7 +3,7 @@
 //! cookie writes need the CSRF token, log-in is rate-limited, and a new account gets its starter grant.
 
 use distributivecom_client::{Client, ClientError};
-use distributivecom_protocol::api::{JobRequest, JobState, SessionInfo, TokenCreated, TokenInfo};
+use distributivecom_protocol::api::{JobRequest, JobState, TokenCreated, TokenInfo, WebSessionInfo};
 use distributivecom_protocol::worker::{Credential, Hello, ServerMessage, WorkerKind, WorkerMessage};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -34,7 +34,7 @@ impl WebSession {
             assert!(set_cookie.contains(flag), "the session cookie has {flag}: {set_cookie}");
         }
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
-        let info: SessionInfo = response.json().await.unwrap();
+        let info: WebSessionInfo = response.json().await.unwrap();
         assert_eq!(info.user.username, username);
         (status, WebSession { http, url: server.url.clone(), cookie, csrf_token: info.csrf_token })
     }

@@ -56,14 +56,14 @@ struct Executor {
     scope: DedicatedWorkerGlobalScope,
     modules: RefCell<HashMap<String, WebAssembly::Module>>,
     runner: Runner,
-    /// Replicas received and not yet run, in order (the coordinator sends the next one ahead).
+    /// Replicas received and not yet run, in order (the courier sends the next one ahead).
     pending: RefCell<VecDeque<(String, Assignment)>>,
     /// Whether the loop that runs `pending` is active.
     draining: Cell<bool>,
 }
 
 /// Starts the executor: handles `early` messages (queued by `volunteer-worker.js` while the wasm loaded),
-/// then every message that follows, and tells the coordinator it is ready.
+/// then every message that follows, and tells the courier it is ready.
 #[wasm_bindgen]
 pub fn start_executor(early: Array) -> Result<(), JsValue> {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
@@ -164,7 +164,7 @@ impl Executor {
                 };
             }
         };
-        // The coordinator counts the time limit from when a replica reaches the front of this executor's
+        // The courier counts the time limit from when a replica reaches the front of this executor's
         // queue; loading a module delays the start, so say when the run really begins.
         if !cached {
             self.post(&ExecutorEvent::Started { replica: assignment.replica });
@@ -317,7 +317,7 @@ fn classify(error: &JsValue, stop: Option<&HostStop>, flags: i32, memory_too_big
     ending_status(&Ending {
         stop,
         flags,
-        // Overrunning executors are terminated by the coordinator, which reports the timeout itself.
+        // Overrunning executors are terminated by the courier, which reports the timeout itself.
         timed_out: false,
         memory_refused: memory_too_big,
         trap: trap_kind(&name, &message),

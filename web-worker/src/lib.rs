@@ -1,12 +1,12 @@
-//! The browser volunteer. Each tab runs one *coordinator* Web Worker (the tab's WebSocket to the
+//! The browser volunteer. Each tab runs one *courier* Web Worker (the tab's WebSocket to the
 //! coordinator server, leases, heartbeats, supervision, throttling) and one *executor* Web Worker per
 //! thread (fetch, cache and compile modules; run replicas over the shared WASI implementation).
 //!
-//! - [`messages`]: what the page, the coordinator and the executors say to each other (they live in
+//! - [`messages`]: what the page, the courier and the executors say to each other (they live in
 //!   `distributivecom-protocol` so that the page can use them without linking the volunteer);
-//! - [`volunteer`]: the coordinator as an IO-free state machine (tested on the host);
-//! - `coordinator` and `executor` (wasm32 only): the glue to `web-sys`, with the entry points
-//!   `start_coordinator` and `start_executor` called by `volunteer-worker.js`.
+//! - [`volunteer`]: the courier as an IO-free state machine (tested on the host);
+//! - `courier` and `executor` (wasm32 only): the glue to `web-sys`, with the entry points
+//!   `start_courier` and `start_executor` called by `volunteer-worker.js`.
 //!
 //! Architecture Invariant: executors run programs only through `distributivecom-wasi`, the same WASI
 //! implementation as the native worker, so a chunk gives the same bytes in a browser and natively.
@@ -17,7 +17,7 @@ pub mod traps;
 pub mod volunteer;
 
 #[cfg(target_arch = "wasm32")]
-mod coordinator;
+mod courier;
 #[cfg(target_arch = "wasm32")]
 pub mod executor;
 #[cfg(target_arch = "wasm32")]

@@ -1,11 +1,11 @@
-//! The browser volunteer's coordinator as an IO-free state machine: fed [`Input`]s (page commands, socket
+//! The browser volunteer's courier as an IO-free state machine: fed [`Input`]s (page commands, socket
 //! events, executor events, timers) with the current time, it returns [`Output`]s (socket messages,
-//! executor commands, timers, statistics). `coordinator.rs` performs the outputs with `web-sys`; tests
+//! executor commands, timers, statistics). `courier.rs` performs the outputs with `web-sys`; tests
 //! drive this directly on the host.
 //!
-//! One coordinator per tab holds the tab's only WebSocket and supervises one executor Web Worker per
+//! One courier per tab holds the tab's only WebSocket and supervises one executor Web Worker per
 //! thread. It keeps each executor supplied (at full throttle an executor holds the next replica while the
-//! current one runs, so it never waits for a round trip through the coordinator), terminates and
+//! current one runs, so it never waits for a round trip through the courier), terminates and
 //! replaces an executor whose replica overran its time limit (reporting the replica as timed out and
 //! handing the ones queued behind it back to the server), and throttles by letting an executor rest after
 //! each chunk in proportion to the time the chunk took.
@@ -33,7 +33,7 @@ pub const BROWSER_MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
 /// with short chunks. (The server queues less of jobs with long chunks.)
 pub const BROWSER_PREFETCH_PER_SLOT: u32 = 8;
 /// Replicas an executor holds at most at full throttle: one running and a few waiting, so that it goes
-/// from one short chunk to the next without waiting for the coordinator.
+/// from one short chunk to the next without waiting for the courier.
 pub const EXECUTOR_QUEUE: usize = 4;
 /// How often running replicas are checked against their deadlines.
 pub const SUPERVISE_INTERVAL_MS: u64 = 250;

@@ -3,7 +3,8 @@
 //! - `cargo xtask serve [ARGS...]`: set up what is missing, build everything (example programs, the web
 //!   app's wasm, the release binary) and run `distributivecom serve ARGS...`.
 //! - `cargo xtask test`: set up what is missing (browser and Node.js included), build everything and run
-//!   every test of the workspace.
+//!   every test: the unit and in-process tiers in debug mode, the end-to-end and program tiers in release
+//!   mode, and the browser tests in Chromium.
 //! - `cargo xtask setup`: only install what is missing (rustup targets, the pinned wasm-bindgen-cli,
 //!   Chromium, ChromeDriver, Node.js), skipping what is already there.
 //! - `cargo xtask build`: only build (programs, web app, release binary).
@@ -267,12 +268,20 @@ fn build() -> Result {
     timed("build release", || run(cargo().args(["build", "--release", "--package", "distributivecom"])))
 }
 
-/// Every test: the workspace on the host (unit, integration and end-to-end tests, browser ones included),
-/// then the wasm crates' wasm-bindgen tests in headless Chromium. Both runs happen even if the first
-/// fails, so a red run shows everything that is broken.
+/// Every test, in three passes that all run even if one fails, so a red run shows everything broken:
+/// - the unit and in-process tiers of the whole workspace in debug mode, so that overflow checks run;
+/// - the slow tiers in release mode: the end-to-end tests (real server and worker processes, Node.js,
+///   Chromium) and the built wasm programs through wasmtime, behind the features that gate them;
+/// - the wasm crates' wasm-bindgen tests in headless Chromium.
 fn test(extra: &[String]) -> Result {
-    let host =
-        timed("host tests", || run(cargo().args(["test", "--release", "--no-fail-fast", "--workspace"]).args(extra)));
+    let fast = timed("unit tests (debug)", || run(cargo().args(["test", "--no-fail-fast", "--workspace"]).args(extra)));
+    let slow = timed("end-to-end tests", || {
+        run(cargo()
+            .args(["test", "--release", "--no-fail-fast", "--package", "distributivecom"])
+            .args(["--package", "distributivecom-worker"])
+            .args(["--features", "distributivecom/e2e,distributivecom-worker/built-programs"])
+            .args(extra))
+    });
     let browser = timed("browser tests", || {
         run(cargo()
             .args([
@@ -285,7 +294,7 @@ fn test(extra: &[String]) -> Result {
             ])
             .env("CHROMEDRIVER", "/usr/bin/chromedriver"))
     });
-    host.and(browser)
+    fast.and(slow).and(browser)
 }
 
 /// The benchmark, and with `--peers` the Dask and Ray baselines beside it in the same run.

@@ -208,6 +208,22 @@ fn an_overdue_replica_is_revoked_and_requeued_even_if_its_worker_heartbeats() {
     }
 }
 
+/// Regression: a worker that handed back everything it got was given the same chunks back at once, which
+/// let it make the server build assignment after assignment of the same large inputs.
+#[test]
+fn a_handed_back_replica_goes_to_another_volunteer_when_one_can_take_it() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    harness.join(2, 1);
+    let sent = assigns(&harness.add_job(1, 2, 0));
+    let (_, first, _, chunk) = *sent.iter().find(|assignment| assignment.0 == 1).unwrap();
+    let busy = sent.iter().find(|assignment| assignment.0 == 2).unwrap().1;
+    let again = assigns(&harness.feed(Event::ReplicaReleased { worker: 1, replica: first }));
+    assert!(again.is_empty(), "not straight back to the worker that handed it back: {again:?}");
+    let next = assigns(&harness.report(2, busy, true));
+    assert_eq!(next.iter().map(|assignment| (assignment.0, assignment.3)).collect::<Vec<_>>(), [(2, chunk)]);
+}
+
 #[test]
 fn released_replicas_go_back_without_counting_as_attempts() {
     let mut harness = Harness::new();

@@ -2,6 +2,7 @@
 //! and HTTP, and carries out its actions by sending messages to worker sockets and writes to the store.
 //!
 //! - this module: driving the scheduler (jobs, workers, reports, recovery after a restart);
+//! - [`admission`]: checking, pricing and admitting a job;
 //! - [`settlement`]: what an accepted or failed chunk leaves behind (its result, payments, reputations,
 //!   the budget's end);
 //! - [`read_model`]: what clients see of jobs (status, waiting for progress, operator totals).
@@ -10,6 +11,7 @@
 //! authoritative for what clients see: a chunk counts as finished for clients (status, results, waiting)
 //! only once its result is durable. After a crash, every chunk without a durable result runs again.
 
+mod admission;
 mod read_model;
 mod settlement;
 
@@ -24,6 +26,7 @@ use distributivecom_protocol::worker::{Assignment, Hello, ReplicaReport, RunStat
 use distributivecom_scheduler::{Action, Event, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId};
 use tokio::sync::{mpsc, watch};
 
+pub use admission::{Refusal, max_cost};
 pub use read_model::Progress;
 
 use crate::clock::unix_ms;

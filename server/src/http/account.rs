@@ -6,10 +6,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::{
-    AccountInfo, Credentials, ErrorBody, LedgerEntry, LedgerPage, NewToken, Pricing, SessionInfo, TokenCreated,
-    TokenInfo, UserInfo, VolunteerClaim, VolunteerCredential, VolunteerInfo,
+    AccountInfo, Credentials, ErrorBody, LedgerEntry, LedgerPage, LedgerQuery, NewToken, Pricing, TokenCreated,
+    TokenInfo, UserInfo, VolunteerClaim, VolunteerCredential, VolunteerInfo, WebSessionInfo,
 };
-use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
@@ -32,7 +31,7 @@ fn user_info(user: &UserRow) -> UserInfo {
     post, path = "/api/auth/signup", tag = "accounts",
     request_body = Credentials,
     responses(
-        (status = 201, description = "Created and signed in; the session cookie is set", body = SessionInfo),
+        (status = 201, description = "Created and signed in; the session cookie is set", body = WebSessionInfo),
         (status = 400, description = "The username or password breaks the rules", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody),
@@ -60,7 +59,7 @@ pub async fn signup(
     post, path = "/api/auth/login", tag = "accounts",
     request_body = Credentials,
     responses(
-        (status = 200, description = "Signed in; the session cookie is set", body = SessionInfo),
+        (status = 200, description = "Signed in; the session cookie is set", body = WebSessionInfo),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = ErrorBody),
     )
@@ -97,7 +96,7 @@ fn session_started(state: &AppState, started: StartedSession, status: StatusCode
                 .to_owned(),
         },
     });
-    let info = SessionInfo { user: user_info(&started.user), csrf_token: started.csrf_token, volunteer_claim };
+    let info = WebSessionInfo { user: user_info(&started.user), csrf_token: started.csrf_token, volunteer_claim };
     let mut response = (status, Json(info)).into_response();
     set_cookie(&mut response, &session_cookie_header(&started.cookie, &state.config))?;
     Ok(response)
@@ -131,14 +130,14 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 #[utoipa::path(
     get, path = "/api/auth/session", tag = "accounts",
     responses(
-        (status = 200, description = "The signed-in user", body = SessionInfo),
+        (status = 200, description = "The signed-in user", body = WebSessionInfo),
         (status = 401, description = "Not signed in", body = ErrorBody),
     )
 )]
-pub async fn session(caller: Caller) -> Result<Json<SessionInfo>, AppError> {
+pub async fn session(caller: Caller) -> Result<Json<WebSessionInfo>, AppError> {
     match caller.via {
         Via::WebSession { csrf_token, .. } => {
-            Ok(Json(SessionInfo { user: user_info(&caller.user), csrf_token, volunteer_claim: None }))
+            Ok(Json(WebSessionInfo { user: user_info(&caller.user), csrf_token, volunteer_claim: None }))
         }
         Via::Token { .. } => {
             Err(AppError::BadRequest("API tokens have no web session; use GET /api/account".to_owned()))
@@ -165,13 +164,6 @@ pub async fn account(State(state): State<AppState>, caller: Caller) -> Result<Js
         balance_millicredits: balance,
         escrowed_millicredits: escrowed,
     }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct LedgerQuery {
-    /// The most entries to return (at most 500; 100 by default).
-    #[serde(default)]
-    limit: Option<u32>,
 }
 
 /// The caller's ledger entries, newest first.

@@ -11,6 +11,7 @@
 //! Architecture Invariant: only this module knows SQL. Everything it hands out is plain data.
 
 pub mod accounts;
+pub mod encoding;
 pub mod ledger;
 pub mod queries;
 mod schema;
@@ -25,6 +26,7 @@ use distributivecom_protocol::api::ChunkRequest;
 use distributivecom_protocol::worker::{Limits, Output, RunStatus};
 use rusqlite::{Connection, OpenFlags};
 
+pub use crate::config::Pricing;
 pub use queries::{JobCounts, JobRow};
 use writer::Write;
 
@@ -116,22 +118,6 @@ pub struct Payment {
     pub volunteer: String,
     pub replica: u64,
     pub work_units: u64,
-}
-
-/// What work costs, and who gets it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pricing {
-    pub millicredits_per_million_work_units: u64,
-    /// The volunteer's share of each payment; the rest is the platform's fee, burned.
-    pub volunteer_share_percent: u32,
-}
-
-impl Pricing {
-    /// What one replica that used `work_units` costs: rounded up, so that no work is free.
-    pub fn cost(&self, work_units: u64) -> i64 {
-        let scaled = u128::from(work_units) * u128::from(self.millicredits_per_million_work_units);
-        i64::try_from(scaled.div_ceil(1_000_000)).unwrap_or(i64::MAX)
-    }
 }
 
 /// Called on the writer thread once a write is durable (or failed). Keep it short.

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use distributivecom_protocol::api::{ChunkRequest, ChunkResult};
-use distributivecom_protocol::worker::{Limits, ModuleRef, Output, RunStatus};
+use distributivecom_protocol::worker::{Limits, ModuleRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
+use super::{StoreError, encoding};
 
 /// A job as stored.
 #[derive(Clone, Debug)]
@@ -144,7 +144,7 @@ impl RawJob {
             run_module: ModuleRef { sha256: self.run_module, size: self.run_module_size as u64 },
             program_name: self.program_name,
             env: serde_json::from_str(&self.env).map_err(|error| corrupt("job environment", error))?,
-            limits: serde_json::from_str(&self.limits).map_err(|error| corrupt("job limits", error))?,
+            limits: encoding::limits_from_column(&self.limits)?,
             max_retries: self.max_retries,
             chunk_count: self.chunk_count,
             created_at_ms: self.created_at_ms as u64,
@@ -257,8 +257,8 @@ pub fn results(connection: &Connection, id: u64, first: u32, last: u32) -> Resul
     let mut results = Vec::new();
     for row in rows {
         let (index, status, attempts, work_units, output) = row?;
-        let status: RunStatus = serde_json::from_str(&status).map_err(|error| corrupt("result status", error))?;
-        let output: Output = rmp_serde::from_slice(&output).map_err(|error| corrupt("result output", error))?;
+        let status = encoding::status_from_column(&status)?;
+        let output = encoding::output_from_column(&output)?;
         results.push(ChunkResult {
             index,
             succeeded: status.is_success(),
@@ -278,7 +278,7 @@ pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>
     let rows = statement.query_map([id as i64], |row| row.get::<_, Vec<u8>>(0))?;
     let mut specs = Vec::new();
     for row in rows {
-        specs.push(rmp_serde::from_slice(&row?).map_err(|error| corrupt("chunk inputs", error))?);
+        specs.push(encoding::chunk_from_column(&row?)?);
     }
     Ok(specs)
 }

@@ -5,16 +5,16 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ledger::{self, BURN, MINT, Reference};
-use super::{NewJob, NewModule, NewResult, StoreError};
+use super::{NewJob, NewModule, NewResult, StoreError, encoding};
 
-fn encoding(error: impl std::fmt::Display) -> StoreError {
+fn encoding_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Encoding(error.to_string())
 }
 
 /// Stores a module unless one with the same hash is there already, and records that `module.owner`
 /// uploaded it.
 pub fn insert_module(connection: &Connection, module: &NewModule) -> Result<(), StoreError> {
-    let imports = serde_json::to_string(&module.imports).map_err(encoding)?;
+    let imports = serde_json::to_string(&module.imports).map_err(encoding_error)?;
     connection.execute(
         "INSERT INTO modules (sha256, size, imports, bytes, instrumented_sha256, instrumented_size, instrumented,
                               created_at_ms)
@@ -61,8 +61,8 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
     if budget <= 0 || balance < budget {
         return Ok(Admission::InsufficientCredits { balance, budget });
     }
-    let env = serde_json::to_string(&job.env).map_err(encoding)?;
-    let limits = serde_json::to_string(&job.limits).map_err(encoding)?;
+    let env = serde_json::to_string(&job.env).map_err(encoding_error)?;
+    let limits = encoding::limits_to_column(&job.limits)?;
     connection
         .prepare_cached(
             "INSERT INTO jobs (name, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
@@ -86,7 +86,7 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
     let id = connection.last_insert_rowid() as u64;
     let mut insert = connection.prepare_cached("INSERT INTO chunks (job_id, idx, spec) VALUES (?1, ?2, ?3)")?;
     for (index, chunk) in job.chunks.iter().enumerate() {
-        let spec = rmp_serde::to_vec_named(chunk).map_err(encoding)?;
+        let spec = encoding::chunk_to_column(chunk)?;
         insert.execute(params![id as i64, index as i64, spec])?;
     }
     let escrow = ledger::escrow(id);
@@ -113,8 +113,8 @@ pub struct Settlement {
 /// the platform's fee burned), records what validation taught about each volunteer, and refunds the
 /// escrow's rest when this was the job's last chunk.
 pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Settlement, StoreError> {
-    let status = serde_json::to_string(&result.status).map_err(encoding)?;
-    let output = rmp_serde::to_vec_named(&result.output).map_err(encoding)?;
+    let status = encoding::status_to_column(&result.status)?;
+    let output = encoding::output_to_column(&result.output)?;
     connection
         .prepare_cached(
             "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms)

@@ -1,4 +1,4 @@
-//! Step-by-step tests of the browser coordinator with a fake clock.
+//! Step-by-step tests of the browser courier with a fake clock.
 
 use std::collections::BTreeMap;
 
@@ -309,7 +309,7 @@ fn fewer_threads_stop_idle_executors_at_once_and_busy_ones_after_their_replicas(
 fn revoked_replicas_are_dropped_from_the_queue_and_not_reported() {
     let mut harness = Harness::connected(1, 100);
     let queue = EXECUTOR_QUEUE as u64;
-    // The executor holds 1..=queue; queue + 1 and queue + 2 wait in the coordinator.
+    // The executor holds 1..=queue; queue + 1 and queue + 2 wait in the courier.
     harness.assign(&(1..=queue + 2).collect::<Vec<u64>>());
     harness.feed(Input::SocketMessage(ServerMessage::Revoke(vec![1, queue + 1])));
     let finished = harness.feed(Input::Executor(1, report(1, 1)));

@@ -1,7 +1,7 @@
-//! The coordinator Web Worker's edge: it performs the outputs of [`Volunteer`] with `web-sys` (the
+//! The courier Web Worker's edge: it performs the outputs of [`Volunteer`] with `web-sys` (the
 //! WebSocket, executor workers, timers, messages to the page) and feeds it what happens.
 //!
-//! The coordinator runs in a worker of its own rather than in the page, so its heartbeats and
+//! The courier runs in a worker of its own rather than in the page, so its heartbeats and
 //! supervision timers keep their pace when the tab is in the background and the page's timers are
 //! throttled, and a busy page never delays them.
 
@@ -16,7 +16,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, DedicatedWorkerGlobalScope, MessageEvent, WebSocket, Worker, WorkerOptions, WorkerType};
 
-use crate::messages::{CoordinatorEvent, PageCommand};
+use crate::messages::{CourierEvent, PageCommand};
 use crate::volunteer::{ExecutorId, Input, Output, Volunteer};
 
 type Handler = Closure<dyn FnMut(MessageEvent)>;
@@ -43,9 +43,9 @@ struct Edge {
     script_url: String,
 }
 
-/// Starts the coordinator: handles `early` messages from the page, then every message that follows.
+/// Starts the courier: handles `early` messages from the page, then every message that follows.
 #[wasm_bindgen]
-pub fn start_coordinator(early: Array) {
+pub fn start_courier(early: Array) {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let agent = format!(
         "distributivecom-browser/{} ({})",
@@ -80,7 +80,7 @@ impl Edge {
     fn page_message(self: &Rc<Self>, event: &MessageEvent) {
         match decode::<PageCommand>(&Uint8Array::new(&event.data()).to_vec()) {
             Ok(command) => self.input(Input::Command(command)),
-            Err(error) => web_sys::console::error_1(&format!("coordinator: {error}").into()),
+            Err(error) => web_sys::console::error_1(&format!("courier: {error}").into()),
         }
     }
 
@@ -125,11 +125,11 @@ impl Edge {
         if let Err(error) =
             self.scope.set_timeout_with_callback_and_timeout_and_arguments_0(callback.unchecked_ref(), delay)
         {
-            web_sys::console::error_2(&"coordinator: could not set a timer".into(), &error);
+            web_sys::console::error_2(&"courier: could not set a timer".into(), &error);
         }
     }
 
-    fn post_to_page(&self, event: &CoordinatorEvent) {
+    fn post_to_page(&self, event: &CourierEvent) {
         let _ = self.scope.post_message(&Uint8Array::from(&encode(event)[..]));
     }
 
@@ -171,8 +171,8 @@ impl Edge {
                 }
             }
             Output::SetTimer { timer, after_ms } => self.set_timeout(after_ms, Input::TimerFired(timer)),
-            Output::Stats(stats) => self.post_to_page(&CoordinatorEvent::Stats(stats)),
-            Output::Notice(notice) => self.post_to_page(&CoordinatorEvent::Notice(notice)),
+            Output::Stats(stats) => self.post_to_page(&CourierEvent::Stats(stats)),
+            Output::Notice(notice) => self.post_to_page(&CourierEvent::Notice(notice)),
         }
     }
 
@@ -199,7 +199,7 @@ impl Edge {
         let socket = match WebSocket::new(url) {
             Ok(socket) => socket,
             Err(error) => {
-                web_sys::console::error_2(&format!("coordinator: cannot open {url}").into(), &error);
+                web_sys::console::error_2(&format!("courier: cannot open {url}").into(), &error);
                 self.input_later(Input::SocketClosed);
                 return;
             }
@@ -215,7 +215,7 @@ impl Edge {
                 match decode::<ServerMessage>(&Uint8Array::new(&event.data()).to_vec()) {
                     Ok(message) => edge.input(Input::SocketMessage(message)),
                     Err(error) => {
-                        web_sys::console::error_1(&format!("coordinator: the server sent {error}").into());
+                        web_sys::console::error_1(&format!("courier: the server sent {error}").into());
                         if let Some(socket) = edge.socket.borrow().as_ref() {
                             let _ = socket.socket.close();
                         }
@@ -246,7 +246,7 @@ impl Edge {
         let worker = match Worker::new_with_options(&self.script_url, &options) {
             Ok(worker) => worker,
             Err(error) => {
-                web_sys::console::error_2(&"coordinator: cannot start an executor".into(), &error);
+                web_sys::console::error_2(&"courier: cannot start an executor".into(), &error);
                 return;
             }
         };
@@ -255,7 +255,7 @@ impl Edge {
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 match decode(&Uint8Array::new(&event.data()).to_vec()) {
                     Ok(event) => edge.input(Input::Executor(executor, event)),
-                    Err(error) => web_sys::console::error_1(&format!("coordinator: an executor sent {error}").into()),
+                    Err(error) => web_sys::console::error_1(&format!("courier: an executor sent {error}").into()),
                 }
             })
         };

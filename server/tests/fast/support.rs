@@ -1,0 +1,226 @@
+//! The fast tier's harness: a [`TestApp`] (the real router, coordinator, store and identity over a fresh
+//! data directory) and a small request builder over `oneshot`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request};
+use distributivecom_server::config::ServerConfig;
+use distributivecom_server::coordinator::Coordinator;
+use distributivecom_server::http::{AppState, router};
+use distributivecom_server::identity::{self, Identity};
+use distributivecom_server::store::Store;
+use tower::ServiceExt;
+
+/// A running app, without a listening socket.
+pub struct TestApp {
+    /// Kept so that the data directory lives as long as the app.
+    _dir: tempfile::TempDir,
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    pub coordinator: Arc<Coordinator>,
+    pub identity: Arc<Identity>,
+    pub router: Router,
+    /// The administrator's API token, as the first start wrote it.
+    pub admin_token: String,
+}
+
+/// Builds a [`TestApp`]: `TestApp::new().with(|config| ...).start().await`.
+pub struct Builder {
+    config: ServerConfig,
+}
+
+impl TestApp {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Builder {
+        Builder { config: ServerConfig::default() }
+    }
+
+    /// Starts building a request to `path`.
+    pub fn request(&self, method: &str, path: &str) -> Call {
+        Call {
+            router: self.router.clone(),
+            request: Request::builder().method(method).uri(path),
+            body: Vec::new(),
+            from: SocketAddr::from(([192, 0, 2, 1], 4000)),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Call {
+        self.request("GET", path)
+    }
+
+    pub fn post(&self, path: &str) -> Call {
+        self.request("POST", path)
+    }
+
+    /// A request as the administrator.
+    pub fn admin(&self, method: &str, path: &str) -> Call {
+        self.request(method, path).token(&self.admin_token)
+    }
+
+    pub fn database(&self) -> std::path::PathBuf {
+        self.config.data_dir.join(distributivecom_server::store::DATABASE_FILE)
+    }
+}
+
+impl Builder {
+    /// Changes the configuration the app starts with.
+    pub fn with(mut self, edit: impl FnOnce(&mut ServerConfig)) -> Builder {
+        edit(&mut self.config);
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.config;
+        config.data_dir = dir.path().join("data");
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await.unwrap().unwrap();
+        identity::bootstrap(&store, &config).await.unwrap().expect("a fresh store gets an administrator");
+        let admin_token = std::fs::read_to_string(config.data_dir.join("admin-token")).unwrap().trim().to_owned();
+        let config = Arc::new(config);
+        let (starting, shared) = (store.clone(), config.clone());
+        let coordinator =
+            tokio::task::spawn_blocking(move || Coordinator::start(starting, shared, 1 << 32)).await.unwrap().unwrap();
+        let state = AppState::new(store.clone(), config.clone(), coordinator.clone());
+        let identity = state.identity.clone();
+        TestApp { _dir: dir, store, config, coordinator, identity, router: router(state), admin_token }
+    }
+}
+
+/// A request being built.
+pub struct Call {
+    router: Router,
+    request: axum::http::request::Builder,
+    body: Vec<u8>,
+    from: SocketAddr,
+}
+
+impl Call {
+    pub fn header(mut self, name: &str, value: &str) -> Call {
+        self.request = self.request.header(name, value);
+        self
+    }
+
+    pub fn token(self, token: &str) -> Call {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// A JSON body, with its content type and length.
+    pub fn json(mut self, value: serde_json::Value) -> Call {
+        self.body = serde_json::to_vec(&value).unwrap();
+        self.header("content-type", "application/json")
+    }
+
+    pub fn body(mut self, bytes: Vec<u8>) -> Call {
+        self.body = bytes;
+        self
+    }
+
+    /// The client address the server sees.
+    pub fn from(mut self, address: [u8; 4]) -> Call {
+        self.from = SocketAddr::from((address, 4000));
+        self
+    }
+
+    pub async fn send(self) -> Answer {
+        let length = self.body.len();
+        let mut request = self.request.body(Body::from(self.body)).unwrap();
+        if !request.headers().contains_key("content-length") && !request.headers().contains_key("transfer-encoding") {
+            request.headers_mut().insert("content-length", length.into());
+        }
+        request.extensions_mut().insert(ConnectInfo(self.from));
+        let response = self.router.oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
+        Answer { status, headers, body }
+    }
+}
+
+/// What the app answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON error answer, checking that it is one.
+    pub fn error(&self) -> String {
+        let content_type = self.headers.get("content-type").map(|value| value.to_str().unwrap()).unwrap_or("");
+        assert!(content_type.starts_with("application/json"), "{} answered {content_type:?}", self.status);
+        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.json())).to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|value| value.to_str().unwrap().to_owned())
+    }
+}
+
+/// The smallest WASI command module: `(module (memory (export "memory") 1) (func (export "_start")))`.
+pub const NOOP_MODULE: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02, 0x01, 0x00, 0x05,
+    0x03, 0x01, 0x00, 0x01, 0x07, 0x13, 0x02, 0x06, b'm', b'e', b'm', b'o', b'r', b'y', 0x02, 0x00, 0x06, b'_', b's',
+    b't', b'a', b'r', b't', 0x00, 0x00, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
+];
+
+impl TestApp {
+    /// Uploads the no-op program as the token's account and returns its hash.
+    pub async fn upload_noop(&self, token: &str) -> String {
+        let answer = self
+            .post("/api/modules")
+            .token(token)
+            .header("content-type", "application/wasm")
+            .body(NOOP_MODULE.to_vec())
+            .send()
+            .await;
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        answer.json()["sha256"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits a job of `chunks` no-op chunks as the token's account; returns its id.
+    pub async fn submit_noop(&self, token: &str, chunks: usize, extra: serde_json::Value) -> u64 {
+        let module = self.upload_noop(token).await;
+        let mut request = serde_json::json!({ "module": module, "chunks": vec![serde_json::json!({}); chunks] });
+        if let (Some(request), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+            request.extend(extra.clone());
+        }
+        let answer = self.post("/api/jobs").token(token).json(request).send().await;
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        answer.json()["id"].as_u64().unwrap()
+    }
+
+    /// Signs up on the JSON API and returns (cookie, CSRF token).
+    pub async fn sign_up(&self, username: &str) -> (String, String) {
+        let body = serde_json::json!({ "username": username, "password": "correct horse battery" });
+        let answer = self.post("/api/auth/signup").json(body).send().await;
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        let cookie = answer.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+        (cookie, answer.json()["csrf_token"].as_str().unwrap().to_owned())
+    }
+
+    /// Signs up and creates an API token on the account page's endpoint; returns the token.
+    pub async fn user_token(&self, username: &str) -> String {
+        let (cookie, csrf) = self.sign_up(username).await;
+        let answer = self
+            .post("/api/account/tokens")
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(serde_json::json!({ "name": "tests" }))
+            .send()
+            .await;
+        assert_eq!(answer.status, 201);
+        answer.json()["token"].as_str().unwrap().to_owned()
+    }
+}
