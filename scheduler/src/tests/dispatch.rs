@@ -288,14 +288,8 @@ fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it()
 fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
     let mut harness = Harness::new();
     // A worker with a slow round trip (a browser) asks for a deep queue.
-    harness.feed(Event::WorkerJoined {
-        worker: 1,
-        volunteer: "volunteer:1".into(),
-        trust: 0,
-        slots: 1,
-        max_memory_bytes: u64::MAX,
-        max_prefetch_per_slot: 8,
-    });
+    harness.prefetch = 8;
+    harness.join(1, 1);
     let first = assigns(&harness.add_job(1, 100, 0));
     assert_eq!(first.len(), 3, "while the chunk time is unknown, the default queue of 2");
     // Job 1's chunks turn out to take 100 µs: 20 ms of them is more than the worker's 8.
@@ -357,14 +351,8 @@ fn workers_queue_more_of_short_chunks_and_none_of_long_ones() {
 #[test]
 fn a_new_job_starts_from_what_its_program_measured_before() {
     let mut harness = Harness::new();
-    harness.feed(Event::WorkerJoined {
-        worker: 1,
-        volunteer: "volunteer:1".into(),
-        trust: 0,
-        slots: 1,
-        max_memory_bytes: u64::MAX,
-        max_prefetch_per_slot: 8,
-    });
+    harness.prefetch = 8;
+    harness.join(1, 1);
     let first = assigns(&harness.add_job(1, 4, 0));
     assert_eq!(first.len(), 3, "nothing known yet: the default queue");
     for (_, replica, _, _) in &first {

@@ -100,31 +100,78 @@ impl Drop for AddressSlot {
 }
 
 /// A TCP stream that holds its places in the connection counts, so that they are given back when the
-/// stream closes, after an upgrade to a WebSocket as well.
+/// stream closes, after an upgrade to a WebSocket as well. When the server is done with it, it lingers
+/// (see [`linger`]) before it closes.
 #[derive(Debug)]
 struct CountedStream {
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
     stream: TcpStream,
     _total: OwnedSemaphorePermit,
     _address: AddressSlot,
 }
 
+impl CountedStream {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.held.as_mut().expect("the stream is held until the connection is dropped").stream
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(linger(held));
+        }
+    }
+}
+
+/// The most a closing connection reads and throws away, and for how long.
+const LINGER_BYTES: u64 = 256 * 1024 * 1024;
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+
+/// A lingering close (as web servers do): the server has answered, perhaps refusing a body it did not
+/// read (413 from the declared size); closing at once with that body's bytes unread would reset the
+/// connection and destroy the answer before the client reads it. So the write side is closed and what the
+/// client still sends is read and thrown away, within bounds, until it stops or closes; only then is the
+/// socket closed and its places in the counts given back.
+async fn linger(mut held: Held) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = held.stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut discarded = 0u64;
+    while discarded < LINGER_BYTES {
+        let idle = (tokio::time::Instant::now() + LINGER_IDLE).min(deadline);
+        match tokio::time::timeout_at(idle, held.stream.read(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => discarded += read as u64,
+            _ => break,
+        }
+    }
+}
+
 impl AsyncRead for CountedStream {
     fn poll_read(mut self: Pin<&mut Self>, context: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(context, buf)
+        Pin::new(self.stream()).poll_read(context, buf)
     }
 }
 
 impl AsyncWrite for CountedStream {
     fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(context, bytes)
+        Pin::new(self.stream()).poll_write(context, bytes)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(context)
+        Pin::new(self.stream()).poll_flush(context)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(context)
+        Pin::new(self.stream()).poll_shutdown(context)
     }
 
     fn poll_write_vectored(
@@ -132,11 +179,11 @@ impl AsyncWrite for CountedStream {
         context: &mut Context<'_>,
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(context, buffers)
+        Pin::new(self.stream()).poll_write_vectored(context, buffers)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.held.as_ref().is_some_and(|held| held.stream.is_write_vectored())
     }
 }
 
@@ -165,7 +212,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits)
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(CountedStream { stream, _total: permit, _address: slot });
+        let io = TokioIo::new(CountedStream { held: Some(Held { stream, _total: permit, _address: slot }) });
         let app = app.clone();
         tokio::spawn(serve_connection(io, peer, app, limits));
     }

@@ -111,15 +111,7 @@ async fn nobody_reads_or_runs_another_accounts_jobs_and_programs() {
 async fn a_revoked_token_stops_working_at_once_and_only_its_owner_can_revoke_it() {
     let app = TestApp::new().start().await;
     let (cookie, csrf) = app.sign_up("alice").await;
-    let created = app
-        .post("/api/account/tokens")
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(json!({ "name": "ci" }))
-        .send()
-        .await
-        .json();
-    let (id, token) = (created["id"].as_u64().unwrap(), created["token"].as_str().unwrap().to_owned());
+    let (id, token) = app.create_token(&cookie, &csrf, "ci").await;
     assert!(token.starts_with("dc_"));
     assert_eq!(app.get("/api/account").token(&token).send().await.status, 200, "the token works (and is cached)");
     let listed = app.get("/api/account/tokens").header("cookie", &cookie).send().await.json();

@@ -210,17 +210,24 @@ impl TestApp {
         (cookie, answer.json()["csrf_token"].as_str().unwrap().to_owned())
     }
 
-    /// Signs up and creates an API token on the account page's endpoint; returns the token.
-    pub async fn user_token(&self, username: &str) -> String {
-        let (cookie, csrf) = self.sign_up(username).await;
+    /// Creates an API token on the account page's endpoint, as the web session's owner; returns its id
+    /// and the token.
+    pub async fn create_token(&self, cookie: &str, csrf: &str, name: &str) -> (u64, String) {
         let answer = self
             .post("/api/account/tokens")
-            .header("cookie", &cookie)
-            .header("x-csrf-token", &csrf)
-            .json(serde_json::json!({ "name": "tests" }))
+            .header("cookie", cookie)
+            .header("x-csrf-token", csrf)
+            .json(serde_json::json!({ "name": name }))
             .send()
             .await;
         assert_eq!(answer.status, 201);
-        answer.json()["token"].as_str().unwrap().to_owned()
+        let created = answer.json();
+        (created["id"].as_u64().unwrap(), created["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Signs up and creates an API token; returns the token.
+    pub async fn user_token(&self, username: &str) -> String {
+        let (cookie, csrf) = self.sign_up(username).await;
+        self.create_token(&cookie, &csrf, "tests").await.1
     }
 }

@@ -132,18 +132,10 @@ async fn a_report_with_every_number_at_its_maximum_leaves_the_server_correct() {
 async fn a_revoked_token_closes_the_workers_that_use_it_and_refuses_new_ones() {
     let app = TestApp::new().start().await;
     let (cookie, csrf) = app.sign_up("alice").await;
-    let created = app
-        .post("/api/account/tokens")
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(json!({ "name": "workers" }))
-        .send()
-        .await
-        .json();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let (id, token) = app.create_token(&cookie, &csrf, "workers").await;
     let mut connected = FakeWorker::connect(&app, 64);
     assert!(matches!(connected.hello(Credential::Token(token.clone()), 1).await, Some(ServerMessage::Welcome(_))));
-    let revoke = app.request("DELETE", &format!("/api/account/tokens/{}", created["id"]));
+    let revoke = app.request("DELETE", &format!("/api/account/tokens/{id}"));
     assert_eq!(revoke.header("cookie", &cookie).header("x-csrf-token", &csrf).send().await.status, 204);
     let closed = connected.receive().await;
     assert!(matches!(&closed, Some(ServerMessage::Error { message }) if message.contains("revoked")), "{closed:?}");
