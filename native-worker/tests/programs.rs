@@ -14,7 +14,9 @@ use distributivecom_worker::runtime::Runtime;
 /// A test program, instrumented as the coordinator does on upload.
 fn program(name: &str) -> Vec<u8> {
     // Where cargo builds: CARGO_TARGET_DIR when set (as `.ci/run` does), otherwise the workspace's target/.
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read at run time (`cargo test` sets it): a shared build cache may hold a binary from another clone.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let workspace = PathBuf::from(manifest).join("..");
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace.join(dir),
         _ => workspace.join("target"),

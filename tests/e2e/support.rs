@@ -59,7 +59,10 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the cli crate sits in the workspace").to_owned()
+    // Read at run time (`cargo test` sets it): a build cache shared between clones may hold a test
+    // binary compiled in another clone, whose compile-time path is gone.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).parent().expect("the cli crate sits in the workspace").to_owned()
 }
 
 /// A port that was free a moment ago, for servers that must come back on the same address.

@@ -52,7 +52,10 @@ fn main() -> ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+    // Read at run time (`cargo run` sets it): a build cache shared between clones, as `.ci/run` keeps,
+    // may hold an xtask compiled in another clone, whose compile-time path is gone.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).parent().expect("xtask sits in the workspace").to_owned()
 }
 
 /// Where cargo puts what it builds: `CARGO_TARGET_DIR` if set (`.ci/run` keeps it outside the clone, so
