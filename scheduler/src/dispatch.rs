@@ -66,7 +66,7 @@ impl Scheduler {
             }
             self.ring.rotate_left(1);
             let workers = &self.workers;
-            let Some(state) = workers.get(&worker) else { return None };
+            let state = workers.get(&worker)?;
             let can_run = |candidate: &Worker| {
                 candidate.max_memory_bytes >= job.memory_bytes
                     && (!job.policy.owner_only || candidate.volunteer == job.owner)

@@ -51,7 +51,7 @@ pub async fn submit(
     let run_module = state.uploads.run_module(&state.store, &request.module, owner).await?;
     let created = state.coordinator.submit(owner, request, run_module).await.map_err(|refusal| match refusal {
         Refusal::Invalid(message) => AppError::BadRequest(message),
-        Refusal::UnknownModule(message) => AppError::Unprocessable(message),
+        Refusal::UnknownModule(message) | Refusal::UnknownBlob(message) => AppError::Unprocessable(message),
         Refusal::InsufficientCredits(message) => AppError::PaymentRequired(message),
         Refusal::TooMuchRunning(message) => AppError::TooManyRequests { message, retry_after_secs: 10 },
         Refusal::Store(error) => error.into(),
@@ -132,7 +132,7 @@ pub async fn results(
     let span = state
         .store
         .read(move |connection| {
-            if !queries::job(connection, id)?.is_some_and(|job| job.owner == Some(owner)) {
+            if queries::job(connection, id)?.is_none_or(|job| job.owner != Some(owner)) {
                 return Ok(None);
             }
             Ok(Some(queries::results_that_fit(connection, id, offset, limit, MAX_PAGE_BYTES)?))
