@@ -43,6 +43,8 @@ pub const NOOP_MODULE: &[u8] = &[
 const ROUND_CHUNKS: usize = 32;
 /// The CPU-bound chunk: count the primes below this (about a second natively on a 2026 laptop core).
 const CPU_CHUNK_END: u64 = 400_000_000;
+/// Blob cache of each in-process worker (the benchmark's jobs name no blobs yet).
+const BENCH_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -133,6 +135,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             slots: args.slots,
             agent: format!("bench-worker-{index}"),
             credential: Credential::Token(token.clone()),
+            cache_dir: data_dir.join(format!("worker-{index}-blobs")),
+            cache_bytes: BENCH_CACHE_BYTES,
         })?;
         native_workers.push(tokio::spawn(worker.run()));
     }
@@ -178,6 +182,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
                 slots: args.slots,
                 agent: format!("bench-volunteer-{index}"),
                 credential: Credential::Volunteer { id: identity.id, secret: identity.secret },
+                cache_dir: data_dir.join(format!("volunteer-{index}-blobs")),
+                cache_bytes: BENCH_CACHE_BYTES,
             })?;
             native_workers.push(tokio::spawn(worker.run()));
         }
@@ -337,6 +343,7 @@ fn native_cpu(program: &std::path::Path) -> anyhow::Result<NativeCpu> {
         env: Default::default(),
         stdin: Bytes::default(),
         files: Default::default(),
+        blobs: Default::default(),
         clock_start_ns: 0,
         random_seed: Bytes(vec![0; 32]),
         limits: ServerConfig::default().default_limits,

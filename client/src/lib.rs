@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use distributivecom_protocol::api::{
-    AccountInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, LedgerQuery, ModuleInfo,
-    Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential, VolunteerInfo,
+    AccountInfo, BlobInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, LedgerQuery,
+    ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential, VolunteerInfo,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -45,6 +45,14 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("could not understand the server's answer from {url}: {message}")]
     Decode { url: String, message: String },
+}
+
+/// The server's refusal: its `{"error": ...}` message, or the body as text.
+fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|error| error.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned());
+    ClientError::Api { status: status.as_u16(), message }
 }
 
 impl ClientError {
@@ -89,19 +97,20 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: String) -> Result<T, ClientError> {
-        let request = match &self.token {
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
-        };
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: String) -> Result<T, ClientError> {
+        let request = self.authorized(request);
         let response = request.send().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|error| error.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
-            return Err(ClientError::Api { status: status.as_u16(), message });
+            return Err(api_error(status, &body));
         }
         serde_json::from_slice(&body).map_err(|error| ClientError::Decode { url, message: error.to_string() })
     }
@@ -125,6 +134,53 @@ impl Client {
         let url = self.url("/api/modules");
         let request = self.http.post(&url).header("content-type", "application/wasm").body(bytes);
         self.send(request, url).await
+    }
+
+    /// Uploads a blob (a file that chunks name as `{"blob": "<sha256>"}`), unless this account already
+    /// holds the same bytes, and returns its hash.
+    pub async fn upload_blob(&self, bytes: Vec<u8>) -> Result<BlobInfo, ClientError> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if self.has_blob(&sha256).await? {
+            return Ok(BlobInfo { sha256, size: bytes.len() as u64 });
+        }
+        let url = self.url("/api/blobs");
+        let request = self.http.post(&url).header("content-type", "application/octet-stream").body(bytes);
+        let info: BlobInfo = self.send(request, url.clone()).await?;
+        if info.sha256 != sha256 {
+            return Err(ClientError::Decode {
+                url,
+                message: format!("the server stored the blob as {}, but its hash is {sha256}", info.sha256),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Whether this account holds blob `sha256` (`HEAD /api/blobs/{sha256}`).
+    pub async fn has_blob(&self, sha256: &str) -> Result<bool, ClientError> {
+        let url = self.url(&format!("/api/blobs/{sha256}"));
+        let request = self.authorized(self.http.head(&url));
+        let response = request.send().await.map_err(|source| ClientError::Unreachable { url, source })?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            status => Err(ClientError::Api { status: status.as_u16(), message: format!("HEAD answered {status}") }),
+        }
+    }
+
+    /// Downloads a blob this account uploaded.
+    pub async fn download_blob(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("/api/blobs/{sha256}"));
+        let response = self
+            .authorized(self.http.get(&url))
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|source| ClientError::Unreachable { url, source })?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        Ok(body.to_vec())
     }
 
     pub async fn submit(&self, job: &JobRequest) -> Result<JobCreated, ClientError> {

@@ -3,15 +3,18 @@
 //!
 //! - [`runtime`]: one run of one replica (wasmtime + the shared WASI implementation);
 //! - [`pool`]: the slot threads and their queue;
+//! - [`blob_cache`]: input files fetched once by hash and kept on disk;
 //! - this module: the connection, module fetching and the reconnect loop.
 //!
 //! Architecture Invariant: the worker runs programs only through `distributivecom-wasi`, the same WASI
 //! implementation the browser worker uses, so a chunk gives the same bytes on either.
 
+pub mod blob_cache;
 pub mod pool;
 pub mod runtime;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +30,7 @@ use tokio::sync::{OnceCell, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use blob_cache::BlobCache;
 use pool::{Pool, Task};
 use runtime::{CompiledModule, Runtime, RuntimeError};
 
@@ -44,6 +48,9 @@ pub struct WorkerConfig {
     pub agent: String,
     /// Who this worker volunteers for: an account's API token, or an anonymous volunteer identity.
     pub credential: Credential,
+    /// Where fetched blobs are kept, and how many bytes of them at most.
+    pub cache_dir: PathBuf,
+    pub cache_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,8 @@ pub enum WorkerError {
     BadServerUrl(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("could not open the blob cache in {path}: {source}")]
+    Cache { path: PathBuf, source: std::io::Error },
     /// The server refused the worker's hello (a revoked token, an unknown identity, an old protocol).
     #[error("the server refused this worker: {0}")]
     Refused(String),
@@ -84,6 +93,7 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     pool: Arc<Pool>,
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<CompiledModule>>>>>,
+    blobs: BlobCache,
 }
 
 impl Worker {
@@ -96,6 +106,8 @@ impl Worker {
         } else {
             return Err(WorkerError::BadServerUrl(config.server.clone()));
         };
+        let blobs = BlobCache::open(&config.cache_dir, config.cache_bytes)
+            .map_err(|source| WorkerError::Cache { path: config.cache_dir.clone(), source })?;
         let runtime = Arc::new(Runtime::new()?);
         let pool = Pool::start(runtime.clone(), config.slots.max(1));
         Ok(Arc::new(Worker {
@@ -105,6 +117,7 @@ impl Worker {
             runtime,
             pool,
             modules: Mutex::new(HashMap::new()),
+            blobs,
         }))
     }
 
@@ -210,17 +223,28 @@ impl Worker {
         reports: mpsc::UnboundedSender<ReplicaReport>,
     ) {
         let cell = self.module_cell(&assignment.module.sha256);
-        if let Some(module) = cell.get() {
+        if let Some(module) = cell.get()
+            && assignment.blobs.is_empty()
+        {
             self.pool.submit(Task { assignment, module: module.clone(), generation, reports });
             return;
         }
         let worker = self.clone();
         tokio::spawn(async move {
-            let module = cell.get_or_try_init(|| worker.load_module(&assignment.module)).await;
-            match module {
-                Ok(module) => worker.pool.submit(Task { assignment, module: module.clone(), generation, reports }),
+            let mut assignment = assignment;
+            let ready = async {
+                let module = cell.get_or_try_init(|| worker.load_module(&assignment.module)).await?.clone();
+                for (path, blob) in std::mem::take(&mut assignment.blobs) {
+                    let bytes = worker.blobs.get(&worker.http, &worker.config.server, &blob).await?;
+                    assignment.files.insert(path, bytes);
+                }
+                Ok::<_, String>(module)
+            }
+            .await;
+            match ready {
+                Ok(module) => worker.pool.submit(Task { assignment, module, generation, reports }),
                 Err(message) => {
-                    tracing::warn!(module = %assignment.module.sha256, %message, "cannot run a module");
+                    tracing::warn!(job = assignment.job, chunk = assignment.chunk, %message, "cannot run a replica");
                     let _ = reports.send(ReplicaReport {
                         replica: assignment.replica,
                         status: RunStatus::Failed { message },

@@ -67,6 +67,7 @@ pub fn assignment(args: &[&str]) -> Assignment {
         env: BTreeMap::new(),
         stdin: Bytes::default(),
         files: BTreeMap::new(),
+        blobs: BTreeMap::new(),
         clock_start_ns: 0,
         random_seed: Bytes(vec![1; 32]),
         limits: Limits {

@@ -77,9 +77,127 @@ pub struct ChunkRequest {
     pub args: Vec<String>,
     #[serde(default)]
     pub stdin: Bytes,
-    /// Files by path relative to `/data` (for example `"in.ppm"` is `/data/in.ppm`).
+    /// Files by path relative to `/data` (for example `"in.ppm"` is `/data/in.ppm`): each either its bytes
+    /// (base64) or `{"blob": "<sha256>"}`, a blob the job's owner uploaded with `POST /api/blobs`.
     #[serde(default)]
-    pub files: BTreeMap<String, Bytes>,
+    pub files: BTreeMap<String, FileInput>,
+}
+
+impl ChunkRequest {
+    /// The bytes the request itself carries: stdin, and the paths and contents of inline files (a blob
+    /// counts only its path and hash).
+    pub fn inline_bytes(&self) -> u64 {
+        let files: usize = self
+            .files
+            .iter()
+            .map(|(path, file)| {
+                path.len()
+                    + match file {
+                        FileInput::Inline(contents) => contents.len(),
+                        FileInput::Blob { blob } => blob.len(),
+                    }
+            })
+            .sum();
+        (self.stdin.len() + files) as u64
+    }
+}
+
+/// One input file of a chunk: its bytes, or a reference to a blob stored on the server. In JSON the
+/// bytes are a base64 string and a blob is `{"blob": "<sha256>"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileInput {
+    Inline(Bytes),
+    Blob { blob: String },
+}
+
+impl FileInput {
+    /// The bytes of an inline file; `None` for a blob.
+    pub fn inline(&self) -> Option<&[u8]> {
+        match self {
+            FileInput::Inline(bytes) => Some(bytes),
+            FileInput::Blob { .. } => None,
+        }
+    }
+}
+
+impl<T: Into<Bytes>> From<T> for FileInput {
+    fn from(bytes: T) -> FileInput {
+        FileInput::Inline(bytes.into())
+    }
+}
+
+impl Serialize for FileInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FileInput::Inline(bytes) => bytes.serialize(serializer),
+            FileInput::Blob { blob } => BlobName { blob: blob.clone() }.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FileInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FileInputVisitor)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlobName {
+    blob: String,
+}
+
+struct FileInputVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FileInputVisitor {
+    type Value = FileInput;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(r#"a file's bytes in base64, or {"blob": "<sha256>"}"#)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileInput, E> {
+        let bytes = Bytes::deserialize(serde::de::value::StrDeserializer::<E>::new(text))?;
+        Ok(FileInput::Inline(bytes))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<FileInput, E> {
+        Ok(FileInput::Inline(Bytes(bytes.to_vec())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileInput, A::Error> {
+        let BlobName { blob } = BlobName::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(FileInput::Blob { blob })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for FileInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let inline = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_encoding("base64")
+            .description(Some("The file's bytes, base64-encoded (standard alphabet, padded)."));
+        let blob = ObjectBuilder::new()
+            .property("blob", ObjectBuilder::new().schema_type(Type::String))
+            .required("blob")
+            .description(Some("A blob uploaded with POST /api/blobs by the job's owner, by its SHA-256."));
+        OneOfBuilder::new().item(inline).item(blob).into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for FileInput {}
+
+/// The answer to `POST /api/blobs` and `HEAD`/`GET /api/blobs/{sha256}`'s subject: a file stored under its
+/// SHA-256, which chunks name as `{"blob": "<sha256>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlobInfo {
+    /// Lowercase hex SHA-256 of the blob's bytes.
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// Optional per-job limits; the server's defaults fill the rest and its maxima bound them.
@@ -215,6 +333,10 @@ pub struct ServerStats {
     pub pending_chunks: u64,
     pub replicas_in_flight: u64,
     pub chunks_finished: u64,
+    /// Bytes of blobs sent to workers since the server started (each worker fetches a blob once and
+    /// keeps it).
+    #[serde(default)]
+    pub blob_bytes_served: u64,
 }
 
 /// `POST /api/auth/signup` and `POST /api/auth/login`.
@@ -395,4 +517,34 @@ pub struct LedgerQuery {
     /// The most entries to return (at most 500; 100 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunks_files_are_base64_bytes_or_named_blobs() {
+        let sha = "ab".repeat(32);
+        let json = format!(r#"{{"files": {{"a.txt": "aGk=", "shard.bin": {{"blob": "{sha}"}}}}}}"#);
+        let chunk: ChunkRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(chunk.files["a.txt"], FileInput::Inline(Bytes::from("hi")));
+        assert_eq!(chunk.files["shard.bin"], FileInput::Blob { blob: sha.clone() });
+        let back: ChunkRequest = serde_json::from_str(&serde_json::to_string(&chunk).unwrap()).unwrap();
+        assert_eq!(back, chunk);
+        assert_eq!(chunk.inline_bytes(), (5 + 2 + 9 + 64) as u64);
+    }
+
+    #[test]
+    fn a_malformed_file_is_refused_with_what_was_expected() {
+        for (json, expected) in [
+            (r#"{"files": {"a": {"blob": "x", "extra": 1}}}"#, "unknown field `extra`"),
+            (r#"{"files": {"a": {"sha": "x"}}}"#, "unknown field `sha`"),
+            (r#"{"files": {"a": 12}}"#, "a file's bytes in base64, or {\"blob\": \"<sha256>\"}"),
+            (r#"{"files": {"a": "not base64!"}}"#, "invalid base64"),
+        ] {
+            let error = serde_json::from_str::<ChunkRequest>(json).unwrap_err().to_string();
+            assert!(error.contains(expected), "{json}: {error}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub mod worker;
 pub use bytes::Bytes;
 
 /// The version of the worker protocol. A worker announces it in `Hello`; the server refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest WebSocket message either side accepts (inputs and outputs travel inline).
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;

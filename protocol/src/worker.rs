@@ -124,6 +124,10 @@ pub struct Assignment {
     pub stdin: Bytes,
     /// Input files under `/data`, by path relative to `/data`.
     pub files: BTreeMap<String, Bytes>,
+    /// More input files under `/data` whose bytes the worker fetches (or finds in its cache): each a blob,
+    /// fetched with `GET /blobs/{sha256}?capability=...` while the worker holds this replica's lease.
+    #[serde(default)]
+    pub blobs: BTreeMap<String, BlobRef>,
     /// The realtime clock's start: the job's submission time in nanoseconds since the Unix epoch.
     pub clock_start_ns: u64,
     /// 32 bytes: the ChaCha20 key of `random_get`, derived from the chunk's identity so every replica of a
@@ -137,6 +141,16 @@ pub struct Assignment {
 pub struct ModuleRef {
     pub sha256: String,
     pub size: u64,
+}
+
+/// An input file the worker fetches: `GET /blobs/{sha256}?capability={capability}`. The bytes must hash
+/// to `sha256`; a worker may keep them (by hash) for later replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub size: u64,
+    /// Proves that the fetch is for a replica the worker holds; valid only while it holds that replica.
+    pub capability: String,
 }
 
 /// Per-chunk limits, set by the job.
@@ -287,6 +301,10 @@ mod tests {
             env: BTreeMap::from([("K".into(), "V".into())]),
             stdin: Bytes::from("in"),
             files: BTreeMap::from([("a/b.bin".into(), Bytes(vec![0, 1, 2]))]),
+            blobs: BTreeMap::from([(
+                "shard".into(),
+                BlobRef { sha256: "cd".repeat(32), size: 5, capability: "7.abc".into() },
+            )]),
             clock_start_ns: 1,
             random_seed: Bytes(vec![9; 32]),
             limits: Limits {

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub max_active_input_bytes_per_account: u64,
     /// The bytes of output one volunteer may have waiting for other replicas of their chunks.
     pub max_held_report_bytes_per_volunteer: u64,
+    /// The largest blob (`POST /api/blobs`), and what all of one account's blobs may hold together.
+    pub max_blob_bytes: u64,
+    pub max_blob_bytes_per_account: u64,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +131,8 @@ impl Default for ServerConfig {
             max_active_chunks_per_account: 2_000_000,
             max_active_input_bytes_per_account: 4 * 1024 * MIB,
             max_held_report_bytes_per_volunteer: 1024 * MIB,
+            max_blob_bytes: 1024 * MIB,
+            max_blob_bytes_per_account: 16 * 1024 * MIB,
         }
     }
 }

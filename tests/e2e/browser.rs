@@ -23,7 +23,7 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
 
 /// A Chromium with `count` tabs on the donate page, each volunteering one thread at full speed as its
 /// own anonymous volunteer (as `count` visitors' browsers would), all connected to the server.
-async fn volunteering_tabs(server: &TestServer, count: u32) -> (Chromium, Vec<WindowHandle>) {
+pub(crate) async fn volunteering_tabs(server: &TestServer, count: u32) -> (Chromium, Vec<WindowHandle>) {
     let mut identities = Vec::new();
     for _ in 0..count {
         identities.push(server.anonymous_client().register_volunteer().await.unwrap());
@@ -57,7 +57,7 @@ fn chunks_done(text: String) -> u64 {
 }
 
 /// Waits until `count` workers (tabs) are connected to the server.
-async fn wait_for_workers(api: &Api, count: u32) {
+pub(crate) async fn wait_for_workers(api: &Api, count: u32) {
     eventually("the tabs to connect", Duration::from_secs(60), || async {
         api.stats().await.is_ok_and(|stats| stats.workers == count)
     })
@@ -68,7 +68,7 @@ fn file_chunk(args: &[&str], stdin: &[u8], files: &[(&str, &[u8])]) -> ChunkRequ
     ChunkRequest {
         args: args.iter().map(|arg| arg.to_string()).collect(),
         stdin: Bytes(stdin.to_vec()),
-        files: files.iter().map(|(name, contents)| (name.to_string(), Bytes(contents.to_vec()))).collect(),
+        files: files.iter().map(|(name, contents)| (name.to_string(), Bytes(contents.to_vec()).into())).collect(),
     }
 }
 

@@ -29,6 +29,7 @@ fn expected_outputs(chunks: &[ChunkRequest]) -> Vec<Vec<u8>> {
         env: BTreeMap::new(),
         stdin: Default::default(),
         files: BTreeMap::new(),
+        blobs: BTreeMap::new(),
         clock_start_ns: 0,
         random_seed: vec![0; 32].into(),
         limits: distributivecom_server::ServerConfig::default().default_limits,

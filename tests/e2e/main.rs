@@ -27,3 +27,5 @@ mod accounts;
 mod cheaters;
 // What an attacker who read the docs tried: hostile volunteers, connections and requests.
 mod hostile;
+// Blobs: input files uploaded once, fetched once by each worker and kept.
+mod blobs;

@@ -27,7 +27,7 @@ fn chunk_with(args: &[&str], stdin: &[u8], files: &[(&str, Vec<u8>)]) -> ChunkRe
     ChunkRequest {
         args: args.iter().map(|arg| arg.to_string()).collect(),
         stdin: Bytes(stdin.to_vec()),
-        files: files.iter().map(|(name, contents)| (name.to_string(), Bytes(contents.clone()))).collect(),
+        files: files.iter().map(|(name, contents)| (name.to_string(), Bytes(contents.clone()).into())).collect(),
     }
 }
 
@@ -141,7 +141,7 @@ fn run_under_node(
     for (name, contents) in &chunk.files {
         let path = data.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, contents).unwrap();
+        std::fs::write(path, contents.inline().expect("inline files only")).unwrap();
     }
     let paths = |name: &str| work.path().join(name);
     std::fs::write(paths("stdin"), &chunk.stdin).unwrap();
@@ -174,7 +174,7 @@ fn collect_changed(root: &Path, dir: &Path, chunk: &ChunkRequest, files: &mut BT
         }
         let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let contents = std::fs::read(&path).unwrap();
-        if chunk.files.get(&name).map(|input| input.as_ref()) != Some(contents.as_slice()) {
+        if chunk.files.get(&name).and_then(|input| input.inline()) != Some(contents.as_slice()) {
             files.insert(name, contents);
         }
     }

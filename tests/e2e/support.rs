@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, JobStatus};
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult, FileInput, JobRequest, JobStatus};
 use distributivecom_protocol::determinism::chunk_seed;
 use distributivecom_protocol::worker::{Assignment, ModuleRef};
 use distributivecom_protocol::worker::{ServerMessage, WorkerMessage};
@@ -190,17 +190,26 @@ impl TestServer {
         let number = NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed);
         let identity = self.data.with_extension(format!("volunteer-{number}.json"));
         let identity = identity.to_str().expect("temporary paths are UTF-8");
+        let cache = self.worker_cache(number);
         let slots = slots.to_string();
-        let args = ["worker", "--server", &self.url, "--slots", &slots, "--identity", identity];
+        let args = ["worker", "--server", &self.url, "--slots", &slots, "--identity", identity, "--cache-dir", &cache];
         Process::start("worker", &args, Some("connected to the server")).0
     }
 
     /// Starts a native worker process volunteering for the administrator, the owner of the tests' jobs:
     /// the only kind that runs owner-only (single-replica) jobs.
     pub fn own_worker(&self, slots: u32) -> Process {
+        let cache = self.worker_cache(NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed));
         let slots = slots.to_string();
-        let args = ["worker", "--server", &self.url, "--slots", &slots, "--token", &self.admin_token];
+        let args =
+            ["worker", "--server", &self.url, "--slots", &slots, "--token", &self.admin_token, "--cache-dir", &cache];
         Process::start("worker", &args, Some("connected to the server")).0
+    }
+
+    /// A blob cache directory of a worker's own, beside the data directory.
+    fn worker_cache(&self, number: u32) -> String {
+        let cache = self.data.with_extension(format!("worker-{number}-blobs"));
+        cache.to_str().expect("temporary paths are UTF-8").to_owned()
     }
 
     pub fn database(&self) -> PathBuf {
@@ -288,7 +297,15 @@ pub fn server_assignment(status: &JobStatus, program_name: &str, index: u32, chu
         args,
         env: BTreeMap::new(),
         stdin: chunk.stdin.clone(),
-        files: chunk.files.clone(),
+        files: chunk
+            .files
+            .iter()
+            .map(|(path, file)| match file {
+                FileInput::Inline(contents) => (path.clone(), contents.clone()),
+                FileInput::Blob { .. } => panic!("rebuilding an assignment takes inline files only ({path})"),
+            })
+            .collect(),
+        blobs: BTreeMap::new(),
         clock_start_ns: status.created_at_ms * 1_000_000,
         random_seed: Bytes(chunk_seed(status.id, index).to_vec()),
         limits: ServerConfig::default().default_limits,

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use distributivecom_protocol::metering::{FLAGS, MEMORY_LIMIT_PAGES, WORK_LIMIT, WORK_UNITS};
-use distributivecom_protocol::worker::{Assignment, ModuleRef, Output, ReplicaReport, RunStatus};
+use distributivecom_protocol::worker::{Assignment, BlobRef, ModuleRef, Output, ReplicaReport, RunStatus};
 use distributivecom_protocol::{decode, encode};
 use distributivecom_wasi::assignment::{Ending, Prepared, ending_status, output, prepare};
 use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Cache, DedicatedWorkerGlobalScope, MessageEvent, Response};
+use web_sys::{Cache, DedicatedWorkerGlobalScope, MessageEvent, Request, Response};
 
 use crate::js_memory::JsMemory;
 use crate::messages::{ExecutorCommand, ExecutorEvent};
@@ -25,6 +25,9 @@ use crate::traps::trap_kind;
 
 /// The Cache API cache that keeps modules across reloads. Modules are immutable, so it never expires.
 const MODULE_CACHE: &str = "distributivecom-modules-v1";
+/// The Cache API cache that keeps blobs across reloads, and the most it holds.
+const BLOB_CACHE: &str = "distributivecom-blobs-v1";
+const BLOB_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 /// What a WASI import throws to unwind the program after `proc_exit`.
 const STOP: &str = "distributivecom: the program stopped itself";
 
@@ -150,9 +153,20 @@ impl Executor {
         self.scope.performance().map(|performance| performance.now()).unwrap_or(0.0)
     }
 
-    async fn run_replica(&self, server: &str, assignment: Assignment) -> ReplicaReport {
+    async fn run_replica(&self, server: &str, mut assignment: Assignment) -> ReplicaReport {
         let cached = self.modules.borrow().contains_key(&assignment.module.sha256);
-        let module = match self.module(server, &assignment.module).await {
+        let fetches_blobs = !assignment.blobs.is_empty();
+        let mut ready = self.module(server, &assignment.module).await;
+        for (path, blob) in std::mem::take(&mut assignment.blobs) {
+            if ready.is_err() {
+                break;
+            }
+            match self.blob_bytes(server, &blob).await {
+                Ok(bytes) => drop(assignment.files.insert(path, bytes.into())),
+                Err(message) => ready = Err(message),
+            }
+        }
+        let module = match ready {
             Ok(module) => module,
             Err(message) => {
                 return ReplicaReport {
@@ -165,8 +179,8 @@ impl Executor {
             }
         };
         // The courier counts the time limit from when a replica reaches the front of this executor's
-        // queue; loading a module delays the start, so say when the run really begins.
-        if !cached {
+        // queue; loading a module or blobs delays the start, so say when the run really begins.
+        if !cached || fetches_blobs {
             self.post(&ExecutorEvent::Started { replica: assignment.replica });
         }
         let started = self.now_ms();
@@ -191,38 +205,108 @@ impl Executor {
 
     async fn module_bytes(&self, server: &str, module: &ModuleRef) -> Result<Vec<u8>, String> {
         let url = format!("{server}/modules/{}", module.sha256);
-        // The Cache API exists only in secure contexts (https or localhost); elsewhere the HTTP cache,
-        // told the module is immutable, still avoids most downloads.
-        let cache: Option<Cache> = match self.scope.caches() {
-            Ok(caches) => JsFuture::from(caches.open(MODULE_CACHE)).await.ok().map(JsCast::unchecked_into),
-            Err(_) => None,
-        };
-        if let Some(cache) = &cache
-            && let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await
-            && let Ok(response) = hit.dyn_into::<Response>()
-            && let Ok(bytes) = response_bytes(&response).await
-            && hex::encode(Sha256::digest(&bytes)) == module.sha256
-        {
-            return Ok(bytes);
-        }
-        let response: Response = JsFuture::from(self.scope.fetch_with_str(&url))
+        let cache = Kept { cache: MODULE_CACHE, key: &url, max_bytes: None };
+        fetch_verified(&self.scope, &cache, &url, &module.sha256, module.size).await
+    }
+
+    /// A blob's bytes: from the Cache API (kept across reloads), else fetched with the replica's
+    /// capability; verified by hash either way.
+    async fn blob_bytes(&self, server: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
+        let key = format!("{server}/blobs/{}", blob.sha256);
+        let url = format!("{key}?capability={}", blob.capability);
+        let cache = Kept { cache: BLOB_CACHE, key: &key, max_bytes: Some(BLOB_CACHE_BYTES) };
+        fetch_verified(&self.scope, &cache, &url, &blob.sha256, blob.size)
             .await
-            .map_err(|error| format!("could not fetch {url}: {}", describe(&error)))?
-            .unchecked_into();
-        if !response.ok() {
-            return Err(format!("could not fetch {url}: HTTP {}", response.status()));
+            .map_err(|message| format!("blob {}: {message}", blob.sha256))
+    }
+}
+
+/// Where fetched bytes are kept: a Cache API cache, under a key, within a size (the oldest entries
+/// leave first), or unbounded (modules).
+struct Kept<'a> {
+    cache: &'a str,
+    key: &'a str,
+    max_bytes: Option<u64>,
+}
+
+/// Bytes named by their SHA-256: from the cache if they are there and whole, else fetched from `url`
+/// (no more than `size` bytes), checked against the hash, and kept. Bytes with another hash are
+/// discarded and the fetch fails.
+async fn fetch_verified(
+    scope: &DedicatedWorkerGlobalScope,
+    kept: &Kept<'_>,
+    url: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<Vec<u8>, String> {
+    // The Cache API exists only in secure contexts (https or localhost); elsewhere the HTTP cache still
+    // avoids most downloads of immutable modules.
+    let cache: Option<Cache> = match scope.caches() {
+        Ok(caches) => JsFuture::from(caches.open(kept.cache)).await.ok().map(JsCast::unchecked_into),
+        Err(_) => None,
+    };
+    if let Some(cache) = &cache
+        && let Ok(hit) = JsFuture::from(cache.match_with_str(kept.key)).await
+        && let Ok(response) = hit.dyn_into::<Response>()
+        && let Ok(bytes) = response_bytes(&response).await
+        && hex::encode(Sha256::digest(&bytes)) == sha256
+    {
+        return Ok(bytes);
+    }
+    let response: Response = JsFuture::from(scope.fetch_with_str(url))
+        .await
+        .map_err(|error| format!("could not fetch it: {}", describe(&error)))?
+        .unchecked_into();
+    if !response.ok() {
+        return Err(format!("could not fetch it: HTTP {}", response.status()));
+    }
+    let announced = response.headers().get("content-length").ok().flatten().and_then(|text| text.parse::<u64>().ok());
+    if announced.is_some_and(|announced| announced > size) {
+        return Err(format!("the server announced {} bytes, more than the {size} expected", announced.unwrap_or(0)));
+    }
+    let for_cache = response.clone().ok();
+    let bytes = response_bytes(&response).await?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != sha256 {
+        return Err(format!("the bytes fetched hash to {actual}, not {sha256}; they were discarded"));
+    }
+    if let (Some(cache), Some(copy)) = (cache, for_cache) {
+        // Caching is an optimisation: a full disk or a private window must not fail the replica.
+        if JsFuture::from(cache.put_with_str(kept.key, &copy)).await.is_ok()
+            && let Some(max_bytes) = kept.max_bytes
+        {
+            trim(&cache, max_bytes).await;
         }
-        let for_cache = response.clone().ok();
-        let bytes = response_bytes(&response).await?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != module.sha256 {
-            return Err(format!("the module fetched from {url} has hash {actual}, not {}", module.sha256));
+    }
+    Ok(bytes)
+}
+
+/// Deletes the oldest entries of `cache` (the Cache API lists keys in the order they were put) until
+/// the sizes its responses declare add up to at most `max_bytes`.
+async fn trim(cache: &Cache, max_bytes: u64) {
+    let Ok(keys) = JsFuture::from(cache.keys()).await else { return };
+    let keys: Array = keys.unchecked_into();
+    let mut entries = Vec::new();
+    for key in keys.iter() {
+        let key: Request = key.unchecked_into();
+        let size = match JsFuture::from(cache.match_with_request(&key)).await {
+            Ok(hit) => hit
+                .dyn_into::<Response>()
+                .ok()
+                .and_then(|response| response.headers().get("content-length").ok().flatten())
+                .and_then(|text| text.parse::<u64>().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        entries.push((key, size));
+    }
+    let mut total: u64 = entries.iter().map(|(_, size)| size).sum();
+    for (key, size) in entries {
+        if total <= max_bytes {
+            break;
         }
-        if let (Some(cache), Some(copy)) = (cache, for_cache) {
-            // Caching is an optimisation: a full disk or a private window must not fail the replica.
-            let _ = JsFuture::from(cache.put_with_str(&url, &copy)).await;
-        }
-        Ok(bytes)
+        let _ = JsFuture::from(cache.delete_with_request(&key)).await;
+        total = total.saturating_sub(size);
     }
 }
 

@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// The largest program accepted, in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_module_bytes / (1024 * 1024))]
     max_module_mib: u64,
+    /// The largest blob accepted (`POST /api/blobs`), in MiB.
+    #[arg(long, default_value_t = ServerConfig::default().max_blob_bytes / (1024 * 1024))]
+    max_blob_mib: u64,
+    /// What all of one account's blobs may hold together, in MiB.
+    #[arg(long, default_value_t = ServerConfig::default().max_blob_bytes_per_account / (1024 * 1024))]
+    max_blob_mib_per_account: u64,
     /// Credits a new account starts with (in millicredits: 1000 = one credit).
     #[arg(long, default_value_t = ServerConfig::default().starter_grant_millicredits)]
     starter_millicredits: i64,
@@ -54,7 +60,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         listen: args.listen,
         data_dir: args.data.clone(),
         lease_timeout_ms: args.lease_timeout_ms,
-        max_module_bytes: args.max_module_mib * 1024 * 1024,
+        max_module_bytes: args.max_module_mib.saturating_mul(1024 * 1024),
+        max_blob_bytes: args.max_blob_mib.saturating_mul(1024 * 1024),
+        max_blob_bytes_per_account: args.max_blob_mib_per_account.saturating_mul(1024 * 1024),
         starter_grant_millicredits: args.starter_millicredits,
         auth_attempts_per_minute: args.auth_attempts_per_minute,
         secure_cookies: !args.insecure_cookies,

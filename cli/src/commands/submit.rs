@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, JobRequest, LimitsRequest, ReplicationRequest};
+use distributivecom_protocol::api::{ChunkRequest, FileInput, JobRequest, LimitsRequest, ReplicationRequest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
@@ -74,6 +74,11 @@ pub struct SubmitArgs {
     /// With --wait, write each chunk's result to DIR/<chunk index>/.
     #[arg(long, value_name = "DIR", requires = "wait")]
     out: Option<PathBuf>,
+    /// Files of a --chunks file larger than this (in KiB) are uploaded once as blobs (`POST /api/blobs`)
+    /// and named by hash, instead of travelling inside the job request: volunteers fetch each once and
+    /// keep it.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    blob_threshold_kib: u64,
 }
 
 /// One line of a `--chunks` file.
@@ -119,6 +124,7 @@ pub async fn run(remote: &Remote, args: SubmitArgs) -> anyhow::Result<Outcome> {
     let program_name = args.program.file_name().map(|name| name.to_string_lossy().into_owned());
 
     let module = client.upload_module(program).await.context("could not upload the program")?;
+    let chunks = upload_large_files(&client, chunks, args.blob_threshold_kib.saturating_mul(1024)).await?;
     let request = JobRequest {
         module,
         name: args.name.clone(),
@@ -162,6 +168,27 @@ pub async fn run(remote: &Remote, args: SubmitArgs) -> anyhow::Result<Outcome> {
     Ok(outcome_of(&status))
 }
 
+/// Replaces every input file larger than `threshold` bytes by a blob. Each distinct file is sent once:
+/// `upload_blob` asks first whether the account already holds the bytes.
+async fn upload_large_files(
+    client: &distributivecom_client::Client,
+    mut chunks: Vec<ChunkRequest>,
+    threshold: u64,
+) -> anyhow::Result<Vec<ChunkRequest>> {
+    for chunk in &mut chunks {
+        for (path, file) in chunk.files.iter_mut() {
+            let FileInput::Inline(contents) = file else { continue };
+            if contents.len() as u64 <= threshold {
+                continue;
+            }
+            let bytes = std::mem::take(&mut contents.0);
+            let info = client.upload_blob(bytes).await.with_context(|| format!("could not upload {path} as a blob"))?;
+            *file = FileInput::Blob { blob: info.sha256 };
+        }
+    }
+    Ok(chunks)
+}
+
 fn chunks_from_inputs(inputs: &[PathBuf], args: &[String]) -> anyhow::Result<Vec<ChunkRequest>> {
     if inputs.is_empty() {
         // No inputs at all: one chunk with the given arguments and empty stdin.
@@ -199,7 +226,7 @@ fn chunks_from_lines(path: &Path) -> anyhow::Result<Vec<ChunkRequest>> {
         for (name, local) in parsed.files {
             let local = base.join(local);
             let contents = fs::read(&local).with_context(|| format!("{}: could not read {}", at(), local.display()))?;
-            files.insert(name, Bytes(contents));
+            files.insert(name, FileInput::Inline(Bytes(contents)));
         }
         chunks.push(ChunkRequest { args: parsed.args, stdin: Bytes(stdin), files });
     }

@@ -23,6 +23,13 @@ pub struct WorkerArgs {
     /// first use). Default: $XDG_CONFIG_HOME/distributivecom/volunteer.json (or ~/.config/...).
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Where blobs (input files that jobs name by hash) are kept once fetched. Default:
+    /// $XDG_CACHE_HOME/distributivecom/blobs (or ~/.cache/...).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The most blobs the cache keeps, in MiB; the least recently used leave first.
+    #[arg(long, default_value_t = 2048)]
+    cache_mib: u64,
 }
 
 pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
@@ -42,16 +49,30 @@ pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
             (Credential::Volunteer { id: identity.id, secret: identity.secret }, who)
         }
     };
+    let cache_dir = match args.cache_dir {
+        Some(dir) => dir,
+        None => default_cache_dir()?,
+    };
     let config = WorkerConfig {
         server: remote.server.clone(),
         slots,
         agent: format!("distributivecom-worker/{} on {host}", env!("CARGO_PKG_VERSION")),
         credential,
+        cache_dir,
+        cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
     };
     let worker = Worker::new(config)?;
     eprintln!("worker: {slots} slots, serving {} as {who}", remote.server);
     worker.run().await?;
     Ok(Outcome::Success)
+}
+
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .context("nowhere to keep fetched blobs: pass --cache-dir DIR")?;
+    Ok(cache.join("distributivecom").join("blobs"))
 }
 
 fn default_identity_path() -> anyhow::Result<PathBuf> {

@@ -2,19 +2,21 @@
 //! owner's credits escrowed and room reserved among the owner's active work, then stored durably and
 //! handed to the scheduler. The HTTP handler only reads the body and maps the refusal.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use distributivecom_protocol::api::{ChunkRequest, JobCreated, JobRequest, LimitsRequest, ReplicationRequest};
+use distributivecom_protocol::api::{
+    ChunkRequest, FileInput, JobCreated, JobRequest, LimitsRequest, ReplicationRequest,
+};
 use distributivecom_protocol::is_sha256_hex;
 use distributivecom_protocol::worker::{Limits, ModuleRef};
 
-use super::{Coordinator, Progress, Usage};
+use super::{Coordinator, Progress, Usage, named_blobs};
 use crate::clock::unix_ms;
 use crate::config::ServerConfig;
 use crate::format::human_bytes;
 use crate::store::writes::Admission;
-use crate::store::{JobRow, NewJob, StoreError};
+use crate::store::{JobRow, NewJob, StoreError, blobs};
 
 const MAX_NAME_CHARS: usize = 200;
 
@@ -27,6 +29,9 @@ pub enum Refusal {
     /// The program was not uploaded by the job's owner.
     #[error("{0}")]
     UnknownModule(String),
+    /// A chunk names a blob the job's owner has not uploaded.
+    #[error("{0}")]
+    UnknownBlob(String),
     /// The owner cannot cover the budget.
     #[error("{0}")]
     InsufficientCredits(String),
@@ -57,16 +62,9 @@ impl Coordinator {
             )));
         }
         let (replicas, quorum) = resolve_replication(request.replication.as_ref(), config)?;
-        let program_name = request.program_name.unwrap_or_else(|| "program.wasm".to_owned());
-        check_request(
-            &request.module,
-            request.name.as_deref(),
-            &program_name,
-            &request.chunks,
-            &request.env,
-            &limits,
-            config,
-        )?;
+        let program_name = request.program_name.clone().unwrap_or_else(|| "program.wasm".to_owned());
+        let blob_sizes = self.owned_blobs(owner, &request.chunks).await?;
+        check_request(&request, &program_name, &blob_sizes, &limits, config)?;
         let max_cost = max_cost(config, &limits, quorum, request.chunks.len());
         if let Some(budget) = request.budget_millicredits
             && budget <= 0
@@ -130,9 +128,56 @@ impl Coordinator {
             stop_reason: None,
         };
         let created = JobCreated { id, chunks: row.chunk_count };
-        self.activate(row, chunks, Progress::default(), Vec::new(), usage);
+        self.activate(row, chunks, blob_sizes, Progress::default(), Vec::new(), usage);
         Ok(created)
     }
+
+    /// The sizes of the blobs the chunks name, each of which `owner` must have uploaded; otherwise the
+    /// refusal names the first chunk, file and hash that is not.
+    async fn owned_blobs(&self, owner: u64, chunks: &[ChunkRequest]) -> Result<HashMap<String, u64>, Refusal> {
+        let named: Vec<String> = named_blobs(chunks).into_iter().map(str::to_owned).collect();
+        if named.is_empty() {
+            return Ok(HashMap::new());
+        }
+        if let Some(bad) = named.iter().find(|sha256| !is_sha256_hex(sha256)) {
+            let (chunk, path) = naming(chunks, bad);
+            return Err(Refusal::Invalid(format!(
+                "chunk {chunk}: file {path:?} names blob {bad:?}, which is not a SHA-256 (64 lowercase hex digits)"
+            )));
+        }
+        let sizes = self
+            .store
+            .read(move |connection| {
+                let mut sizes = HashMap::new();
+                for sha256 in named {
+                    let size = blobs::owned_size(connection, owner, &sha256)?;
+                    sizes.insert(sha256, size);
+                }
+                Ok(sizes)
+            })
+            .await?;
+        if let Some((missing, _)) = sizes.iter().find(|(_, size)| size.is_none()) {
+            let (chunk, path) = naming(chunks, missing);
+            return Err(Refusal::UnknownBlob(format!(
+                "chunk {chunk}: file {path:?} names blob {missing}, which this account has not uploaded; \
+                 upload it with POST /api/blobs first"
+            )));
+        }
+        Ok(sizes.into_iter().map(|(sha256, size)| (sha256, size.unwrap_or_default())).collect())
+    }
+}
+
+/// The first chunk and file that name blob `sha256`.
+fn naming<'a>(chunks: &'a [ChunkRequest], sha256: &str) -> (usize, &'a str) {
+    chunks
+        .iter()
+        .enumerate()
+        .find_map(|(index, chunk)| {
+            chunk.files.iter().find_map(|(path, file)| {
+                matches!(file, FileInput::Blob { blob } if blob == sha256).then_some((index, path.as_str()))
+            })
+        })
+        .unwrap_or((0, ""))
 }
 
 /// The most a job can cost: every chunk accepted with a full quorum of replicas at the work limit.
@@ -237,14 +282,14 @@ fn resolve_limits(requested: &LimitsRequest, config: &ServerConfig) -> Result<Li
 
 /// Everything about a job request that can be checked without the database.
 fn check_request(
-    module: &str,
-    name: Option<&str>,
+    request: &JobRequest,
     program_name: &str,
-    chunks: &[ChunkRequest],
-    env: &BTreeMap<String, String>,
+    blob_sizes: &HashMap<String, u64>,
     limits: &Limits,
     config: &ServerConfig,
 ) -> Result<(), Refusal> {
+    let JobRequest { module, name, chunks, env, .. } = request;
+    let name = name.as_deref();
     if !is_sha256_hex(module) {
         return Err(Refusal::Invalid(format!(
             "module must be the SHA-256 (64 lowercase hex digits) of an uploaded module, not {module:?}"
@@ -271,7 +316,13 @@ fn check_request(
     for (index, chunk) in chunks.iter().enumerate() {
         let args = std::iter::once(program_name).chain(chunk.args.iter().map(String::as_str));
         let env = env.iter().map(|(name, value)| (name.as_str(), value.as_str()));
-        let files = chunk.files.iter().map(|(path, contents)| (path.as_str(), contents.len() as u64));
+        let files = chunk.files.iter().map(|(path, file)| {
+            let size = match file {
+                FileInput::Inline(contents) => contents.len() as u64,
+                FileInput::Blob { blob } => blob_sizes.get(blob).copied().unwrap_or_default(),
+            };
+            (path.as_str(), size)
+        });
         distributivecom_wasi::check_inputs(args, env, files, limits.max_data_bytes)
             .map_err(|error| Refusal::Invalid(format!("chunk {index}: {error}")))?;
         if chunk.stdin.len() as u64 > limits.max_data_bytes {

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::ChunkRequest;
+use distributivecom_protocol::api::{ChunkRequest, FileInput};
 use distributivecom_protocol::determinism::{chunk_seed, result_digest};
-use distributivecom_protocol::worker::{Assignment, Hello, ReplicaReport, RunStatus, Welcome};
+use distributivecom_protocol::worker::{Assignment, BlobRef, Hello, ReplicaReport, RunStatus, Welcome};
 use distributivecom_scheduler::{Action, Event, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 pub use admission::{Refusal, max_cost};
@@ -34,7 +35,7 @@ use crate::config::ServerConfig;
 use crate::format::human_bytes;
 use crate::identity::WorkerIdentity;
 use crate::report_limits;
-use crate::store::{JobRow, Store, StoreError, accounts, ledger, queries, writes};
+use crate::store::{JobRow, Store, StoreError, accounts, blobs, ledger, queries, writes};
 
 /// What a worker's socket is told to send.
 #[derive(Debug)]
@@ -55,17 +56,36 @@ pub enum Outbound {
 pub struct ActiveJob {
     pub row: JobRow,
     pub chunks: Arc<[ChunkRequest]>,
+    /// The size of every blob its chunks name.
+    blob_sizes: HashMap<String, u64>,
+    /// The key of the capabilities that let a worker fetch a blob of this job while it holds a replica
+    /// that needs it (random per activation: leases do not outlive the process either).
+    blob_key: [u8; 32],
     progress: watch::Sender<Progress>,
     /// What it counts against its owner's limits while active.
     usage: Usage,
 }
 
 impl ActiveJob {
-    /// The bytes of a chunk's inputs (stdin and files), to size the frames that carry them.
+    /// The bytes of a chunk's inputs that travel in its assignment, to size the frames that carry them.
     pub fn input_bytes(&self, chunk: u32) -> u64 {
-        self.chunks.get(chunk as usize).map_or(0, |spec| {
-            let files: usize = spec.files.iter().map(|(path, contents)| path.len() + contents.len()).sum();
-            (spec.stdin.len() + files) as u64
+        self.chunks.get(chunk as usize).map_or(0, ChunkRequest::inline_bytes)
+    }
+
+    /// The capability for fetching blob `sha256` as input of `replica`: the replica, and a keyed hash of
+    /// the replica and the blob.
+    fn blob_capability(&self, replica: u64, sha256: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.blob_key);
+        hasher.update(replica.to_le_bytes());
+        hasher.update(sha256.as_bytes());
+        format!("{replica}.{}", hex::encode(&hasher.finalize()[..16]))
+    }
+
+    /// Whether `chunk` of this job names blob `sha256` among its files.
+    fn chunk_needs_blob(&self, chunk: u32, sha256: &str) -> bool {
+        self.chunks.get(chunk as usize).is_some_and(|spec| {
+            spec.files.values().any(|file| matches!(file, FileInput::Blob { blob } if blob == sha256))
         })
     }
 
@@ -84,7 +104,29 @@ impl ActiveJob {
             args,
             env: self.row.env.clone(),
             stdin: spec.stdin.clone(),
-            files: spec.files.clone(),
+            files: spec
+                .files
+                .iter()
+                .filter_map(|(path, file)| match file {
+                    FileInput::Inline(contents) => Some((path.clone(), contents.clone())),
+                    FileInput::Blob { .. } => None,
+                })
+                .collect(),
+            blobs: spec
+                .files
+                .iter()
+                .filter_map(|(path, file)| match file {
+                    FileInput::Inline(_) => None,
+                    FileInput::Blob { blob } => Some((
+                        path.clone(),
+                        BlobRef {
+                            sha256: blob.clone(),
+                            size: self.blob_sizes.get(blob).copied().unwrap_or(0),
+                            capability: self.blob_capability(replica, blob),
+                        },
+                    )),
+                })
+                .collect(),
             clock_start_ns: self.row.created_at_ms.saturating_mul(1_000_000),
             random_seed: Bytes(chunk_seed(self.row.id, chunk).to_vec()),
             limits: self.row.limits,
@@ -111,13 +153,7 @@ pub struct Usage {
 impl Usage {
     /// The usage of one job of these chunks.
     pub fn of_job(chunks: &[ChunkRequest]) -> Usage {
-        let input_bytes = chunks
-            .iter()
-            .map(|chunk| {
-                let files: usize = chunk.files.iter().map(|(path, contents)| path.len() + contents.len()).sum();
-                (chunk.stdin.len() + files) as u64
-            })
-            .sum();
+        let input_bytes = chunks.iter().map(ChunkRequest::inline_bytes).sum();
         Usage { jobs: 1, chunks: chunks.len() as u64, input_bytes }
     }
 
@@ -132,6 +168,18 @@ impl Usage {
         self.chunks = self.chunks.saturating_sub(other.chunks);
         self.input_bytes = self.input_bytes.saturating_sub(other.input_bytes);
     }
+}
+
+/// Every blob the chunks name, each once.
+pub fn named_blobs(chunks: &[ChunkRequest]) -> std::collections::BTreeSet<&str> {
+    chunks
+        .iter()
+        .flat_map(|chunk| chunk.files.values())
+        .filter_map(|file| match file {
+            FileInput::Blob { blob } => Some(blob.as_str()),
+            FileInput::Inline(_) => None,
+        })
+        .collect()
 }
 
 struct Core {
@@ -197,6 +245,8 @@ pub struct Coordinator {
     config: Arc<ServerConfig>,
     origin: Instant,
     this: Weak<Coordinator>,
+    /// Bytes of blobs sent to workers (see [`Coordinator::blob_access`]).
+    blob_bytes_served: std::sync::atomic::AtomicU64,
 }
 
 /// Queues a message for a worker. A worker whose queue is full does not read what it is sent: its outbox
@@ -253,6 +303,7 @@ impl Coordinator {
             config,
             origin: Instant::now(),
             this: this.clone(),
+            blob_bytes_served: std::sync::atomic::AtomicU64::new(0),
         });
         coordinator.recover()?;
         Ok(coordinator)
@@ -273,12 +324,20 @@ impl Coordinator {
     fn recover(&self) -> Result<(), StoreError> {
         let unfinished = self.store.read_blocking(queries::unfinished_jobs)?;
         for id in unfinished {
-            let (row, chunks, finished, counts, (_, spent)) = self.store.read_blocking(|connection| {
+            let (row, chunks, blob_sizes, finished, counts, (_, spent)) = self.store.read_blocking(|connection| {
                 let row = queries::job(connection, id)?
                     .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished during recovery")))?;
+                let chunks = queries::chunk_specs(connection, id)?;
+                let mut blob_sizes = HashMap::new();
+                for sha256 in named_blobs(&chunks) {
+                    let size = blobs::size(connection, sha256)?
+                        .ok_or_else(|| StoreError::Corrupt(format!("job {id} names blob {sha256}, which is gone")))?;
+                    blob_sizes.insert(sha256.to_owned(), size);
+                }
                 Ok((
                     row,
-                    queries::chunk_specs(connection, id)?,
+                    chunks,
+                    blob_sizes,
                     queries::finished_chunks(connection, id)?,
                     queries::job_counts(connection, id)?,
                     accounts::job_money(connection, id)?,
@@ -304,7 +363,7 @@ impl Coordinator {
             if let Some(owner) = row.owner {
                 self.lock().usage.entry(owner).or_default().add(usage);
             }
-            self.activate(row, chunks.into(), progress, finished, usage);
+            self.activate(row, chunks.into(), blob_sizes, progress, finished, usage);
         }
         Ok(())
     }
@@ -355,6 +414,7 @@ impl Coordinator {
         &self,
         row: JobRow,
         chunks: Arc<[ChunkRequest]>,
+        blob_sizes: HashMap<String, u64>,
         progress: Progress,
         finished: Vec<u32>,
         usage: Usage,
@@ -369,7 +429,10 @@ impl Coordinator {
             owner: row.owner.map(ledger::user).unwrap_or_default(),
             finished,
         };
-        let job = Arc::new(ActiveJob { row, chunks, progress: watch::Sender::new(progress), usage });
+        let mut blob_key = [0; 32];
+        getrandom::fill(&mut blob_key).expect("the operating system provides random bytes");
+        let job =
+            Arc::new(ActiveJob { row, chunks, blob_sizes, blob_key, progress: watch::Sender::new(progress), usage });
         let mut core = self.lock();
         core.jobs.insert(job.row.id, job);
         self.run(&mut core, Event::JobAdded(params));
@@ -601,6 +664,27 @@ impl Coordinator {
     }
 
     /// The job if it is still active.
+    /// Whether `capability` lets its bearer fetch blob `sha256` now: it was issued for a replica that is
+    /// still leased and whose chunk names that blob. (Only the worker holding the lease was sent it.)
+    pub fn blob_access(&self, sha256: &str, capability: &str) -> bool {
+        let Some(replica) = capability.split_once('.').and_then(|(replica, _)| replica.parse::<u64>().ok()) else {
+            return false;
+        };
+        let core = self.lock();
+        let Some(lease) = core.scheduler.lease(replica) else { return false };
+        let Some(job) = core.jobs.get(&lease.job) else { return false };
+        let expected = job.blob_capability(replica, sha256);
+        // Compared in constant time: the capability is a secret.
+        let same = expected.len() == capability.len()
+            && expected.bytes().zip(capability.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        same && job.chunk_needs_blob(lease.chunk, sha256)
+    }
+
+    /// Counts bytes of a blob sent to a worker.
+    pub fn blob_served(&self, bytes: u64) {
+        self.blob_bytes_served.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn active_job(&self, job: u64) -> Option<Arc<ActiveJob>> {
         self.lock().jobs.get(&job).cloned()
     }

@@ -94,6 +94,7 @@ impl Coordinator {
             pending_chunks: stats.pending_chunks,
             replicas_in_flight: stats.replicas_in_flight,
             chunks_finished: core.chunks_finished,
+            blob_bytes_served: self.blob_bytes_served.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -121,13 +121,39 @@ const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// limit (declared sizes were refused before the handler ran; this guards the bytes that arrive), and a
 /// body that pauses longer than [`BODY_IDLE_TIMEOUT`] gets a 408.
 pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Result<bytes::Bytes, AppError> {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
+    let mut reader = BodyReader::new(body, limit, what);
     let mut collected = bytes::BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next()).await {
+    while let Some(frame) = reader.next().await? {
+        collected.extend_from_slice(&frame);
+    }
+    Ok(collected.freeze())
+}
+
+/// A request body read piece by piece as it arrives, under the rules of [`read_body`].
+pub struct BodyReader<'a> {
+    stream: axum::body::BodyDataStream,
+    limit: u64,
+    what: &'a str,
+    received: u64,
+}
+
+impl<'a> BodyReader<'a> {
+    pub fn new(body: axum::body::Body, limit: u64, what: &'a str) -> BodyReader<'a> {
+        BodyReader { stream: body.into_data_stream(), limit, what, received: 0 }
+    }
+
+    /// The bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next piece, or `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<bytes::Bytes>, AppError> {
+        use futures_util::StreamExt;
+        let what = self.what;
+        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, self.stream.next()).await {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(collected.freeze()),
+            Ok(None) => return Ok(None),
             Err(_) => {
                 return Err(AppError::RequestTimeout(format!(
                     "{what} stopped arriving: nothing came for {} seconds",
@@ -136,12 +162,13 @@ pub async fn read_body(body: axum::body::Body, limit: u64, what: &str) -> Result
             }
         };
         let frame = frame.map_err(|error| AppError::BadRequest(format!("could not read {what}: {error}")))?;
-        if collected.len() as u64 + frame.len() as u64 > limit {
+        self.received = self.received.saturating_add(frame.len() as u64);
+        if self.received > self.limit {
             return Err(AppError::PayloadTooLarge(format!(
                 "{what} is larger than the limit of {}",
-                human_bytes(limit)
+                human_bytes(self.limit)
             )));
         }
-        collected.extend_from_slice(&frame);
+        Ok(Some(frame))
     }
 }

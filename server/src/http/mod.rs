@@ -3,6 +3,7 @@
 //! `router` builds the whole app from its state, so tests can drive it with `oneshot` or on a real port.
 
 mod account;
+mod blobs;
 mod error;
 pub mod extract;
 mod frame_gate;
@@ -85,6 +86,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pricing", get(account::pricing))
         .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::disable()))
         .route("/modules/{sha256}", get(modules::download))
+        .route("/api/blobs", post(blobs::upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/blobs/{sha256}", get(blobs::download))
+        .route("/blobs/{sha256}", get(blobs::fetch))
         .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::disable()).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::status))
         .route("/api/jobs/{id}/results", get(jobs::results))
@@ -105,6 +109,7 @@ fn body_limit(config: &crate::config::ServerConfig, path: &str) -> (u64, &'stati
     match path {
         "/api/modules" => (config.max_module_bytes, "the program"),
         "/api/jobs" => (config.max_job_request_bytes, "the job request"),
+        "/api/blobs" => (config.max_blob_bytes, "the blob"),
         _ => (extract::SMALL_BODY_LIMIT, "the request body"),
     }
 }

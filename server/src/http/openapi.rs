@@ -1,8 +1,8 @@
 //! The OpenAPI description of the REST API, served at `/api/openapi.json` and browsable at `/api/docs`.
 
 use distributivecom_protocol::api::{
-    ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobState, JobStatus, LimitsRequest, ModuleInfo,
-    ResultsPage, ServerStats,
+    BlobInfo, ChunkRequest, ChunkResult, ErrorBody, FileInput, JobCreated, JobRequest, JobState, JobStatus,
+    LimitsRequest, ModuleInfo, ResultsPage, ServerStats,
 };
 use distributivecom_protocol::worker::{Output, RunStatus};
 
@@ -16,6 +16,9 @@ use distributivecom_protocol::worker::{Output, RunStatus};
     paths(
         super::modules::upload,
         super::modules::download,
+        super::blobs::upload,
+        super::blobs::download,
+        super::blobs::fetch,
         super::jobs::submit,
         super::jobs::list,
         super::jobs::status,
@@ -26,8 +29,10 @@ use distributivecom_protocol::worker::{Output, RunStatus};
     ),
     components(schemas(
         ModuleInfo,
+        BlobInfo,
         JobRequest,
         ChunkRequest,
+        FileInput,
         LimitsRequest,
         JobCreated,
         JobState,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::ChunkRequest;
+use distributivecom_protocol::api::{ChunkRequest, FileInput};
 use distributivecom_protocol::worker::{Limits, Output, RunStatus};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -66,6 +66,9 @@ struct StoredChunk {
     stdin: ByteBuf,
     #[serde(default)]
     files: BTreeMap<String, ByteBuf>,
+    /// Files that are blobs: path to SHA-256. Absent when there are none, as in rows written before blobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    blobs: BTreeMap<String, String>,
 }
 
 fn bytes_in(bytes: &Bytes) -> ByteBuf {
@@ -154,15 +157,25 @@ pub fn output_from_column(bytes: &[u8]) -> Result<Output, StoreError> {
 }
 
 pub fn chunk_to_column(chunk: &ChunkRequest) -> Result<Vec<u8>, StoreError> {
-    let ChunkRequest { args, stdin, files } = chunk;
-    let stored = StoredChunk { args: args.clone(), stdin: bytes_in(stdin), files: files_in(files) };
+    let ChunkRequest { args, stdin, files: inputs } = chunk;
+    let (mut files, mut blobs) = (BTreeMap::new(), BTreeMap::new());
+    for (path, file) in inputs {
+        match file {
+            FileInput::Inline(contents) => files.insert(path.clone(), bytes_in(contents)).map(drop),
+            FileInput::Blob { blob } => blobs.insert(path.clone(), blob.clone()).map(drop),
+        };
+    }
+    let stored = StoredChunk { args: args.clone(), stdin: bytes_in(stdin), files, blobs };
     rmp_serde::to_vec_named(&stored).map_err(encoding)
 }
 
 pub fn chunk_from_column(bytes: &[u8]) -> Result<ChunkRequest, StoreError> {
-    let StoredChunk { args, stdin, files } =
+    let StoredChunk { args, stdin, files, blobs } =
         rmp_serde::from_slice(bytes).map_err(|error| corrupt("chunk inputs", error))?;
-    Ok(ChunkRequest { args, stdin: Bytes(stdin.into_vec()), files: files_out(files) })
+    let mut inputs: BTreeMap<String, FileInput> =
+        files.into_iter().map(|(path, contents)| (path, FileInput::Inline(Bytes(contents.into_vec())))).collect();
+    inputs.extend(blobs.into_iter().map(|(path, blob)| (path, FileInput::Blob { blob })));
+    Ok(ChunkRequest { args, stdin: Bytes(stdin.into_vec()), files: inputs })
 }
 
 #[cfg(test)]
@@ -218,11 +231,22 @@ mod tests {
         let chunk = ChunkRequest {
             args: vec!["-x".into()],
             stdin: Bytes::from("in"),
-            files: BTreeMap::from([("d/f".to_owned(), Bytes(vec![9]))]),
+            files: BTreeMap::from([("d/f".to_owned(), FileInput::Inline(Bytes(vec![9])))]),
         };
         let column = chunk_to_column(&chunk).unwrap();
         assert_eq!(hex(&column), CHUNK_COLUMN);
         assert_eq!(chunk_from_column(&column).unwrap(), chunk);
+
+        let with_blob = ChunkRequest {
+            files: BTreeMap::from([
+                ("a".to_owned(), FileInput::Inline(Bytes(vec![1]))),
+                ("s".to_owned(), FileInput::Blob { blob: "ab".to_owned() }),
+            ]),
+            ..ChunkRequest::default()
+        };
+        let column = chunk_to_column(&with_blob).unwrap();
+        assert_eq!(hex(&column), CHUNK_WITH_BLOB_COLUMN);
+        assert_eq!(chunk_from_column(&column).unwrap(), with_blob);
 
         // The wire types still encode the same today; if they change, rows stay readable through these.
         assert_eq!(hex(&rmp_serde::to_vec_named(&output).unwrap()), OUTPUT_COLUMN);
@@ -231,4 +255,6 @@ mod tests {
 
     const OUTPUT_COLUMN: &str = "85a67374646f7574c4036f7574a6737464657272c40165b07374646f75745f7472756e6361746564c3b07374646572725f7472756e6361746564c2a566696c657381a161c4020102";
     const CHUNK_COLUMN: &str = "83a46172677391a22d78a5737464696ec402696ea566696c657381a3642f66c40109";
+    const CHUNK_WITH_BLOB_COLUMN: &str =
+        "84a46172677390a5737464696ec400a566696c657381a161c40101a5626c6f627381a173a26162";
 }

@@ -11,6 +11,7 @@
 //! Architecture Invariant: only this module knows SQL. Everything it hands out is plain data.
 
 pub mod accounts;
+pub mod blobs;
 pub mod encoding;
 pub mod ledger;
 pub mod queries;
@@ -128,6 +129,7 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub struct Store {
     writer: mpsc::Sender<Write>,
     readers: Arc<ReadPool>,
+    blobs: Arc<blobs::BlobFiles>,
 }
 
 impl Store {
@@ -139,8 +141,14 @@ impl Store {
         let connection = Connection::open(&path)?;
         schema::configure(&connection)?;
         schema::migrate(&connection)?;
+        let blobs = Arc::new(blobs::BlobFiles::open(data_dir)?);
         let writer = writer::spawn(connection);
-        Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }) })
+        Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), blobs })
+    }
+
+    /// Where blob files live.
+    pub fn blob_files(&self) -> &blobs::BlobFiles {
+        &self.blobs
     }
 
     /// Runs `write` in the next group commit and answers once it is durable (or failed). A write that

@@ -155,6 +155,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_open_by_owner ON jobs (owner_id)
         WHERE cancelled_at_ms IS NULL AND results_stored < chunk_count;
     "#,
+    // 4: blobs, files stored under their SHA-256 in `DATA_DIR/blobs/` (the bytes live in files, not in
+    // the database), and which accounts uploaded each: a chunk may name only a blob its job's owner uploaded.
+    r#"
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE blob_owners (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (user_id, sha256)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

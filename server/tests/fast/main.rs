@@ -15,3 +15,5 @@ mod accounts;
 mod requests;
 // A worker's conversation: hello, assignments, reports with absurd numbers, revoked tokens, slow readers.
 mod worker_socket;
+// Blobs: stored by hash, read only by their owners and by workers holding a replica that needs them.
+mod blobs;

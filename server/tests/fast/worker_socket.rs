@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::support::*;
 
 /// The worker's end of an in-memory conversation.
-struct FakeWorker {
+pub(crate) struct FakeWorker {
     to_server: mpsc::Sender<Incoming>,
     from_server: mpsc::Receiver<Outgoing>,
     conversation: tokio::task::JoinHandle<()>,
@@ -42,7 +42,7 @@ fn channels(
 
 impl FakeWorker {
     /// Starts a conversation with `app`; `capacity` frames may wait unread at the worker.
-    fn connect(app: &TestApp, capacity: usize) -> FakeWorker {
+    pub(crate) fn connect(app: &TestApp, capacity: usize) -> FakeWorker {
         let (mut worker, incoming, outgoing) = channels(capacity);
         let (coordinator, identity) = (app.coordinator.clone(), app.identity.clone());
         let id = coordinator.new_worker_id();
@@ -50,12 +50,12 @@ impl FakeWorker {
         worker
     }
 
-    async fn send(&self, message: &WorkerMessage) {
+    pub(crate) async fn send(&self, message: &WorkerMessage) {
         self.to_server.send(Incoming::Binary(encode(message))).await.unwrap();
     }
 
     /// The next protocol message, or `None` when the server closed.
-    async fn receive(&mut self) -> Option<ServerMessage> {
+    pub(crate) async fn receive(&mut self) -> Option<ServerMessage> {
         loop {
             match tokio::time::timeout(Duration::from_secs(30), self.from_server.recv()).await.expect("an answer") {
                 Some(Outgoing::Binary(frame)) => return Some(decode(&frame).unwrap()),
@@ -64,7 +64,7 @@ impl FakeWorker {
         }
     }
 
-    async fn hello(&mut self, credential: Credential, slots: u32) -> Option<ServerMessage> {
+    pub(crate) async fn hello(&mut self, credential: Credential, slots: u32) -> Option<ServerMessage> {
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             kind: WorkerKind::Native,

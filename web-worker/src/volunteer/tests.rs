@@ -30,6 +30,7 @@ fn assignment(replica: u64) -> Assignment {
         env: BTreeMap::new(),
         stdin: Bytes::default(),
         files: BTreeMap::new(),
+        blobs: BTreeMap::new(),
         clock_start_ns: 0,
         random_seed: Bytes(vec![0; 32]),
         limits: Limits {

@@ -1,0 +1,107 @@
+//! Blobs: files stored under their SHA-256 in `DATA_DIR/blobs/`, and which accounts uploaded each.
+//!
+//! The bytes live in files (an upload streams into `blobs/staging/` and is renamed into place once its
+//! hash is known), the facts in the database. A file is in place before its row commits, so a row always
+//! names a file; a crash in between leaves a file without a row, which the next upload of the same bytes
+//! adopts.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// Where blob files live.
+#[derive(Debug)]
+pub struct BlobFiles {
+    root: PathBuf,
+    staging: PathBuf,
+    next_staging: AtomicU64,
+}
+
+impl BlobFiles {
+    /// Creates `data_dir/blobs/` and empties its staging directory (uploads that a crash interrupted).
+    pub(super) fn open(data_dir: &Path) -> Result<BlobFiles, StoreError> {
+        let root = data_dir.join("blobs");
+        let staging = root.join("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|source| StoreError::DataDir { path: staging.clone(), source })?;
+        Ok(BlobFiles { root, staging, next_staging: AtomicU64::new(0) })
+    }
+
+    /// The file of blob `sha256` (a lowercase hex SHA-256, checked by the caller).
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(sha256)
+    }
+
+    /// A fresh file name for an upload in progress.
+    pub fn staging_path(&self) -> PathBuf {
+        let number = self.next_staging.fetch_add(1, Ordering::Relaxed);
+        self.staging.join(format!("{}-{number}", std::process::id()))
+    }
+
+    /// Moves a complete upload into place as blob `sha256`. If the blob's file is already there (the same
+    /// bytes, by their hash), the upload is simply dropped.
+    pub fn adopt(&self, staged: &Path, sha256: &str) -> Result<(), StoreError> {
+        let target = self.path(sha256);
+        let io = |source| StoreError::DataDir { path: target.clone(), source };
+        if target.exists() {
+            std::fs::remove_file(staged).map_err(io)?;
+            return Ok(());
+        }
+        std::fs::File::open(staged).and_then(|file| file.sync_all()).map_err(io)?;
+        std::fs::rename(staged, &target).map_err(io)
+    }
+}
+
+/// Records that `user` holds blob `sha256` of `size` bytes.
+pub fn record_upload(
+    connection: &Connection,
+    user: u64,
+    sha256: &str,
+    size: u64,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("INSERT INTO blobs (sha256, size, created_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+        .execute(params![sha256, size as i64, at_ms as i64])?;
+    connection
+        .prepare_cached(
+            "INSERT INTO blob_owners (user_id, sha256, created_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![user as i64, sha256, at_ms as i64])?;
+    Ok(())
+}
+
+/// The size of blob `sha256` if `user` uploaded it.
+pub fn owned_size(connection: &Connection, user: u64, sha256: &str) -> Result<Option<u64>, StoreError> {
+    let size: Option<i64> = connection
+        .prepare_cached(
+            "SELECT blobs.size FROM blob_owners JOIN blobs ON blobs.sha256 = blob_owners.sha256
+             WHERE blob_owners.user_id = ?1 AND blob_owners.sha256 = ?2",
+        )?
+        .query_row(params![user as i64, sha256], |row| row.get(0))
+        .optional()?;
+    Ok(size.map(|size| size as u64))
+}
+
+/// The bytes of all the blobs `user` uploaded, for the account's quota.
+pub fn owned_bytes(connection: &Connection, user: u64) -> Result<u64, StoreError> {
+    let total: i64 = connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(blobs.size), 0) FROM blob_owners JOIN blobs ON blobs.sha256 = blob_owners.sha256
+             WHERE blob_owners.user_id = ?1",
+        )?
+        .query_row(params![user as i64], |row| row.get(0))?;
+    Ok(total as u64)
+}
+
+/// The size of blob `sha256`, whoever uploaded it.
+pub fn size(connection: &Connection, sha256: &str) -> Result<Option<u64>, StoreError> {
+    let size: Option<i64> = connection
+        .prepare_cached("SELECT size FROM blobs WHERE sha256 = ?1")?
+        .query_row(params![sha256], |row| row.get(0))
+        .optional()?;
+    Ok(size.map(|size| size as u64))
+}
