@@ -68,19 +68,21 @@ pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
 }
 
 fn default_cache_dir() -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .context("nowhere to keep fetched blobs: pass --cache-dir DIR")?;
+    let cache = user_dir("XDG_CACHE_HOME", ".cache").context("nowhere to keep fetched blobs: pass --cache-dir DIR")?;
     Ok(cache.join("distributivecom").join("blobs"))
 }
 
 fn default_identity_path() -> anyhow::Result<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+    let config = user_dir("XDG_CONFIG_HOME", ".config")
         .context("no --token and nowhere to keep an anonymous identity: pass --identity FILE")?;
     Ok(config.join("distributivecom").join("volunteer.json"))
+}
+
+/// A base directory of the XDG specification: `$variable`, else `$HOME/fallback`.
+fn user_dir(variable: &str, fallback: &str) -> Option<PathBuf> {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback)))
 }
 
 /// The identity saved at `path`, or a new one registered with the server and saved there (mode 0600).
