@@ -14,6 +14,7 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::is_sha256_hex;
 use distributivecom_protocol::worker::BlobRef;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 /// Blobs kept on disk, within a size.
 pub struct BlobCache {
@@ -22,7 +23,12 @@ pub struct BlobCache {
     state: Mutex<State>,
     /// One fetch per blob at a time: replicas that need a blob being fetched wait for it.
     fetching: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where to tell what the cache gained and lost (the current connection, which tells the server).
+    changes: Mutex<Option<mpsc::UnboundedSender<Change>>>,
 }
+
+/// Blobs the cache gained and lost.
+pub type Change = (Vec<String>, Vec<String>);
 
 #[derive(Default)]
 struct State {
@@ -62,6 +68,7 @@ impl BlobCache {
             max_bytes,
             state: Mutex::new(State::default()),
             fetching: tokio::sync::Mutex::new(HashMap::new()),
+            changes: Mutex::new(None),
         };
         {
             let mut state = cache.lock();
@@ -83,6 +90,30 @@ impl BlobCache {
     /// The hashes of the blobs in the cache.
     pub fn held(&self) -> Vec<String> {
         self.lock().entries.keys().cloned().collect()
+    }
+
+    /// The hashes of the `limit` most recently used blobs, most recent first.
+    pub fn recent(&self, limit: usize) -> Vec<String> {
+        let state = self.lock();
+        let mut entries: Vec<(&String, &Entry)> = state.entries.iter().collect();
+        entries.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.last_used));
+        entries.into_iter().take(limit).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// From now on, what the cache gains and loses is sent here (and no longer to an earlier receiver).
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sender);
+        receiver
+    }
+
+    fn tell(&self, added: Vec<String>, evicted: Vec<String>) {
+        if added.is_empty() && evicted.is_empty() {
+            return;
+        }
+        if let Some(sender) = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
+            let _ = sender.send((added, evicted));
+        }
     }
 
     /// The bytes in the cache, and the bytes fetched from servers since start.
@@ -135,9 +166,12 @@ impl BlobCache {
     }
 
     fn forget(&self, sha256: &str) {
-        let mut state = self.lock();
-        if let Some(entry) = state.entries.remove(sha256) {
-            state.total -= entry.size;
+        let removed = {
+            let mut state = self.lock();
+            state.entries.remove(sha256).map(|entry| state.total -= entry.size).is_some()
+        };
+        if removed {
+            self.tell(Vec::new(), vec![sha256.to_owned()]);
         }
     }
 
@@ -160,17 +194,21 @@ impl BlobCache {
             let _ = tokio::fs::remove_file(&temporary).await;
             return;
         }
-        let mut state = self.lock();
-        state.clock += 1;
-        let last_used = state.clock;
-        if state.entries.insert(sha256.to_owned(), Entry { size, last_used }).is_none() {
-            state.total += size;
-        }
-        self.evict(&mut state, Some(sha256));
+        let evicted = {
+            let mut state = self.lock();
+            state.clock += 1;
+            let last_used = state.clock;
+            if state.entries.insert(sha256.to_owned(), Entry { size, last_used }).is_none() {
+                state.total += size;
+            }
+            self.evict(&mut state, Some(sha256))
+        };
+        self.tell(vec![sha256.to_owned()], evicted);
     }
 
-    /// Removes least recently used blobs (never `keep`) until the cache is within its size.
-    fn evict(&self, state: &mut State, keep: Option<&str>) {
+    /// Removes least recently used blobs (never `keep`) until the cache is within its size; returns them.
+    fn evict(&self, state: &mut State, keep: Option<&str>) -> Vec<String> {
+        let mut evicted = Vec::new();
         while state.total > self.max_bytes {
             let victim = state
                 .entries
@@ -183,7 +221,9 @@ impl BlobCache {
                 state.total -= entry.size;
             }
             let _ = std::fs::remove_file(self.dir.join(&victim));
+            evicted.push(victim);
         }
+        evicted
     }
 }
 
@@ -223,11 +263,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("blob-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = BlobCache::open(&dir, 10).unwrap();
+        let mut changes = cache.subscribe();
         let (a, b, c) = (vec![1u8; 4], vec![2u8; 4], vec![3u8; 4]);
         cache.keep(&sha(&a), &a).await;
         cache.keep(&sha(&b), &b).await;
         assert_eq!(cache.read(&sha(&a)).await.unwrap().0, a, "a is read, so b is now the oldest");
+        assert_eq!(cache.recent(1), vec![sha(&a)]);
         cache.keep(&sha(&c), &c).await;
+        assert_eq!(changes.try_recv().unwrap(), (vec![sha(&a)], vec![]));
+        assert_eq!(changes.try_recv().unwrap(), (vec![sha(&b)], vec![]));
+        assert_eq!(changes.try_recv().unwrap(), (vec![sha(&c)], vec![sha(&b)]), "the server hears of evictions");
         let mut held = cache.held();
         held.sort();
         let mut expected = vec![sha(&a), sha(&c)];

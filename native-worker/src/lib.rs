@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::worker::{
-    Assignment, Credential, Hello, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
-    WorkerMessage,
+    Assignment, Credential, Hello, MAX_ANNOUNCED_BLOBS, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage,
+    WorkerKind, WorkerMessage,
 };
 use distributivecom_protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decode, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -158,6 +158,7 @@ impl Worker {
                 .await
                 .map_err(|error| SessionError::Connect(error.to_string()))?;
         let (mut sink, mut stream) = socket.split();
+        let mut cache_changes = self.blobs.subscribe();
         let hello = WorkerMessage::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             kind: WorkerKind::Native,
@@ -168,6 +169,7 @@ impl Worker {
             // Deep enough for very short chunks; the server queues less of long ones.
             prefetch_per_slot: Some(NATIVE_PREFETCH_PER_SLOT),
             credential: Some(self.config.credential.clone()),
+            blobs: self.blobs.recent(MAX_ANNOUNCED_BLOBS),
         });
 
         sink.send(Message::Binary(encode(&hello).into()))
@@ -207,6 +209,10 @@ impl Worker {
                     sink.send(Message::Binary(encode(&WorkerMessage::Results(batch)).into())).await.map_err(send_error)?;
                     // A frame of results counts as a heartbeat.
                     heartbeat.reset();
+                }
+                Some((added, evicted)) = cache_changes.recv() => {
+                    let cached = WorkerMessage::Cached { added, evicted };
+                    sink.send(Message::Binary(encode(&cached).into())).await.map_err(send_error)?;
                 }
                 _ = heartbeat.tick() => {
                     sink.send(Message::Binary(encode(&WorkerMessage::Heartbeat).into())).await.map_err(send_error)?;

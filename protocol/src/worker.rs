@@ -32,6 +32,9 @@ pub enum WorkerMessage {
     Results(Vec<ReplicaReport>),
     /// Replicas the worker received but will not run (it is pausing or stopping); they are requeued at once.
     Release(Vec<u64>),
+    /// The worker's blob cache gained `added` and lost `evicted` (SHA-256 hashes): the server prefers
+    /// workers that hold a chunk's blobs.
+    Cached { added: Vec<String>, evicted: Vec<String> },
 }
 
 /// How a worker introduces itself.
@@ -58,7 +61,14 @@ pub struct Hello {
     /// `POST /api/volunteers`. Credits for validated work go there. Required.
     #[serde(default)]
     pub credential: Option<Credential>,
+    /// The blobs (SHA-256 hashes) the worker holds in its cache, most recently used first; the server
+    /// remembers at most [`MAX_ANNOUNCED_BLOBS`] per worker.
+    #[serde(default)]
+    pub blobs: Vec<String>,
 }
+
+/// The most blobs the server remembers per worker (see [`Hello::blobs`] and [`WorkerMessage::Cached`]).
+pub const MAX_ANNOUNCED_BLOBS: usize = 256;
 
 /// How a worker proves who it volunteers for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

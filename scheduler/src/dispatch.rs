@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 
 use crate::state::{Job, Replica, Worker};
-use crate::{Action, ChunkIndex, Config, JobId, PROBATION_AFTER, ReplicaId, Scheduler, Volunteer, WorkerId};
+use crate::{
+    Action, BlobName, ChunkIndex, Config, JobId, Millis, PROBATION_AFTER, ReplicaId, Scheduler, Volunteer, WorkerId,
+    release_holder,
+};
 
 /// How many chunks under way one look examines for one the worker may take; past them, the worker takes a
 /// fresh chunk. The look rotates the queue, so the next one examines others.
@@ -119,7 +122,7 @@ impl Scheduler {
                 }
                 job.under_way.push_back(index);
             }
-            if let Some(chunk) = job.fresh.pop_front() {
+            if let Some(chunk) = take_fresh(job, state, &self.blob_holders, self.now, self.config.affinity_wait_ms) {
                 return Some((job_id, chunk, prefetch));
             }
         }
@@ -175,6 +178,9 @@ impl Scheduler {
         let Some(state) = self.workers.remove(&worker) else {
             return;
         };
+        for blob in &state.blobs {
+            release_holder(&mut self.blob_holders, blob);
+        }
         let mut held: Vec<_> = state.in_flight.into_iter().collect();
         // Requeue in id order so the oldest replicas go out again first.
         held.sort_unstable();
@@ -204,6 +210,55 @@ impl Scheduler {
         }
         self.fill_all(actions);
     }
+}
+
+/// The fresh chunk a worker takes from a job (affinity): among the first [`ELIGIBILITY_SCAN`], one whose
+/// blobs the worker holds; else the first that no other connected worker is better placed for (one that
+/// reads no blob, or a blob nobody else holds); else, once workers have been refused for `wait_ms`, the
+/// first. `None`: the chunks it looked at wait for the workers that hold their blobs.
+fn take_fresh(
+    job: &mut Job,
+    worker: &Worker,
+    holders: &HashMap<BlobName, u32>,
+    now: Millis,
+    wait_ms: u64,
+) -> Option<ChunkIndex> {
+    if job.chunk_blobs.is_empty() {
+        return job.fresh.pop_front();
+    }
+    let scan = job.fresh.len().min(ELIGIBILITY_SCAN);
+    let chunk_blobs = &job.chunk_blobs;
+    let blobs_of = |chunk: ChunkIndex| chunk_blobs.get(chunk as usize).map_or(&[][..], |blobs| &blobs[..]);
+    let held_here = (0..scan).find(|&at| {
+        let blobs = blobs_of(job.fresh[at]);
+        !blobs.is_empty() && blobs.iter().all(|blob| worker.blobs.contains(blob))
+    });
+    let affinity_over = job.affinity_waiting_since.is_some_and(|since| now >= since.plus(wait_ms));
+    let at = match held_here {
+        Some(at) => at,
+        None if affinity_over => {
+            job.affinity_waiting_since = None;
+            0
+        }
+        None => {
+            // Every blob of the chunk is held by some worker other than this one.
+            let held_elsewhere = |chunk: ChunkIndex| {
+                let blobs = blobs_of(chunk);
+                !blobs.is_empty()
+                    && blobs
+                        .iter()
+                        .all(|blob| holders.get(blob).copied().unwrap_or(0) > u32::from(worker.blobs.contains(blob)))
+            };
+            match (0..scan).find(|&at| !held_elsewhere(job.fresh[at])) {
+                Some(at) => at,
+                None => {
+                    job.affinity_waiting_since.get_or_insert(now);
+                    return None;
+                }
+            }
+        }
+    };
+    job.fresh.remove(at)
 }
 
 /// Whether `volunteer`'s last replicas all came to nothing on its side (see [`PROBATION_AFTER`]).

@@ -68,11 +68,23 @@ pub struct Config {
     pub trust_after: u32,
     /// Seeds the generator behind the random choice between trusting and spot-checking.
     pub seed: u64,
+    /// Affinity: for this long after a job is added, a fresh chunk whose blobs some connected worker
+    /// holds waits for such a worker (which takes it as soon as it has room) rather than going to a worker
+    /// that would have to fetch them. Past it, any capable worker takes any chunk, still preferring the
+    /// ones whose blobs it holds.
+    pub affinity_wait_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_timeout_ms: 5_000, prefetch_per_slot: 2, prefetch_buffer_us: 20_000, trust_after: 10, seed: 1 }
+        Config {
+            lease_timeout_ms: 5_000,
+            prefetch_per_slot: 2,
+            prefetch_buffer_us: 20_000,
+            trust_after: 10,
+            seed: 1,
+            affinity_wait_ms: 100,
+        }
     }
 }
 
@@ -126,7 +138,15 @@ pub struct JobParams {
     pub owner: Volunteer,
     /// Chunks that already have a stored final result (after a restart).
     pub finished: Vec<ChunkIndex>,
+    /// The blobs each chunk reads, one list per chunk; empty if no chunk reads any.
+    pub chunk_blobs: Vec<Vec<BlobName>>,
 }
+
+/// A blob, by its hash: workers that hold a chunk's blobs are preferred for it (affinity).
+pub type BlobName = std::sync::Arc<str>;
+
+/// The most blobs the scheduler remembers per worker; what a worker announces beyond is ignored.
+pub const MAX_WORKER_BLOBS: usize = 256;
 
 /// What a worker reported about one replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +181,14 @@ pub enum Event {
         slots: u32,
         max_memory_bytes: u64,
         max_prefetch_per_slot: u32,
+        /// The blobs it holds (at most [`MAX_WORKER_BLOBS`] are kept).
+        blobs: Vec<BlobName>,
+    },
+    /// The worker now also holds `added` and no longer holds `evicted`.
+    WorkerBlobs {
+        worker: WorkerId,
+        added: Vec<BlobName>,
+        evicted: Vec<BlobName>,
     },
     WorkerSlots {
         worker: WorkerId,
@@ -295,6 +323,18 @@ pub struct Scheduler {
     error_runs: HashMap<Volunteer, u32>,
     /// xorshift64* state for the trust-or-spot-check draws.
     random: u64,
+    /// How many connected workers hold each blob.
+    blob_holders: HashMap<BlobName, u32>,
+}
+
+/// One worker fewer holds `blob`.
+pub(crate) fn release_holder(holders: &mut HashMap<BlobName, u32>, blob: &BlobName) {
+    if let Some(count) = holders.get_mut(blob) {
+        *count -= 1;
+        if *count == 0 {
+            holders.remove(blob);
+        }
+    }
 }
 
 impl Scheduler {
@@ -314,6 +354,7 @@ impl Scheduler {
             trust: HashMap::new(),
             error_runs: HashMap::new(),
             random: config.seed.max(1),
+            blob_holders: HashMap::new(),
         }
     }
 
@@ -328,12 +369,15 @@ impl Scheduler {
         match event {
             Event::JobAdded(params) => self.add_job(params, actions),
             Event::JobCancelled { job } => self.cancel_job(job, actions),
-            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot } => {
+            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot, blobs } => {
                 self.trust.insert(volunteer.clone(), trust);
                 let state = state::Worker::new(volunteer, slots, max_memory_bytes, max_prefetch_per_slot, self.now);
+                self.remove_worker(worker, actions);
                 self.workers.insert(worker, state);
+                self.worker_blobs(worker, blobs, Vec::new());
                 self.fill_worker(worker, actions);
             }
+            Event::WorkerBlobs { worker, added, evicted } => self.worker_blobs(worker, added, evicted),
             Event::WorkerSlots { worker, slots } => {
                 if let Some(state) = self.workers.get_mut(&worker) {
                     state.slots = slots;
@@ -361,6 +405,24 @@ impl Scheduler {
                 self.report(worker, replica, report, compute_us, actions);
             }
             Event::Tick => self.expire(actions),
+        }
+    }
+
+    /// Records the blobs a worker gained and lost, within [`MAX_WORKER_BLOBS`].
+    fn worker_blobs(&mut self, worker: WorkerId, added: Vec<BlobName>, evicted: Vec<BlobName>) {
+        let Some(state) = self.workers.get_mut(&worker) else { return };
+        for blob in evicted {
+            if state.blobs.remove(&blob) {
+                release_holder(&mut self.blob_holders, &blob);
+            }
+        }
+        for blob in added {
+            if state.blobs.len() >= MAX_WORKER_BLOBS {
+                break;
+            }
+            if state.blobs.insert(blob.clone()) {
+                *self.blob_holders.entry(blob).or_default() += 1;
+            }
         }
     }
 

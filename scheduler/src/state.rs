@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::{
-    ChunkIndex, Digest, JobId, JobParams, Millis, ReplicaId, ReplicationPolicy, Scheduler, Volunteer, WorkerId,
+    BlobName, ChunkIndex, Digest, JobId, JobParams, Millis, ReplicaId, ReplicationPolicy, Scheduler, Volunteer,
+    WorkerId,
 };
 
 #[derive(Debug)]
@@ -31,6 +32,11 @@ pub(crate) struct Job {
     pub(crate) running_chunks: u32,
     /// Whether the job is in the scheduler's round-robin ring.
     pub(crate) in_ring: bool,
+    /// The blobs each chunk reads (empty if none does), for affinity.
+    pub(crate) chunk_blobs: Vec<Box<[BlobName]>>,
+    /// Since when a worker has been refused chunks that wait for the workers holding their blobs: past
+    /// the affinity wait, any worker takes them (and the next refusal starts a new wait).
+    pub(crate) affinity_waiting_since: Option<Millis>,
 }
 
 impl Job {
@@ -58,6 +64,8 @@ impl Job {
             in_flight: 0,
             running_chunks: 0,
             in_ring: true,
+            chunk_blobs: params.chunk_blobs.iter().map(|blobs| blobs.clone().into_boxed_slice()).collect(),
+            affinity_waiting_since: None,
         }
     }
 
@@ -182,6 +190,8 @@ pub(crate) struct Worker {
     /// How many of `in_flight` belong to each job, so that a job's share is known without a scan.
     pub(crate) held_by_job: HashMap<JobId, u32>,
     pub(crate) last_seen: Millis,
+    /// The blobs it says it holds (at most [`crate::MAX_WORKER_BLOBS`]).
+    pub(crate) blobs: HashSet<BlobName>,
 }
 
 impl Worker {
@@ -200,6 +210,7 @@ impl Worker {
             in_flight: HashSet::new(),
             held_by_job: HashMap::new(),
             last_seen: now,
+            blobs: HashSet::new(),
         }
     }
 

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// The largest blob (`POST /api/blobs`), and what all of one account's blobs may hold together.
     pub max_blob_bytes: u64,
     pub max_blob_bytes_per_account: u64,
+    /// Affinity: how long a new job's chunks wait for the workers that hold their blobs (see
+    /// `distributivecom_scheduler::Config::affinity_wait_ms`).
+    pub affinity_wait_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             max_held_report_bytes_per_volunteer: 1024 * MIB,
             max_blob_bytes: 1024 * MIB,
             max_blob_bytes_per_account: 16 * 1024 * MIB,
+            affinity_wait_ms: 100,
         }
     }
 }

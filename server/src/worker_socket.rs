@@ -180,6 +180,7 @@ async fn read_messages<R: Stream<Item = Incoming> + Unpin>(
                     coordinator.release(worker, replica);
                 }
             }
+            WorkerMessage::Cached { added, evicted } => coordinator.cached(worker, &added, &evicted),
         }
     }
     Ok(())

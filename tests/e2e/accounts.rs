@@ -185,6 +185,7 @@ async fn nothing_is_written_without_authentication_and_nobody_reads_another_acco
         max_memory_bytes: None,
         prefetch_per_slot: None,
         credential: Some(Credential::Token(alice_token.token.clone())),
+        blobs: Vec::new(),
     };
     let mut connected = connect(&server).await;
     send(&mut connected, &WorkerMessage::Hello(hello("alice's worker"))).await;

@@ -3,6 +3,8 @@
 
 use distributivecom_protocol::api::{ChunkRequest, FileInput, JobRequest, ReplicationRequest};
 
+use std::time::Duration;
+
 use crate::support::*;
 
 /// Two MiB that are not all alike.
@@ -53,6 +55,57 @@ async fn native_workers_fetch_a_blob_once_keep_it_and_give_the_results_of_the_in
         .find(|file| file.exists())
         .expect("the worker's cache holds the blob under its hash");
     assert_eq!(std::fs::read(cached).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn chunks_go_to_the_workers_that_hold_their_blobs_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long affinity wait: the restarted worker compiles the program again before its first chunk, and
+    // with the default (100 ms) the other worker, idle meanwhile, would rightly take a chunk and fetch its
+    // blob. How long chunks wait is the scheduler's tests' business; here, where they go.
+    let server = TestServer::start(dir.path(), &["--affinity-wait-ms", "60000"]);
+    let client = server.client();
+    let (shard_a, shard_b) = (shard(), shard().into_iter().rev().collect::<Vec<u8>>());
+    let a = client.upload_blob(shard_a.clone()).await.unwrap().sha256;
+    let b = client.upload_blob(shard_b.clone()).await.unwrap().sha256;
+    let reading = |blobs: &[&str]| JobRequest {
+        chunks: blobs
+            .iter()
+            .map(|blob| ChunkRequest {
+                files: [("input.txt".to_owned(), FileInput::Blob { blob: blob.to_string() })].into(),
+                ..ChunkRequest::default()
+            })
+            .collect(),
+        replication: Some(ReplicationRequest { replicas: 1, quorum: 1 }),
+        ..JobRequest::default()
+    };
+    // The first worker alone reads shard a, then the second alone reads shard b.
+    let (first_cache, second_cache) = (server.worker_cache(9001), server.worker_cache(9002));
+    let first = server.own_worker_caching(1, &first_cache);
+    assert_eq!(finish(&client, submit_request(&client, "fsops", reading(&[&a])).await).await.0.succeeded, 1);
+    first.kill();
+    let _second = server.own_worker_caching(1, &second_cache);
+    assert_eq!(finish(&client, submit_request(&client, "fsops", reading(&[&b])).await).await.0.succeeded, 1);
+    let fetched = (shard_a.len() + shard_b.len()) as u64;
+    assert_eq!(client.stats().await.unwrap().blob_bytes_served, fetched);
+
+    // The first comes back and says what its disk cache holds. In queue order the second worker would
+    // take shard-a chunks; affinity sends every chunk to the worker that holds its shard, so nothing is
+    // fetched again.
+    let _first = server.own_worker_caching(1, &first_cache);
+    eventually("both workers to connect", Duration::from_secs(30), || async {
+        client.stats().await.is_ok_and(|stats| stats.workers == 2)
+    })
+    .await;
+    let job = submit_request(&client, "fsops", reading(&[&a, &a, &a, &a, &b, &b, &b, &b])).await;
+    let (status, results) = finish(&client, job).await;
+    assert_eq!(status.succeeded, 8, "{status:?}");
+    for (index, result) in results.iter().enumerate() {
+        let size = if index < 4 { shard_a.len() } else { shard_b.len() };
+        let stdout = String::from_utf8_lossy(&result.output.stdout).into_owned();
+        assert!(stdout.contains(&format!("input: {size} bytes")), "{stdout}");
+    }
+    assert_eq!(client.stats().await.unwrap().blob_bytes_served, fetched, "no blob was fetched again");
 }
 
 #[tokio::test]

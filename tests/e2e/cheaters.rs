@@ -101,6 +101,7 @@ impl Cheater {
             max_memory_bytes: None,
             prefetch_per_slot: None,
             credential: Some(credential),
+            blobs: Vec::new(),
         };
         send(&mut socket, &WorkerMessage::Hello(hello)).await;
         let Some(ServerMessage::Welcome(welcome)) = receive(&mut socket).await else {

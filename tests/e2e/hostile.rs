@@ -29,6 +29,7 @@ async fn scripted_worker(server: &TestServer, slots: u32) -> (Socket, String) {
         max_memory_bytes: None,
         prefetch_per_slot: Some(0),
         credential: Some(Credential::Volunteer { id: identity.id.clone(), secret: identity.secret }),
+        blobs: Vec::new(),
     };
     send(&mut socket, &WorkerMessage::Hello(hello)).await;
     assert!(matches!(receive(&mut socket).await, Some(ServerMessage::Welcome(_))));

@@ -27,6 +27,7 @@ fn hello_as(credential: Option<Credential>, slots: u32) -> WorkerMessage {
         max_memory_bytes: None,
         prefetch_per_slot: None,
         credential,
+        blobs: Vec::new(),
     })
 }
 

@@ -199,15 +199,19 @@ impl TestServer {
     /// Starts a native worker process volunteering for the administrator, the owner of the tests' jobs:
     /// the only kind that runs owner-only (single-replica) jobs.
     pub fn own_worker(&self, slots: u32) -> Process {
-        let cache = self.worker_cache(NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed));
+        self.own_worker_caching(slots, &self.worker_cache(NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The same, keeping its blobs in `cache` (which a restarted worker finds again).
+    pub fn own_worker_caching(&self, slots: u32, cache: &str) -> Process {
         let slots = slots.to_string();
         let args =
-            ["worker", "--server", &self.url, "--slots", &slots, "--token", &self.admin_token, "--cache-dir", &cache];
+            ["worker", "--server", &self.url, "--slots", &slots, "--token", &self.admin_token, "--cache-dir", cache];
         Process::start("worker", &args, Some("connected to the server")).0
     }
 
     /// A blob cache directory of a worker's own, beside the data directory.
-    fn worker_cache(&self, number: u32) -> String {
+    pub fn worker_cache(&self, number: u32) -> String {
         let cache = self.data.with_extension(format!("worker-{number}-blobs"));
         cache.to_str().expect("temporary paths are UTF-8").to_owned()
     }

@@ -189,6 +189,9 @@ impl Volunteer {
                         max_memory_bytes: Some(BROWSER_MAX_MEMORY_BYTES),
                         prefetch_per_slot: Some(BROWSER_PREFETCH_PER_SLOT),
                         credential: self.credential.clone(),
+                        // Executors keep blobs in the Cache API, but do not announce them yet: browsers
+                        // get no affinity preference.
+                        blobs: Vec::new(),
                     })));
                 }
             }

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// The largest program accepted, in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_module_bytes / (1024 * 1024))]
     max_module_mib: u64,
+    /// Affinity: how long (in milliseconds) a chunk waits for a worker that already holds its blobs,
+    /// once another worker would take it, before that one takes it and fetches them.
+    #[arg(long, default_value_t = ServerConfig::default().affinity_wait_ms)]
+    affinity_wait_ms: u64,
     /// The largest blob accepted (`POST /api/blobs`), in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_blob_bytes / (1024 * 1024))]
     max_blob_mib: u64,
@@ -62,6 +66,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         lease_timeout_ms: args.lease_timeout_ms,
         max_module_bytes: args.max_module_mib.saturating_mul(1024 * 1024),
         max_blob_bytes: args.max_blob_mib.saturating_mul(1024 * 1024),
+        affinity_wait_ms: args.affinity_wait_ms,
         max_blob_bytes_per_account: args.max_blob_mib_per_account.saturating_mul(1024 * 1024),
         starter_grant_millicredits: args.starter_millicredits,
         auth_attempts_per_minute: args.auth_attempts_per_minute,

@@ -265,6 +265,7 @@ fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it()
         slots: 1,
         max_memory_bytes: MEMORY / 2,
         max_prefetch_per_slot: 2,
+        blobs: Vec::new(),
     });
     let none = harness.add_job(1, 4, 0);
     assert!(assigns(&none).is_empty(), "the small worker gets nothing of a job it cannot hold");
@@ -275,6 +276,7 @@ fn a_job_needing_more_memory_than_a_worker_offers_goes_to_workers_that_have_it()
         slots: 1,
         max_memory_bytes: MEMORY,
         max_prefetch_per_slot: 2,
+        blobs: Vec::new(),
     }));
     assert_eq!(big.len(), 3);
     assert!(big.iter().all(|assignment| assignment.0 == 2));
@@ -401,4 +403,72 @@ fn an_owner_only_job_runs_only_on_the_owners_workers() {
     assert!(owners.iter().all(|assignment| assignment.0 == 2));
     // A single result from the owner's own worker is accepted.
     assert_eq!(accepted(&harness.report(2, owners[0].1, true)).len(), 1);
+}
+
+fn blob(name: &str) -> BlobName {
+    name.into()
+}
+
+#[test]
+fn a_fresh_chunk_goes_to_the_worker_that_holds_its_blobs() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join_holding(1, "volunteer:1", 0, 1, vec![blob("a")]);
+    harness.join_holding(2, "volunteer:2", 0, 1, vec![blob("b")]);
+    // Chunks 0-2 read shard `a`, 3-5 shard `b`: each goes to the worker that holds its shard, although
+    // in queue order the second worker would take an `a` chunk.
+    let reading = (0..6).map(|chunk| vec![blob(if chunk < 3 { "a" } else { "b" })]).collect();
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let mut outstanding: std::collections::VecDeque<_> =
+        assigns(&harness.add_job_reading(1, 6, policy, reading)).into();
+    let mut placed: Vec<(WorkerId, ChunkIndex)> = Vec::new();
+    // Each worker finishes its chunk and gets its next one, in turn.
+    while let Some((worker, replica, _, chunk)) = outstanding.pop_front() {
+        placed.push((worker, chunk));
+        outstanding.extend(assigns(&harness.report(worker, replica, true)));
+    }
+    assert_eq!(placed.len(), 6, "{placed:?}");
+    assert!(placed.iter().all(|(worker, chunk)| *worker == if *chunk < 3 { 1 } else { 2 }), "{placed:?}");
+}
+
+#[test]
+fn a_worker_without_the_blobs_waits_briefly_then_takes_chunks_held_elsewhere() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join_holding(1, "volunteer:1", 0, 1, vec![blob("a")]);
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let reading = vec![vec![blob("a")]; 4];
+    let first = assigns(&harness.add_job_reading(1, 4, policy, reading));
+    assert_eq!(first.iter().map(|sent| sent.0).collect::<Vec<_>>(), [1], "the holder takes one (its only slot)");
+    // A busy holder does not starve a newcomer for long: within the wait the newcomer gets nothing of the
+    // chunks the holder could run...
+    assert!(assigns(&harness.join(2, 1)).is_empty(), "within the affinity wait, the chunks wait for the holder");
+    // ...and past it, the next tick hands it one.
+    harness.advance(Config::default().affinity_wait_ms);
+    let later = assigns(&harness.feed(Event::Tick));
+    assert_eq!(later.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2]);
+    // Chunks that read a blob nobody holds, or none, never wait.
+    let mut fresh = Harness::with_prefetch(0);
+    fresh.join_holding(1, "volunteer:1", 0, 1, vec![blob("a")]);
+    fresh.join(2, 1);
+    let reading = vec![vec![blob("a")], vec![blob("a")], vec![blob("c")], vec![]];
+    let sent = assigns(&fresh.add_job_reading(1, 4, policy, reading));
+    let placed: Vec<(WorkerId, ChunkIndex)> = sent.iter().map(|sent| (sent.0, sent.3)).collect();
+    assert_eq!(placed, [(1, 0), (2, 2)], "the holder takes an `a` chunk, the other the `c` chunk");
+}
+
+#[test]
+fn workers_announce_blobs_they_gain_and_lose_within_a_bound() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    harness.join(2, 1);
+    let many: Vec<BlobName> = (0..MAX_WORKER_BLOBS + 10).map(|index| blob(&format!("x{index}"))).collect();
+    harness.feed(Event::WorkerBlobs { worker: 2, added: many, evicted: Vec::new() });
+    harness.feed(Event::WorkerBlobs { worker: 2, added: vec![blob("b")], evicted: vec![blob("x0")] });
+    assert_eq!(harness.scheduler.workers[&2].blobs.len(), MAX_WORKER_BLOBS, "the bound holds");
+    assert!(harness.scheduler.workers[&2].blobs.contains(&blob("b")), "room made by an eviction is used");
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let sent = assigns(&harness.add_job_reading(1, 1, policy, vec![vec![blob("b")]]));
+    assert_eq!(sent.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2]);
+    // Once its holder leaves, nobody holds the blob and nothing waits for it.
+    harness.feed(Event::WorkerLeft { worker: 2 });
+    assert!(harness.scheduler.blob_holders.is_empty(), "{:?}", harness.scheduler.blob_holders.len());
 }

@@ -59,6 +59,17 @@ impl Harness {
     }
 
     pub(super) fn add_job_with(&mut self, id: JobId, chunk_count: u32, policy: ReplicationPolicy) -> Vec<Action> {
+        self.add_job_reading(id, chunk_count, policy, Vec::new())
+    }
+
+    /// A job whose chunks read these blobs (one list per chunk, or none).
+    pub(super) fn add_job_reading(
+        &mut self,
+        id: JobId,
+        chunk_count: u32,
+        policy: ReplicationPolicy,
+        chunk_blobs: Vec<Vec<BlobName>>,
+    ) -> Vec<Action> {
         self.feed(Event::JobAdded(JobParams {
             id,
             chunk_count,
@@ -68,6 +79,7 @@ impl Harness {
             program: "program".into(),
             owner: "user:1".into(),
             finished: Vec::new(),
+            chunk_blobs,
         }))
     }
 
@@ -82,6 +94,18 @@ impl Harness {
 
     /// A worker of a volunteer whose run of validated replicas is `trust`.
     pub(super) fn join_trusted(&mut self, worker: WorkerId, volunteer: &str, trust: u32, slots: u32) -> Vec<Action> {
+        self.join_holding(worker, volunteer, trust, slots, Vec::new())
+    }
+
+    /// A worker that already holds these blobs.
+    pub(super) fn join_holding(
+        &mut self,
+        worker: WorkerId,
+        volunteer: &str,
+        trust: u32,
+        slots: u32,
+        blobs: Vec<BlobName>,
+    ) -> Vec<Action> {
         let max_prefetch_per_slot = self.prefetch;
         self.feed(Event::WorkerJoined {
             worker,
@@ -90,6 +114,7 @@ impl Harness {
             slots,
             max_memory_bytes: u64::MAX,
             max_prefetch_per_slot,
+            blobs,
         })
     }
 

@@ -32,6 +32,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         program: "program".into(),
         owner: "user:1".into(),
         finished: vec![0, 2, 3],
+        chunk_blobs: Vec::new(),
     }));
     let chunks: BTreeSet<ChunkIndex> = assigns(&actions).iter().map(|a| a.3).collect();
     assert_eq!(chunks, BTreeSet::from([1, 4, 5]));
@@ -44,6 +45,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         program: "program".into(),
         owner: "user:1".into(),
         finished: vec![0, 1],
+        chunk_blobs: Vec::new(),
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
 }

@@ -22,8 +22,12 @@ use std::time::Instant;
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, FileInput};
 use distributivecom_protocol::determinism::{chunk_seed, result_digest};
+use distributivecom_protocol::is_sha256_hex;
+use distributivecom_protocol::worker::MAX_ANNOUNCED_BLOBS;
 use distributivecom_protocol::worker::{Assignment, BlobRef, Hello, ReplicaReport, RunStatus, Welcome};
-use distributivecom_scheduler::{Action, Event, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId};
+use distributivecom_scheduler::{
+    Action, BlobName, Event, JobParams, Millis, ReplicationPolicy, Report, Scheduler, WorkerId,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
@@ -170,6 +174,41 @@ impl Usage {
     }
 }
 
+/// The blobs each chunk reads, for affinity; empty if none reads any. Each blob's name is allocated once.
+fn chunk_blobs(chunks: &[ChunkRequest]) -> Vec<Vec<BlobName>> {
+    if named_blobs(chunks).is_empty() {
+        return Vec::new();
+    }
+    let mut names: HashMap<&str, BlobName> = HashMap::new();
+    chunks
+        .iter()
+        .map(|chunk| {
+            chunk
+                .files
+                .values()
+                .filter_map(|file| match file {
+                    FileInput::Blob { blob } => Some(names.entry(blob).or_insert_with(|| blob.as_str().into()).clone()),
+                    FileInput::Inline(_) => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// The protocol's promise to workers is the scheduler's bound.
+const _: () = assert!(MAX_ANNOUNCED_BLOBS == distributivecom_scheduler::MAX_WORKER_BLOBS);
+
+/// Blob hashes a worker announced, as the scheduler takes them: well-formed ones, at most as many as it
+/// remembers.
+fn blob_names(announced: &[String]) -> Vec<BlobName> {
+    announced
+        .iter()
+        .filter(|sha256| is_sha256_hex(sha256))
+        .take(MAX_ANNOUNCED_BLOBS)
+        .map(|sha256| BlobName::from(sha256.as_str()))
+        .collect()
+}
+
 /// Every blob the chunks name, each once.
 pub fn named_blobs(chunks: &[ChunkRequest]) -> std::collections::BTreeSet<&str> {
     chunks
@@ -285,6 +324,7 @@ impl Coordinator {
             prefetch_buffer_us: config.prefetch_buffer_us,
             trust_after: config.trust_after,
             seed: first_replica_id ^ unix_ms(),
+            affinity_wait_ms: config.affinity_wait_ms,
         };
         let coordinator = Arc::new_cyclic(|this| Coordinator {
             core: Mutex::new(Core {
@@ -428,6 +468,7 @@ impl Coordinator {
             program: row.module.clone(),
             owner: row.owner.map(ledger::user).unwrap_or_default(),
             finished,
+            chunk_blobs: chunk_blobs(&chunks),
         };
         let mut blob_key = [0; 32];
         getrandom::fill(&mut blob_key).expect("the operating system provides random bytes");
@@ -512,10 +553,17 @@ impl Coordinator {
         if let Some(token) = token {
             core.worker_tokens.insert(worker, token);
         }
+        let blobs = blob_names(&hello.blobs);
         self.run(
             &mut core,
-            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot },
+            Event::WorkerJoined { worker, volunteer, trust, slots, max_memory_bytes, max_prefetch_per_slot, blobs },
         );
+    }
+
+    /// The worker's blob cache gained and lost blobs.
+    pub fn cached(&self, worker: WorkerId, added: &[String], evicted: &[String]) {
+        let (added, evicted) = (blob_names(added), blob_names(evicted));
+        self.run(&mut self.lock(), Event::WorkerBlobs { worker, added, evicted });
     }
 
     /// The worker's socket closed: everything it held is requeued at once.

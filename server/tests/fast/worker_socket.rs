@@ -73,6 +73,7 @@ impl FakeWorker {
             max_memory_bytes: Some(u64::MAX),
             prefetch_per_slot: Some(u32::MAX),
             credential: Some(credential),
+            blobs: Vec::new(),
         };
         self.send(&WorkerMessage::Hello(hello)).await;
         self.receive().await
