@@ -369,6 +369,17 @@ pub fn DonatePage() -> impl IntoView {
                     <dd id="compute-time">{move || format::duration_ms(stats.get().compute_ms)}</dd>
                     <dt>"Work units"</dt>
                     <dd id="work-units">{move || format::count(stats.get().work_units)}</dd>
+                    <dt>"Cached data"</dt>
+                    <dd id="cached-data">
+                        {move || {
+                            let current = stats.get();
+                            format!(
+                                "{} ({} files kept for later chunks; at most 512 MiB)",
+                                format::bytes(current.cached_bytes),
+                                current.cached_blobs
+                            )
+                        }}
+                    </dd>
                     <dt>"Current job"</dt>
                     <dd id="current-job">{move || stats.get().current_job.unwrap_or_else(|| "—".to_owned())}</dd>
                     <dt>"Running now"</dt>

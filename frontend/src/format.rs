@@ -29,6 +29,18 @@ pub fn count(value: u64) -> String {
     grouped
 }
 
+/// "900 B", "12.3 KiB", "4.0 MiB", "1.50 GiB".
+pub fn bytes(value: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let value_f = value as f64;
+    match value {
+        0..1024 => format!("{value} B"),
+        1024..1_048_576 => format!("{:.1} KiB", value_f / KIB),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", value_f / (KIB * KIB)),
+        _ => format!("{:.2} GiB", value_f / (KIB * KIB * KIB)),
+    }
+}
+
 /// "12.345 credits", "-0.500 credits": always three decimals, so amounts line up and none is rounded away.
 pub fn credits(millicredits: i64) -> String {
     format!("{} credits", credit_amount(millicredits))
@@ -120,6 +132,14 @@ mod tests {
         assert_eq!(duration_ms(12_400), "12.4 s");
         assert_eq!(duration_ms(185_000), "3 min 05 s");
         assert_eq!(duration_ms(7_620_000), "2 h 07 min");
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(bytes(900), "900 B");
+        assert_eq!(bytes(12_595), "12.3 KiB");
+        assert_eq!(bytes(4 << 20), "4.0 MiB");
+        assert_eq!(bytes(3 << 29), "1.50 GiB");
     }
 
     #[test]

@@ -83,6 +83,11 @@ pub struct Stats {
     pub current_job: Option<String>,
     pub running: u32,
     pub queued: u32,
+    /// Blobs (input files fetched by hash) this browser keeps for later chunks, and their bytes.
+    #[serde(default)]
+    pub cached_blobs: u32,
+    #[serde(default)]
+    pub cached_bytes: u64,
 }
 
 /// From the courier worker to the page.
@@ -112,4 +117,11 @@ pub enum ExecutorEvent {
         replica: u64,
     },
     Finished(Box<ReplicaReport>),
+    /// The browser's blob cache (shared by every executor of the origin) holds `added` (hash and size)
+    /// and no longer holds `evicted`. Each executor reports what it finds there when it starts, and what
+    /// it adds and evicts.
+    Cached {
+        added: Vec<(String, u64)>,
+        evicted: Vec<String>,
+    },
 }

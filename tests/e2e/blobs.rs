@@ -148,7 +148,7 @@ async fn a_browser_tab_and_a_native_worker_agree_on_a_blob_input_fetching_it_onc
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--trust-after", "1000000"]);
     let client = server.client();
-    let (_browser, _tabs) = crate::browser::volunteering_tabs(&server, 1).await;
+    let (browser, tabs) = crate::browser::volunteering_tabs(&server, 1).await;
     let _native = server.worker(1);
     crate::browser::wait_for_workers(&client, 2).await;
     let bytes = shard();
@@ -165,4 +165,9 @@ async fn a_browser_tab_and_a_native_worker_agree_on_a_blob_input_fetching_it_onc
     assert!(stdout.contains(&format!("input: {} bytes", bytes.len())), "{stdout}");
     let served = client.stats().await.unwrap().blob_bytes_served;
     assert_eq!(served, 2 * bytes.len() as u64, "each volunteer fetched the blob once for three chunks");
+    // The donate page shows what the browser keeps.
+    eventually("the donate page to show the cached blob", Duration::from_secs(10), || async {
+        browser.text(&tabs[0], "cached-data").await.unwrap().starts_with("2.0 MiB (1 files")
+    })
+    .await;
 }

@@ -3,7 +3,7 @@
 //! shared WASI implementation.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use std::rc::Rc;
 
@@ -58,6 +58,8 @@ pub struct Runner {
 struct Executor {
     scope: DedicatedWorkerGlobalScope,
     modules: RefCell<HashMap<String, WebAssembly::Module>>,
+    /// Blobs this executor has used since it started (each is moved to the young end of the cache once).
+    touched_blobs: RefCell<HashSet<String>>,
     runner: Runner,
     /// Replicas received and not yet run, in order (the courier sends the next one ahead).
     pending: RefCell<VecDeque<(String, Assignment)>>,
@@ -73,6 +75,7 @@ pub fn start_executor(early: Array) -> Result<(), JsValue> {
     let executor = Rc::new(Executor {
         scope: scope.clone(),
         modules: RefCell::new(HashMap::new()),
+        touched_blobs: RefCell::new(HashSet::new()),
         runner: Runner::new()?,
         pending: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
@@ -89,6 +92,7 @@ pub fn start_executor(early: Array) -> Result<(), JsValue> {
         executor.clone().receive(event.unchecked_into());
     }
     executor.post(&ExecutorEvent::Ready);
+    wasm_bindgen_futures::spawn_local(async move { executor.announce_cached_blobs().await });
     Ok(())
 }
 
@@ -206,19 +210,66 @@ impl Executor {
     async fn module_bytes(&self, server: &str, module: &ModuleRef) -> Result<Vec<u8>, String> {
         let url = format!("{server}/modules/{}", module.sha256);
         let cache = Kept { cache: MODULE_CACHE, key: &url, max_bytes: None };
-        fetch_verified(&self.scope, &cache, &url, &module.sha256, module.size).await
+        let (bytes, _) = fetch_verified(&self.scope, &cache, &url, &module.sha256, module.size).await?;
+        Ok(bytes)
     }
 
-    /// A blob's bytes: from the Cache API (kept across reloads), else fetched with the replica's
-    /// capability; verified by hash either way.
+    /// A blob's bytes: from the Cache API (kept across reloads, least recently used out first), else
+    /// fetched with the replica's capability; verified by hash either way. What the cache gains and loses
+    /// goes to the courier, which tells the server.
     async fn blob_bytes(&self, server: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
         let key = format!("{server}/blobs/{}", blob.sha256);
         let url = format!("{key}?capability={}", blob.capability);
         let cache = Kept { cache: BLOB_CACHE, key: &key, max_bytes: Some(BLOB_CACHE_BYTES) };
-        fetch_verified(&self.scope, &cache, &url, &blob.sha256, blob.size)
+        let touched = self.touched_blobs.borrow().contains(&blob.sha256);
+        let (bytes, source) = fetch_verified(&self.scope, &cache, &url, &blob.sha256, blob.size)
             .await
-            .map_err(|message| format!("blob {}: {message}", blob.sha256))
+            .map_err(|message| format!("blob {}: {message}", blob.sha256))?;
+        match source {
+            Source::Fetched { evicted } => {
+                let evicted = evicted.iter().filter_map(|key| key.rsplit('/').next().map(str::to_owned)).collect();
+                self.post(&ExecutorEvent::Cached { added: vec![(blob.sha256.clone(), blob.size)], evicted });
+            }
+            // The Cache API lists entries in the order they were put: putting a blob again the first
+            // time this executor uses it keeps the order close to least recently used.
+            Source::Cache(copy) if !touched => {
+                if let Some(cache) = open_cache(&self.scope, BLOB_CACHE).await {
+                    let _ = JsFuture::from(cache.put_with_str(&key, &copy)).await;
+                }
+            }
+            Source::Cache(_) => {}
+        }
+        self.touched_blobs.borrow_mut().insert(blob.sha256.clone());
+        Ok(bytes)
     }
+
+    /// Tells the courier which blobs the cache holds, as this executor finds it on start.
+    async fn announce_cached_blobs(&self) {
+        let Some(cache) = open_cache(&self.scope, BLOB_CACHE).await else { return };
+        let added: Vec<(String, u64)> = cache_entries(&cache)
+            .await
+            .into_iter()
+            .filter_map(|(key, size)| Some((key.url().rsplit('/').next()?.to_owned(), size)))
+            .collect();
+        if !added.is_empty() {
+            self.post(&ExecutorEvent::Cached { added, evicted: Vec::new() });
+        }
+    }
+}
+
+/// Where fetched bytes came from: the cache (with a copy of the cached response, unread), or the
+/// server (with the keys the cache evicted to make room).
+enum Source {
+    Cache(Response),
+    Fetched { evicted: Vec<String> },
+}
+
+/// A Cache API cache, if this context has the Cache API.
+async fn open_cache(scope: &DedicatedWorkerGlobalScope, name: &str) -> Option<Cache> {
+    // The Cache API exists only in secure contexts (https or localhost); elsewhere the HTTP cache still
+    // avoids most downloads of immutable modules.
+    let caches = scope.caches().ok()?;
+    JsFuture::from(caches.open(name)).await.ok().map(JsCast::unchecked_into)
 }
 
 /// Where fetched bytes are kept: a Cache API cache, under a key, within a size (the oldest entries
@@ -238,20 +289,16 @@ async fn fetch_verified(
     url: &str,
     sha256: &str,
     size: u64,
-) -> Result<Vec<u8>, String> {
-    // The Cache API exists only in secure contexts (https or localhost); elsewhere the HTTP cache still
-    // avoids most downloads of immutable modules.
-    let cache: Option<Cache> = match scope.caches() {
-        Ok(caches) => JsFuture::from(caches.open(kept.cache)).await.ok().map(JsCast::unchecked_into),
-        Err(_) => None,
-    };
+) -> Result<(Vec<u8>, Source), String> {
+    let cache = open_cache(scope, kept.cache).await;
     if let Some(cache) = &cache
         && let Ok(hit) = JsFuture::from(cache.match_with_str(kept.key)).await
         && let Ok(response) = hit.dyn_into::<Response>()
+        && let Ok(copy) = response.clone()
         && let Ok(bytes) = response_bytes(&response).await
         && hex::encode(Sha256::digest(&bytes)) == sha256
     {
-        return Ok(bytes);
+        return Ok((bytes, Source::Cache(copy)));
     }
     let response: Response = JsFuture::from(scope.fetch_with_str(url))
         .await
@@ -270,21 +317,22 @@ async fn fetch_verified(
     if actual != sha256 {
         return Err(format!("the bytes fetched hash to {actual}, not {sha256}; they were discarded"));
     }
+    let mut evicted = Vec::new();
     if let (Some(cache), Some(copy)) = (cache, for_cache) {
         // Caching is an optimisation: a full disk or a private window must not fail the replica.
         if JsFuture::from(cache.put_with_str(kept.key, &copy)).await.is_ok()
             && let Some(max_bytes) = kept.max_bytes
         {
-            trim(&cache, max_bytes).await;
+            evicted = trim(&cache, max_bytes, kept.key).await;
         }
     }
-    Ok(bytes)
+    Ok((bytes, Source::Fetched { evicted }))
 }
 
-/// Deletes the oldest entries of `cache` (the Cache API lists keys in the order they were put) until
-/// the sizes its responses declare add up to at most `max_bytes`.
-async fn trim(cache: &Cache, max_bytes: u64) {
-    let Ok(keys) = JsFuture::from(cache.keys()).await else { return };
+/// Every entry of `cache`, oldest first (the Cache API lists keys in the order they were put), with the
+/// size its response declares.
+async fn cache_entries(cache: &Cache) -> Vec<(Request, u64)> {
+    let Ok(keys) = JsFuture::from(cache.keys()).await else { return Vec::new() };
     let keys: Array = keys.unchecked_into();
     let mut entries = Vec::new();
     for key in keys.iter() {
@@ -300,14 +348,27 @@ async fn trim(cache: &Cache, max_bytes: u64) {
         };
         entries.push((key, size));
     }
+    entries
+}
+
+/// Deletes the oldest entries of `cache` but `keep` until their sizes add up to at most `max_bytes`;
+/// returns the URLs deleted.
+async fn trim(cache: &Cache, max_bytes: u64, keep: &str) -> Vec<String> {
+    let entries = cache_entries(cache).await;
     let mut total: u64 = entries.iter().map(|(_, size)| size).sum();
+    let mut deleted = Vec::new();
     for (key, size) in entries {
         if total <= max_bytes {
             break;
         }
+        if key.url() == keep {
+            continue;
+        }
         let _ = JsFuture::from(cache.delete_with_request(&key)).await;
         total = total.saturating_sub(size);
+        deleted.push(key.url());
     }
+    deleted
 }
 
 impl Runner {

@@ -10,13 +10,13 @@
 //! handing the ones queued behind it back to the server), and throttles by letting an executor rest after
 //! each chunk in proportion to the time the chunk took.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use distributivecom_protocol::PROTOCOL_VERSION;
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::worker::{
-    Assignment, Credential, Hello, Output as RunOutput, ReplicaReport, RunStatus, ServerMessage, WorkerKind,
-    WorkerMessage,
+    Assignment, Credential, Hello, MAX_ANNOUNCED_BLOBS, Output as RunOutput, ReplicaReport, RunStatus, ServerMessage,
+    WorkerKind, WorkerMessage,
 };
 
 use crate::messages::{ConnectionState, ExecutorCommand, ExecutorEvent, PageCommand, Settings, Stats};
@@ -143,7 +143,12 @@ pub struct Volunteer {
     last_stats_ms: u64,
     stats_timer_pending: bool,
     supervising: bool,
+    /// The blobs in this browser's cache, by hash, with their sizes: announced to the server for affinity.
+    blobs: HashMap<String, u64>,
 }
+
+/// The most blobs the courier keeps track of.
+const MAX_TRACKED_BLOBS: usize = 4096;
 
 impl Volunteer {
     pub fn new(agent: String) -> Volunteer {
@@ -169,6 +174,7 @@ impl Volunteer {
             last_stats_ms: 0,
             stats_timer_pending: false,
             supervising: false,
+            blobs: HashMap::new(),
         }
     }
 
@@ -189,9 +195,7 @@ impl Volunteer {
                         max_memory_bytes: Some(BROWSER_MAX_MEMORY_BYTES),
                         prefetch_per_slot: Some(BROWSER_PREFETCH_PER_SLOT),
                         credential: self.credential.clone(),
-                        // Executors keep blobs in the Cache API, but do not announce them yet: browsers
-                        // get no affinity preference.
-                        blobs: Vec::new(),
+                        blobs: self.blobs.keys().take(MAX_ANNOUNCED_BLOBS).cloned().collect(),
                     })));
                 }
             }
@@ -409,6 +413,7 @@ impl Volunteer {
                     held.started_at_ms = Some(self.now_ms);
                 }
             }
+            ExecutorEvent::Cached { added, evicted } => self.cached(added, evicted, out),
             ExecutorEvent::Finished(report) => {
                 if state.held.front().is_none_or(|held| held.replica != report.replica) {
                     return;
@@ -420,6 +425,26 @@ impl Volunteer {
                 }
                 self.finish(executor, held.connection, *report, out);
             }
+        }
+    }
+
+    /// Records what the browser's blob cache gained and lost, and tells the server what is news to it.
+    fn cached(&mut self, added: Vec<(String, u64)>, evicted: Vec<String>, out: &mut Vec<Output>) {
+        let evicted: Vec<String> = evicted.into_iter().filter(|sha256| self.blobs.remove(sha256).is_some()).collect();
+        let mut new = Vec::new();
+        for (sha256, size) in added {
+            if self.blobs.len() >= MAX_TRACKED_BLOBS && !self.blobs.contains_key(&sha256) {
+                break;
+            }
+            if self.blobs.insert(sha256.clone(), size).is_none() {
+                new.push(sha256);
+            }
+        }
+        self.stats.cached_blobs = self.blobs.len() as u32;
+        self.stats.cached_bytes = self.blobs.values().sum();
+        // The hello announced what was known when the socket opened; news after it follows.
+        if matches!(self.socket, Socket::Open { .. }) && !(new.is_empty() && evicted.is_empty()) {
+            out.push(Output::Send(WorkerMessage::Cached { added: new, evicted }));
         }
     }
 

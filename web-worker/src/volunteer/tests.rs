@@ -341,3 +341,40 @@ fn heartbeats_repeat_only_for_the_current_connection() {
     harness.feed(Input::SocketClosed);
     assert!(harness.feed(Input::TimerFired(Timer::Heartbeat { connection: 1 })).is_empty());
 }
+
+#[test]
+fn the_blobs_in_the_browsers_cache_are_announced_once_and_in_every_hello() {
+    let mut harness = Harness::connected(2, 100);
+    let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+    let cached = |added: &[(&str, u64)], evicted: &[&str]| ExecutorEvent::Cached {
+        added: added.iter().map(|(sha, size)| (sha.to_string(), *size)).collect(),
+        evicted: evicted.iter().map(|sha| sha.to_string()).collect(),
+    };
+    let sent = |outputs: &[Output]| -> Vec<WorkerMessage> {
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Send(message @ WorkerMessage::Cached { .. }) => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Both executors find the same blob on start: the server hears of it once.
+    let first = harness.feed(Input::Executor(1, cached(&[(&a, 1000)], &[])));
+    assert_eq!(sent(&first), [WorkerMessage::Cached { added: vec![a.clone()], evicted: vec![] }]);
+    assert!(sent(&harness.feed(Input::Executor(2, cached(&[(&a, 1000)], &[])))).is_empty());
+    // A fetch that evicts: both told.
+    harness.now += 1_000;
+    let fetched = harness.feed(Input::Executor(1, cached(&[(&b, 3000)], &[&a])));
+    assert_eq!(sent(&fetched), [WorkerMessage::Cached { added: vec![b.clone()], evicted: vec![a.clone()] }]);
+    let stats = last_stats(&fetched);
+    assert_eq!((stats.cached_blobs, stats.cached_bytes), (1, 3000), "the donate page shows what is kept");
+    // After a reconnect, the hello says what the cache holds.
+    harness.feed(Input::SocketClosed);
+    harness.feed(Input::TimerFired(Timer::Reconnect));
+    let hello = harness.feed(Input::SocketOpened);
+    assert!(
+        matches!(&hello[0], Output::Send(WorkerMessage::Hello(hello)) if hello.blobs == vec![b.clone()]),
+        "{hello:?}"
+    );
+}
