@@ -253,6 +253,50 @@ async fn fetch(http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on a loopback port that answers every request with `body`, and counts the requests.
+    async fn serve_always(body: &'static [u8]) -> (String, Arc<std::sync::atomic::AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = vec![0; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+            }
+        });
+        (format!("http://{address}"), requests)
+    }
+
+    #[tokio::test]
+    async fn bytes_with_the_wrong_hash_are_discarded_and_the_fetch_fails() {
+        let dir = std::env::temp_dir().join(format!("blob-cache-forged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = BlobCache::open(&dir, 1 << 20).unwrap();
+        let (server, requests) = serve_always(b"not what was asked for").await;
+        let http = reqwest::Client::new();
+        let wanted = BlobRef { sha256: sha(b"the real bytes"), size: 100, capability: "1.x".into() };
+        let error = cache.get(&http, &server, &wanted).await.unwrap_err();
+        assert!(error.contains("they were discarded"), "{error}");
+        assert!(cache.held().is_empty(), "nothing is kept");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing is written");
+        // More bytes than announced are refused too.
+        let short = BlobRef { sha256: sha(b"not what was asked for"), size: 5, capability: "1.x".into() };
+        let error = cache.get(&http, &server, &short).await.unwrap_err();
+        assert!(error.contains("more than the 5 bytes announced"), "{error}");
+        // The right bytes are kept, and served from the cache next time.
+        let right = BlobRef { sha256: sha(b"not what was asked for"), size: 100, capability: "1.x".into() };
+        assert_eq!(cache.get(&http, &server, &right).await.unwrap().0, b"not what was asked for");
+        assert_eq!(cache.get(&http, &server, &right).await.unwrap().0, b"not what was asked for");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3, "the last one came from the cache");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
