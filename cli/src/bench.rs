@@ -8,6 +8,7 @@
 //! - round latency: jobs of 32 no-op chunks submitted one after another, from submission to the last
 //!   durable result (what an iterative or interactive workload waits for each round);
 //! - the instrumentation's cost: a CPU-bound program run natively with and without metering;
+//! - the speed-up of that program's work split into chunks on the native workers over one local run;
 //! - with `--browser-tabs N`: the round latency with N Chromium tabs as the only workers, and the speed
 //!   of the CPU-bound program in a browser executor relative to the native worker.
 
@@ -98,6 +99,9 @@ struct Figures {
     round_max_ms: f64,
     /// Native run time of the CPU-bound program with metering over without.
     instrumentation_slowdown: Option<f64>,
+    /// The CPU-bound work split into chunks on the native workers (one slot each) against the whole of it
+    /// in one local wasmtime run: wall time of the local run over the job's.
+    cpu_speedup_2_workers: Option<f64>,
     browser_tabs: u32,
     browser_round_p50_ms: Option<f64>,
     browser_round_p99_ms: Option<f64>,
@@ -164,6 +168,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     figures.round_p99_ms = percentile_ms(&rounds, 0.99);
     figures.round_max_ms = percentile_ms(&rounds, 1.0);
 
+    let cpu_program = if args.no_cpu { None } else { cpu_program(args.cpu_program.as_deref()) };
+    let native_cpu = match &cpu_program {
+        Some(program) => {
+            let native = native_cpu(program)?;
+            figures.instrumentation_slowdown = Some(round2(native.instrumented_seconds / native.raw_seconds));
+            let primes = client.upload_module(std::fs::read(program)?).await?;
+            figures.cpu_speedup_2_workers = Some(cpu_speedup(&client, &primes, &native).await?);
+            Some(native)
+        }
+        None => None,
+    };
+
     let replicated_chunks = args.replicated_chunks.unwrap_or(args.chunks.min(20_000));
     figures.replicated_chunks = replicated_chunks;
     if replicated_chunks > 0 {
@@ -200,16 +216,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         figures.replicated_chunks_per_sec =
             Some((f64::from(replicated_chunks) / started.elapsed().as_secs_f64()).round());
     }
-
-    let cpu_program = if args.no_cpu { None } else { cpu_program(args.cpu_program.as_deref()) };
-    let native_cpu = match &cpu_program {
-        Some(program) => {
-            let native = native_cpu(program)?;
-            figures.instrumentation_slowdown = Some(round2(native.instrumented_seconds / native.raw_seconds));
-            Some(native)
-        }
-        None => None,
-    };
 
     if args.browser_tabs > 0 {
         // Only the tabs may work now.
@@ -291,6 +297,12 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         None if no_cpu_program => println!("metering slowdown: not measured (pass --cpu-program, the primes example)"),
         None => {}
     }
+    if let Some(speedup) = figures.cpu_speedup_2_workers {
+        println!(
+            "CPU-bound work in {CPU_SLICES} chunks on {} native workers x {} slots against one local run: {speedup:.2}x faster",
+            figures.workers, figures.slots_per_worker
+        );
+    }
     if let (Some(p50), Some(p99)) = (figures.browser_round_p50_ms, figures.browser_round_p99_ms) {
         println!(
             "{}-chunk round latency with {} Chromium tabs: p50 {p50:.2} ms, p99 {p99:.2} ms",
@@ -301,6 +313,44 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         println!("CPU-bound speed in the browser relative to native: {best:.2} (first run: {first:.2})");
     }
     Ok(())
+}
+
+/// Slices of the CPU-bound range, one chunk each, for the speed-up figure.
+const CPU_SLICES: u64 = 16;
+
+/// The CPU-bound range split into [`CPU_SLICES`] chunks on the workers connected now, best of three, as
+/// a speed-up over one local run of the whole range; the chunks' counts must add up to the local one.
+async fn cpu_speedup(client: &Client, primes: &str, native: &NativeCpu) -> anyhow::Result<f64> {
+    let slice = CPU_CHUNK_END / CPU_SLICES;
+    let chunks: Vec<ChunkRequest> =
+        (0..CPU_SLICES).map(|index| primes_chunk(index * slice, (index + 1) * slice)).collect();
+    let expected = prime_count(&native.stdout)?;
+    // Every worker compiles the program first.
+    run_job(client, primes, (0..4).map(|index| primes_chunk(index * 1000, (index + 1) * 1000)).collect()).await?;
+    let mut fastest = f64::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let job = run_job(client, primes, chunks.clone()).await?;
+        fastest = fastest.min(started.elapsed().as_secs_f64());
+        let mut total = 0;
+        for result in client.all_results(job).await? {
+            total += prime_count(&result.output.stdout.0)?;
+        }
+        if total != expected {
+            bail!("the chunks counted {total} primes, the local run {expected}");
+        }
+    }
+    Ok(round2(native.instrumented_seconds / fastest))
+}
+
+/// The count `primes` printed: "primes in [0, 25000000): 1565927".
+fn prime_count(stdout: &[u8]) -> anyhow::Result<u64> {
+    let text = String::from_utf8_lossy(stdout);
+    text.trim()
+        .rsplit(": ")
+        .next()
+        .and_then(|count| count.parse().ok())
+        .with_context(|| format!("the primes program printed {text:?}"))
 }
 
 fn round2(value: f64) -> f64 {

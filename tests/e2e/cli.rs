@@ -213,7 +213,14 @@ fn the_benchmark_prints_its_figures_as_json() {
         .expect("the benchmark runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let figures: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
-    for key in ["chunks_per_sec", "replicated_chunks_per_sec", "round_p50_ms", "round_p99_ms"] {
+    for key in [
+        "chunks_per_sec",
+        "replicated_chunks_per_sec",
+        "round_p50_ms",
+        "round_p99_ms",
+        "instrumentation_slowdown",
+        "cpu_speedup_2_workers",
+    ] {
         assert!(figures[key].as_f64().is_some_and(|value| value > 0.0), "{key} in {figures}");
     }
 }
