@@ -15,6 +15,7 @@
 pub mod api;
 pub mod backoff;
 pub mod browser;
+mod bounded;
 mod bytes;
 pub mod determinism;
 

@@ -29,12 +29,17 @@ pub enum WorkerMessage {
     /// "I am alive": renews every lease the worker holds.
     Heartbeat,
     /// Finished replicas, in any order.
-    Results(Vec<ReplicaReport>),
+    Results(#[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_REPLICAS_PER_MESSAGE>")] Vec<ReplicaReport>),
     /// Replicas the worker received but will not run (it is pausing or stopping); they are requeued at once.
-    Release(Vec<u64>),
+    Release(#[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_REPLICAS_PER_MESSAGE>")] Vec<u64>),
     /// The worker's blob cache gained `added` and lost `evicted` (SHA-256 hashes): the server prefers
     /// workers that hold a chunk's blobs.
-    Cached { added: Vec<String>, evicted: Vec<String> },
+    Cached {
+        #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ANNOUNCED_BLOBS>")]
+        added: Vec<String>,
+        #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ANNOUNCED_BLOBS>")]
+        evicted: Vec<String>,
+    },
 }
 
 /// How a worker introduces itself.
@@ -62,10 +67,14 @@ pub struct Hello {
     #[serde(default)]
     pub credential: Option<Credential>,
     /// The blobs (SHA-256 hashes) the worker holds in its cache, most recently used first; the server
-    /// remembers at most [`MAX_ANNOUNCED_BLOBS`] per worker.
-    #[serde(default)]
+    /// remembers at most [`MAX_ANNOUNCED_BLOBS`] per worker and refuses a longer list.
+    #[serde(default, deserialize_with = "crate::bounded::vec::<_, _, MAX_ANNOUNCED_BLOBS>")]
     pub blobs: Vec<String>,
 }
+
+/// The most replicas one [`WorkerMessage::Results`] or [`WorkerMessage::Release`] may name: more than a
+/// worker can hold at once.
+pub const MAX_REPLICAS_PER_MESSAGE: usize = 65_536;
 
 /// The most blobs the server remembers per worker (see [`Hello::blobs`] and [`WorkerMessage::Cached`]).
 pub const MAX_ANNOUNCED_BLOBS: usize = 256;
@@ -282,9 +291,12 @@ pub struct Output {
     #[serde(default)]
     pub stderr_truncated: bool,
     /// Every file the program created or changed under `/data`, by path relative to `/data`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::map::<_, _, _, MAX_OUTPUT_FILES>")]
     pub files: BTreeMap<String, Bytes>,
 }
+
+/// The most output files one report may carry (a run cannot create more).
+pub const MAX_OUTPUT_FILES: usize = 65_536;
 
 impl Output {
     /// The bytes this output holds, for size accounting.
@@ -352,6 +364,54 @@ mod tests {
         let frame = encode(&WorkerMessage::Slots { slots: 3 });
         let value: serde_json::Value = rmp_serde::from_slice(&frame).unwrap();
         assert_eq!(value, serde_json::json!({"slots": {"slots": 3}}));
+    }
+
+    #[test]
+    fn lists_from_workers_longer_than_their_bound_are_refused_while_decoding() {
+        // Empty strings are one byte each on the wire and 24 bytes decoded: the bound keeps a frame of them
+        // from multiplying into gigabytes.
+        let hashes = |count: usize| vec![String::new(); count];
+        let cached = |count| WorkerMessage::Cached { added: hashes(count), evicted: Vec::new() };
+        assert!(decode::<WorkerMessage>(&encode(&cached(MAX_ANNOUNCED_BLOBS))).is_ok());
+        let refused = decode::<WorkerMessage>(&encode(&cached(MAX_ANNOUNCED_BLOBS + 1))).unwrap_err();
+        assert!(refused.to_string().contains("more than 256 entries"), "{refused}");
+
+        let hello = |count| {
+            WorkerMessage::Hello(Hello {
+                protocol_version: crate::PROTOCOL_VERSION,
+                kind: WorkerKind::Native,
+                slots: 1,
+                agent: String::new(),
+                max_memory_bytes: None,
+                prefetch_per_slot: None,
+                credential: None,
+                blobs: hashes(count),
+            })
+        };
+        assert!(decode::<WorkerMessage>(&encode(&hello(MAX_ANNOUNCED_BLOBS))).is_ok());
+        assert!(decode::<WorkerMessage>(&encode(&hello(MAX_ANNOUNCED_BLOBS + 1))).is_err());
+
+        let release = |count| WorkerMessage::Release(vec![0; count]);
+        assert!(decode::<WorkerMessage>(&encode(&release(MAX_REPLICAS_PER_MESSAGE))).is_ok());
+        assert!(decode::<WorkerMessage>(&encode(&release(MAX_REPLICAS_PER_MESSAGE + 1))).is_err());
+
+        let report = |replica| ReplicaReport {
+            replica,
+            status: RunStatus::TimedOut,
+            output: Output::default(),
+            compute_us: 0,
+            work_units: 0,
+        };
+        let results = |count: usize| WorkerMessage::Results((0..count as u64).map(report).collect());
+        assert!(decode::<WorkerMessage>(&encode(&results(MAX_REPLICAS_PER_MESSAGE))).is_ok());
+        assert!(decode::<WorkerMessage>(&encode(&results(MAX_REPLICAS_PER_MESSAGE + 1))).is_err());
+
+        let files = |count: usize| {
+            let files = (0..count).map(|index| (index.to_string(), Bytes::default())).collect();
+            WorkerMessage::Results(vec![ReplicaReport { output: Output { files, ..Output::default() }, ..report(1) }])
+        };
+        assert!(decode::<WorkerMessage>(&encode(&files(MAX_OUTPUT_FILES))).is_ok());
+        assert!(decode::<WorkerMessage>(&encode(&files(MAX_OUTPUT_FILES + 1))).is_err());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 use distributivecom_protocol::worker::{Limits, ReplicaReport, RunStatus};
 use distributivecom_wasi::{MAX_FS_NODES, MAX_PATH_BYTES};
 
+// A report that decodes at all holds no more files than a run can create.
+const _: () = assert!(MAX_FS_NODES <= distributivecom_protocol::worker::MAX_OUTPUT_FILES);
+
 /// What one frame may hold beyond the reports' contents: a hello, heartbeats, slot changes, releases and
 /// the MessagePack framing of the reports.
 pub const FRAME_BASE_BYTES: u64 = 64 * 1024;
