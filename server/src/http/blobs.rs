@@ -1,6 +1,9 @@
 //! Blobs: upload (`POST /api/blobs`), the owner's `HEAD`/`GET /api/blobs/{sha256}`, and the workers'
 //! `GET /blobs/{sha256}?capability=...` while they hold a replica that needs the blob.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -30,6 +33,7 @@ use crate::store::blobs;
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 411, description = "No Content-Length", body = ErrorBody),
         (status = 413, description = "Larger than the server's blob limit, or than the account's blob quota", body = ErrorBody),
+        (status = 429, description = "The account already has 4 blob uploads in progress", body = ErrorBody),
     )
 )]
 pub async fn upload(
@@ -48,9 +52,9 @@ pub async fn upload(
     let user = caller.user.id;
     let quota = state.config.max_blob_bytes_per_account;
     let held = state.store.read(move |connection| blobs::owned_bytes(connection, user)).await?;
-    if held.saturating_add(declared) > quota {
-        return Err(over_quota(held, declared, quota));
-    }
+    // Held until this upload is recorded or refused: concurrent uploads cannot together pass the quota,
+    // and an account's uploads in progress never stage more than its quota on disk.
+    let reservation = state.blob_uploads.reserve(user, held, declared, quota)?;
 
     let files = state.store.blob_files();
     let staged = Staged(files.staging_path());
@@ -67,35 +71,110 @@ pub async fn upload(
             "the blob ended after {received} of the {declared} bytes its Content-Length declared"
         )));
     }
-    file.flush().await.map_err(|error| internal("write", &error))?;
+    file.sync_all().await.map_err(|error| internal("write", &error))?;
     drop(file);
     let sha256 = hex::encode(hasher.finalize());
 
+    // From here the upload is complete: it is stored or refused even if the client hangs up now, so no
+    // file is left in place without its row.
     let store = state.store.clone();
-    let (adopted, name) = (staged.0.clone(), sha256.clone());
-    tokio::task::spawn_blocking(move || store.blob_files().adopt(&adopted, &name))
-        .await
-        .map_err(|error| AppError::Internal(format!("storing a blob panicked: {error}")))??;
-    staged.disarm();
     let name = sha256.clone();
-    let recorded = state
-        .store
-        .transact(move |connection| {
-            if blobs::owned_size(connection, user, &name)?.is_some() {
-                return Ok(Ok(()));
-            }
-            let held = blobs::owned_bytes(connection, user)?;
-            if held.saturating_add(received) > quota {
-                return Ok(Err(held));
-            }
-            blobs::record_upload(connection, user, &name, received, unix_ms())?;
-            Ok(Ok(()))
-        })
-        .await?;
+    let recorded = tokio::spawn(async move {
+        let writing = store.clone();
+        let recorded = writing
+            .transact(move |connection| {
+                if blobs::owned_size(connection, user, &name)?.is_some() {
+                    return Ok(Ok(()));
+                }
+                let held = blobs::owned_bytes(connection, user)?;
+                if held.saturating_add(received) > quota {
+                    // `staged` is dropped here, and its file with it.
+                    return Ok(Err(held));
+                }
+                store.blob_files().adopt(&staged.0, &name)?;
+                staged.disarm();
+                blobs::record_upload(connection, user, &name, received, unix_ms())?;
+                Ok(Ok(()))
+            })
+            .await?;
+        // Given back once the upload's row has committed (or was refused), not before.
+        drop(reservation);
+        if recorded.is_ok() {
+            tokio::task::spawn_blocking(move || writing.blob_files().sync_directory())
+                .await
+                .map_err(|error| AppError::Internal(format!("syncing the blob directory panicked: {error}")))??;
+        }
+        Ok::<_, AppError>(recorded)
+    })
+    .await
+    .map_err(|error| AppError::Internal(format!("storing a blob panicked: {error}")))??;
     if let Err(held) = recorded {
         return Err(over_quota(held, received, quota));
     }
     Ok((StatusCode::CREATED, Json(BlobInfo { sha256, size: received })))
+}
+
+/// Blob uploads in progress, by account: their declared bytes count toward the account's quota, and an
+/// account may run only a few at once.
+#[derive(Default)]
+pub struct UploadReservations {
+    by_account: Mutex<HashMap<u64, Reserved>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Reserved {
+    bytes: u64,
+    uploads: u32,
+}
+
+/// The most blob uploads one account may have in progress at once.
+pub const MAX_UPLOADS_PER_ACCOUNT: u32 = 4;
+
+impl UploadReservations {
+    /// Reserves `declared` bytes for an upload by `user`, who holds `stored` bytes of blobs already.
+    fn reserve(self: &Arc<Self>, user: u64, stored: u64, declared: u64, quota: u64) -> Result<Reservation, AppError> {
+        let mut by_account = self.by_account.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let reserved = by_account.entry(user).or_default();
+        if reserved.uploads >= MAX_UPLOADS_PER_ACCOUNT {
+            return Err(AppError::TooManyRequests {
+                message: format!(
+                    "this account already has {MAX_UPLOADS_PER_ACCOUNT} blob uploads in progress, the most at \
+                     once; wait for one to finish"
+                ),
+                retry_after_secs: 1,
+            });
+        }
+        let pending = stored.saturating_add(reserved.bytes);
+        if pending.saturating_add(declared) > quota {
+            if reserved.uploads == 0 {
+                by_account.remove(&user);
+            }
+            return Err(over_quota(pending, declared, quota));
+        }
+        reserved.bytes += declared;
+        reserved.uploads += 1;
+        Ok(Reservation { reservations: Arc::clone(self), user, bytes: declared })
+    }
+}
+
+/// One upload's share of [`UploadReservations`], given back when dropped.
+struct Reservation {
+    reservations: Arc<UploadReservations>,
+    user: u64,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut by_account = self.reservations.by_account.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(reserved) = by_account.get_mut(&self.user) {
+            reserved.bytes -= self.bytes;
+            reserved.uploads -= 1;
+            if reserved.uploads == 0 {
+                by_account.remove(&self.user);
+            }
+        }
+    }
 }
 
 fn over_quota(held: u64, adding: u64, quota: u64) -> AppError {

@@ -48,6 +48,7 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     modules: Arc<modules::ModuleCache>,
     uploads: Arc<modules::Uploads>,
+    blob_uploads: Arc<blobs::UploadReservations>,
     results_memory: Arc<page_memory::PageMemory>,
 }
 
@@ -61,6 +62,7 @@ impl AppState {
             identity,
             modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)),
             uploads: Arc::new(modules::Uploads::new()),
+            blob_uploads: Arc::default(),
             results_memory: Arc::new(page_memory::PageMemory::new(RESULTS_MEMORY_BYTES)),
         }
     }

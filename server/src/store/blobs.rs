@@ -1,14 +1,17 @@
 //! Blobs: files stored under their SHA-256 in `DATA_DIR/blobs/`, and which accounts uploaded each.
 //!
 //! The bytes live in files (an upload streams into `blobs/staging/` and is renamed into place once its
-//! hash is known), the facts in the database. A file is in place before its row commits, so a row always
-//! names a file; a crash in between leaves a file without a row, which the next upload of the same bytes
-//! adopts.
+//! hash is known), the facts in the database. A file is renamed into place on the writer thread in the
+//! same write that records its row, so no upload is refused after its file is in place. A crash or a
+//! failed commit in between leaves a file without a row: the next upload of the same bytes adopts it,
+//! and opening the store removes any that remain.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use distributivecom_protocol::is_sha256_hex;
 
 use super::StoreError;
 
@@ -21,13 +24,29 @@ pub struct BlobFiles {
 }
 
 impl BlobFiles {
-    /// Creates `data_dir/blobs/` and empties its staging directory (uploads that a crash interrupted).
-    pub(super) fn open(data_dir: &Path) -> Result<BlobFiles, StoreError> {
+    /// Creates `data_dir/blobs/`, empties its staging directory (uploads that a crash interrupted) and
+    /// removes blob files that no row names (a crash between the rename and the commit).
+    pub(super) fn open(data_dir: &Path, connection: &Connection) -> Result<BlobFiles, StoreError> {
         let root = data_dir.join("blobs");
         let staging = root.join("staging");
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|source| StoreError::DataDir { path: staging.clone(), source })?;
-        Ok(BlobFiles { root, staging, next_staging: AtomicU64::new(0) })
+        let files = BlobFiles { root, staging, next_staging: AtomicU64::new(0) };
+        files.remove_unrecorded(connection)?;
+        Ok(files)
+    }
+
+    fn remove_unrecorded(&self, connection: &Connection) -> Result<(), StoreError> {
+        let io = |source| StoreError::DataDir { path: self.root.clone(), source };
+        for entry in std::fs::read_dir(&self.root).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            if is_sha256_hex(&name) && size(connection, &name)?.is_none() {
+                tracing::info!(sha256 = %name, "removing a blob file that no upload recorded");
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
+        Ok(())
     }
 
     /// The file of blob `sha256` (a lowercase hex SHA-256, checked by the caller).
@@ -41,8 +60,9 @@ impl BlobFiles {
         self.staging.join(format!("{}-{number}", std::process::id()))
     }
 
-    /// Moves a complete upload into place as blob `sha256`. If the blob's file is already there (the same
-    /// bytes, by their hash), the upload is simply dropped.
+    /// Moves a complete upload, already synced to disk, into place as blob `sha256`: on the writer thread,
+    /// in the write that records it. If the blob's file is already there (the same bytes, by their hash),
+    /// the upload is simply dropped.
     pub fn adopt(&self, staged: &Path, sha256: &str) -> Result<(), StoreError> {
         let target = self.path(sha256);
         let io = |source| StoreError::DataDir { path: target.clone(), source };
@@ -50,8 +70,13 @@ impl BlobFiles {
             std::fs::remove_file(staged).map_err(io)?;
             return Ok(());
         }
-        std::fs::File::open(staged).and_then(|file| file.sync_all()).map_err(io)?;
         std::fs::rename(staged, &target).map_err(io)
+    }
+
+    /// Makes the renames into the blob directory durable.
+    pub fn sync_directory(&self) -> Result<(), StoreError> {
+        let io = |source| StoreError::DataDir { path: self.root.clone(), source };
+        std::fs::File::open(&self.root).and_then(|directory| directory.sync_all()).map_err(io)
     }
 }
 

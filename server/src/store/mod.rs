@@ -141,7 +141,7 @@ impl Store {
         let connection = Connection::open(&path)?;
         schema::configure(&connection)?;
         schema::migrate(&connection)?;
-        let blobs = Arc::new(blobs::BlobFiles::open(data_dir)?);
+        let blobs = Arc::new(blobs::BlobFiles::open(data_dir, &connection)?);
         let writer = writer::spawn(connection);
         Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), blobs })
     }

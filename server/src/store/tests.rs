@@ -480,3 +480,24 @@ fn a_replica_costs_its_work_units_rounded_up() {
 }
 
 mod conservation;
+
+#[tokio::test]
+async fn opening_the_store_removes_blob_files_that_no_upload_recorded() {
+    let directory = tempfile::tempdir().unwrap();
+    let (recorded, unrecorded) = ("b".repeat(64), "c".repeat(64));
+    {
+        let store = Store::open(directory.path()).unwrap();
+        let owner = user(&store, "owner", 0).await;
+        let files = directory.path().join("blobs");
+        std::fs::write(files.join(&recorded), b"kept").unwrap();
+        let name = recorded.clone();
+        store.transact(move |connection| blobs::record_upload(connection, owner, &name, 4, 1)).await.unwrap();
+        // A crash between the rename into place and the commit of its row leaves this.
+        std::fs::write(files.join(&unrecorded), b"orphan").unwrap();
+        std::fs::write(files.join("staging/1-1"), b"half an upload").unwrap();
+    }
+    let store = Store::open(directory.path()).unwrap();
+    assert!(store.blob_files().path(&recorded).exists(), "a recorded blob stays");
+    assert!(!store.blob_files().path(&unrecorded).exists(), "a file without a row is removed");
+    assert_eq!(std::fs::read_dir(directory.path().join("blobs/staging")).unwrap().count(), 0);
+}

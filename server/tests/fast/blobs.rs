@@ -188,3 +188,65 @@ async fn a_blob_is_served_to_a_worker_only_while_it_holds_a_replica_that_needs_i
     assert_eq!(status["state"], "succeeded");
     assert_eq!(fetch(&sha, &blob.capability).await.status, 404, "the lease is over, and so is the capability");
 }
+
+/// Waits until `count` uploads are streaming into the staging directory.
+async fn until_staging_holds(app: &TestApp, count: usize) {
+    let staging = app.config.data_dir.join("blobs/staging");
+    for _ in 0..500 {
+        if std::fs::read_dir(&staging).unwrap().count() == count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{count} uploads never reached the staging directory");
+}
+
+#[tokio::test]
+async fn uploads_in_progress_count_toward_the_quota_and_an_account_runs_at_most_four() {
+    let app = TestApp::new()
+        .with(|config| {
+            config.max_blob_bytes = 1000;
+            config.max_blob_bytes_per_account = 1500;
+        })
+        .start()
+        .await;
+    // An upload that declared 1000 bytes and has sent 10 of them holds its 1000 bytes of the quota.
+    let (sender, body) = streamed_body();
+    sender.send(vec![1; 10]).await.unwrap();
+    let call = app.post("/api/blobs").token(&app.admin_token).header("content-length", "1000");
+    let slow = tokio::spawn(call.send_body(body, 1000));
+    until_staging_holds(&app, 1).await;
+    let meanwhile = upload(&app, &app.admin_token, &[2; 600]).await;
+    assert_eq!(meanwhile.status, 413, "{}", meanwhile.error());
+    assert!(meanwhile.error().contains("quota"), "{}", meanwhile.error());
+    // Another account's quota is its own.
+    let bob = app.user_token("bob").await;
+    assert_eq!(upload(&app, &bob, &[2; 600]).await.status, 201);
+
+    sender.send(vec![1; 990]).await.unwrap();
+    drop(sender);
+    let finished = slow.await.unwrap();
+    assert_eq!(finished.status, 201, "{}", finished.error());
+    assert_eq!(upload(&app, &app.admin_token, &[3; 500]).await.status, 201, "1500 bytes in all fit the quota");
+
+    // At most four uploads at once per account; a fifth waits its turn.
+    let app = TestApp::new().start().await;
+    let mut senders = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let (sender, body) = streamed_body();
+        let call = app.post("/api/blobs").token(&app.admin_token).header("content-length", "100");
+        calls.push(tokio::spawn(call.send_body(body, 100)));
+        senders.push(sender);
+    }
+    until_staging_holds(&app, 4).await;
+    let fifth = upload(&app, &app.admin_token, &[4; 100]).await;
+    assert_eq!(fifth.status, 429, "{}", fifth.error());
+    assert!(fifth.error().contains("4 blob uploads in progress"), "{}", fifth.error());
+    drop(senders);
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, 400, "an upload cut short is refused");
+    }
+    assert_eq!(upload(&app, &app.admin_token, &[4; 100]).await.status, 201, "the turn came");
+    until_staging_holds(&app, 0).await;
+}

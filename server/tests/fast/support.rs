@@ -127,9 +127,16 @@ impl Call {
         self
     }
 
-    pub async fn send(self) -> Answer {
+    pub async fn send(mut self) -> Answer {
         let length = self.body.len();
-        let mut request = self.request.body(Body::from(self.body)).unwrap();
+        let body = Body::from(std::mem::take(&mut self.body));
+        self.send_body(body, length).await
+    }
+
+    /// Sends `body` as it streams (see [`streamed_body`]), declaring `length` bytes unless a
+    /// Content-Length header was set.
+    pub async fn send_body(self, body: Body, length: usize) -> Answer {
+        let mut request = self.request.body(body).unwrap();
         if !request.headers().contains_key("content-length") && !request.headers().contains_key("transfer-encoding") {
             request.headers_mut().insert("content-length", length.into());
         }
@@ -140,6 +147,17 @@ impl Call {
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
         Answer { status, headers, body }
     }
+}
+
+/// A request body that sends what is pushed into the returned sender, and ends when the sender is
+/// dropped: for uploads still in progress.
+pub fn streamed_body() -> (tokio::sync::mpsc::Sender<Vec<u8>>, Body) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let piece = receiver.recv().await?;
+        Some((Ok::<_, std::io::Error>(piece), receiver))
+    });
+    (sender, Body::from_stream(stream))
 }
 
 /// What the app answered.
