@@ -70,12 +70,10 @@ impl Scheduler {
             self.ring.rotate_left(1);
             let workers = &self.workers;
             let state = workers.get(&worker)?;
-            let can_run = |candidate: &Worker| {
-                candidate.max_memory_bytes >= job.memory_bytes
-                    && (!job.policy.owner_only || candidate.volunteer == job.owner)
-            };
+            // Field by field (not `can_run(job, ..)`), so that the closure leaves the job's queues free.
+            let may_run = |candidate: &Worker| fits(job.memory_bytes, job.policy.owner_only, &job.owner, candidate);
             let prefetch = prefetch_for(&self.config, job, state);
-            if !can_run(state) {
+            if !may_run(state) {
                 continue;
             }
             let job_room = state.held_of_job(job_id) < state.slots as usize * (1 + prefetch as usize);
@@ -101,7 +99,7 @@ impl Scheduler {
                 // gets it again only if nobody else connected could take it.
                 !(errored_here || chunk.lost_on.contains(volunteer))
                     || !workers.values().any(|other| {
-                        can_run(other)
+                        may_run(other)
                             && !chunk.holders.contains(&other.volunteer)
                             && !chunk.errored_on.contains(&other.volunteer)
                             && !chunk.lost_on.contains(&other.volunteer)
@@ -122,7 +120,25 @@ impl Scheduler {
                 }
                 job.under_way.push_back(index);
             }
-            if let Some(chunk) = take_fresh(job, state, &self.blob_holders, self.now, self.config.affinity_wait_ms) {
+            // Whether some other worker that could run this chunk now holds all of `blobs`. Only a worker
+            // with slots, the memory and the right owner, and not on probation, is worth waiting for.
+            let error_runs = &self.error_runs;
+            let blob_holders = &self.blob_holders;
+            let held_elsewhere = |job: &Job, blobs: &[BlobName]| {
+                let counted = |blob: &BlobName| blob_holders.get(blob).copied().unwrap_or(0);
+                // Fast path: some blob is held by nobody but this worker.
+                if blobs.iter().any(|blob| counted(blob) <= u32::from(state.blobs.contains(blob))) {
+                    return false;
+                }
+                workers.iter().any(|(&other, holder)| {
+                    other != worker
+                        && holder.slots > 0
+                        && can_run(job, holder)
+                        && !on_probation(error_runs, &holder.volunteer)
+                        && blobs.iter().all(|blob| holder.blobs.contains(blob))
+                })
+            };
+            if let Some(chunk) = take_fresh(job, state, &held_elsewhere, self.now, self.config.affinity_wait_ms) {
                 return Some((job_id, chunk, prefetch));
             }
         }
@@ -213,13 +229,15 @@ impl Scheduler {
 }
 
 /// The fresh chunk a worker takes from a job (affinity): among the first [`ELIGIBILITY_SCAN`], one whose
-/// blobs the worker holds; else the first that no other connected worker is better placed for (one that
-/// reads no blob, or a blob nobody else holds); else, once workers have been refused for `wait_ms`, the
-/// first. `None`: the chunks it looked at wait for the workers that hold their blobs.
+/// blobs the worker holds; else the first that no other capable worker is better placed for (one that
+/// reads no blob, or blobs that no other worker able to run it holds: see `held_elsewhere`); else, once
+/// the job's chunks have waited `wait_ms` since the first refusal, the first. The wait then stays over
+/// until the job's fresh chunks run out, so every waiting chunk is released, not one per wait. `None`:
+/// the chunks it looked at wait for the workers that hold their blobs.
 fn take_fresh(
     job: &mut Job,
     worker: &Worker,
-    holders: &HashMap<BlobName, u32>,
+    held_elsewhere: &dyn Fn(&Job, &[BlobName]) -> bool,
     now: Millis,
     wait_ms: u64,
 ) -> Option<ChunkIndex> {
@@ -236,20 +254,13 @@ fn take_fresh(
     let affinity_over = job.affinity_waiting_since.is_some_and(|since| now >= since.plus(wait_ms));
     let at = match held_here {
         Some(at) => at,
-        None if affinity_over => {
-            job.affinity_waiting_since = None;
-            0
-        }
+        None if affinity_over => 0,
         None => {
-            // Every blob of the chunk is held by some worker other than this one.
-            let held_elsewhere = |chunk: ChunkIndex| {
+            let contested = |chunk: ChunkIndex| {
                 let blobs = blobs_of(chunk);
-                !blobs.is_empty()
-                    && blobs
-                        .iter()
-                        .all(|blob| holders.get(blob).copied().unwrap_or(0) > u32::from(worker.blobs.contains(blob)))
+                !blobs.is_empty() && held_elsewhere(job, blobs)
             };
-            match (0..scan).find(|&at| !held_elsewhere(job.fresh[at])) {
+            match (0..scan).find(|&at| !contested(job.fresh[at])) {
                 Some(at) => at,
                 None => {
                     job.affinity_waiting_since.get_or_insert(now);
@@ -258,7 +269,22 @@ fn take_fresh(
             }
         }
     };
-    job.fresh.remove(at)
+    let taken = job.fresh.remove(at);
+    if job.fresh.is_empty() {
+        // Nothing is left to wait: the next chunks (if the job ever gets more) start a new wait.
+        job.affinity_waiting_since = None;
+    }
+    taken
+}
+
+/// Whether `worker` may run `job`'s chunks at all: enough memory, and the owner's own worker if the job
+/// is owner-only.
+fn can_run(job: &Job, worker: &Worker) -> bool {
+    fits(job.memory_bytes, job.policy.owner_only, &job.owner, worker)
+}
+
+fn fits(memory_bytes: u64, owner_only: bool, owner: &str, worker: &Worker) -> bool {
+    worker.max_memory_bytes >= memory_bytes && (!owner_only || worker.volunteer == owner)
 }
 
 /// Whether `volunteer`'s last replicas all came to nothing on its side (see [`PROBATION_AFTER`]).

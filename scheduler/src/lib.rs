@@ -68,10 +68,11 @@ pub struct Config {
     pub trust_after: u32,
     /// Seeds the generator behind the random choice between trusting and spot-checking.
     pub seed: u64,
-    /// Affinity: for this long after a job is added, a fresh chunk whose blobs some connected worker
-    /// holds waits for such a worker (which takes it as soon as it has room) rather than going to a worker
-    /// that would have to fetch them. Past it, any capable worker takes any chunk, still preferring the
-    /// ones whose blobs it holds.
+    /// Affinity: a fresh chunk whose blobs another connected worker holds (one that could run it: with
+    /// slots, enough memory, the right owner, not on probation) waits for such a worker, which takes it as
+    /// soon as it has room, rather than going to a worker that would have to fetch them; but for at most
+    /// this long after a worker was first refused it. Past that, any capable worker takes any of the job's
+    /// fresh chunks, still preferring the ones whose blobs it holds, until they run out.
     pub affinity_wait_ms: u64,
 }
 

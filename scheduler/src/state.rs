@@ -35,7 +35,7 @@ pub(crate) struct Job {
     /// The blobs each chunk reads (empty if none does), for affinity.
     pub(crate) chunk_blobs: Vec<Box<[BlobName]>>,
     /// Since when a worker has been refused chunks that wait for the workers holding their blobs: past
-    /// the affinity wait, any worker takes them (and the next refusal starts a new wait).
+    /// the affinity wait, any worker takes them, until the job's fresh chunks run out.
     pub(crate) affinity_waiting_since: Option<Millis>,
 }
 

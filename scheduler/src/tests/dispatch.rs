@@ -456,6 +456,62 @@ fn a_worker_without_the_blobs_waits_briefly_then_takes_chunks_held_elsewhere() {
 }
 
 #[test]
+fn past_the_affinity_wait_every_waiting_chunk_is_released_not_one_per_wait() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join_holding(1, "volunteer:1", 0, 1, vec![blob("a")]);
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let first = assigns(&harness.add_job_reading(1, 6, policy, vec![vec![blob("a")]; 6]));
+    assert_eq!(first.len(), 1, "the holder's only slot");
+    assert!(assigns(&harness.join(2, 3)).is_empty(), "within the wait");
+    harness.advance(Config::default().affinity_wait_ms);
+    let later = assigns(&harness.feed(Event::Tick));
+    assert_eq!(later.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2, 2, 2], "all three of its slots fill");
+    // Once the job's fresh chunks are gone, a new batch of work would wait again: nothing stale lingers.
+    let rest: Vec<_> = later.iter().map(|sent| sent.1).collect();
+    for replica in rest {
+        harness.report(2, replica, true);
+    }
+    assert!(harness.scheduler.jobs[&1].fresh.is_empty());
+    assert_eq!(harness.scheduler.jobs[&1].affinity_waiting_since, None);
+}
+
+#[test]
+fn chunks_do_not_wait_for_a_holder_that_could_not_run_them() {
+    let policy = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let reading = || vec![vec![blob("a")]; 2];
+    // A paused holder (no slots).
+    let mut paused = Harness::with_prefetch(0);
+    paused.join_holding(1, "volunteer:1", 0, 0, vec![blob("a")]);
+    paused.join(2, 2);
+    let sent = assigns(&paused.add_job_reading(1, 2, policy, reading()));
+    assert_eq!(sent.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2, 2], "nobody waits for a paused worker");
+
+    // A holder without the memory the job needs.
+    let mut small = Harness::with_prefetch(0);
+    small.feed(Event::WorkerJoined {
+        worker: 1,
+        volunteer: "volunteer:1".into(),
+        trust: 0,
+        slots: 1,
+        max_memory_bytes: 1,
+        max_prefetch_per_slot: 0,
+        blobs: vec![blob("a")],
+    });
+    small.join(2, 2);
+    let sent = assigns(&small.add_job_reading(1, 2, policy, reading()));
+    assert_eq!(sent.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2, 2], "nor for one that cannot run the job");
+
+    // A holder that is someone else for an owner-only job.
+    let mut foreign = Harness::with_prefetch(0);
+    foreign.join_holding(1, "user:9", 0, 1, vec![blob("a")]);
+    foreign.join_as(2, "user:1", 2);
+    let owner_only = ReplicationPolicy::new(1, 1, 0);
+    assert!(owner_only.owner_only);
+    let sent = assigns(&foreign.add_job_reading(1, 2, owner_only, reading()));
+    assert_eq!(sent.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2, 2], "nor for one the job may not use");
+}
+
+#[test]
 fn workers_announce_blobs_they_gain_and_lose_within_a_bound() {
     let mut harness = Harness::with_prefetch(0);
     harness.join(1, 1);
