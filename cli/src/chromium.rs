@@ -179,7 +179,6 @@ impl Chromium {
     }
 
     /// The text of the element with this id in this tab.
-
     pub async fn text(&self, tab: &WindowHandle, id: &str) -> anyhow::Result<String> {
         self.client.switch_to_window(tab.clone()).await?;
         Ok(self.client.find(Locator::Id(id)).await?.text().await?)

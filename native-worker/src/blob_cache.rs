@@ -3,17 +3,18 @@
 //!
 //! A blob is fetched with the capability of the replica that needs it (`GET /blobs/{sha256}?capability=`),
 //! no larger than the assignment says, and kept only if its bytes hash to its name. Files are written to a
-//! temporary name and renamed, so a file under a hash's name is always whole; on start the cache adopts
-//! the files it finds, in the order of their modification times.
+//! temporary name (unique, so several workers may share the directory) and renamed, so a file under a
+//! hash's name is always whole; on start the cache adopts the files it finds, in the order of their
+//! modification times. A replica holds its blobs as open files until it runs, never as bytes in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use distributivecom_protocol::Bytes;
 use distributivecom_protocol::is_sha256_hex;
 use distributivecom_protocol::worker::BlobRef;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Blobs kept on disk, within a size.
@@ -25,7 +26,13 @@ pub struct BlobCache {
     fetching: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Where to tell what the cache gained and lost (the current connection, which tells the server).
     changes: Mutex<Option<mpsc::UnboundedSender<Change>>>,
+    next_temporary: std::sync::atomic::AtomicU64,
 }
+
+/// How the names of downloads in progress end.
+const PARTIAL: &str = ".part";
+/// A download in progress that has not been touched for this long was left by a process that is gone.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Blobs the cache gained and lost.
 pub type Change = (Vec<String>, Vec<String>);
@@ -56,8 +63,12 @@ impl BlobCache {
                 continue;
             }
             if !is_sha256_hex(&name) {
-                // An interrupted write.
-                let _ = std::fs::remove_file(entry.path());
+                // A download in progress, perhaps by another worker sharing the directory: removed only
+                // once it is clearly abandoned.
+                let abandoned = metadata.modified().ok().and_then(|at| at.elapsed().ok());
+                if !name.ends_with(PARTIAL) || abandoned.is_none_or(|age| age > ABANDONED_AFTER) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             found.push((metadata.modified().ok(), name, metadata.len()));
@@ -69,6 +80,7 @@ impl BlobCache {
             state: Mutex::new(State::default()),
             fetching: tokio::sync::Mutex::new(HashMap::new()),
             changes: Mutex::new(None),
+            next_temporary: std::sync::atomic::AtomicU64::new(0),
         };
         {
             let mut state = cache.lock();
@@ -122,8 +134,10 @@ impl BlobCache {
         (state.total, state.fetched_bytes)
     }
 
-    /// The blob's bytes: from the cache, or fetched from `server` with the blob's capability and verified.
-    pub async fn get(&self, http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<Bytes, String> {
+    /// The blob's file, opened: from the cache, or fetched from `server` with the blob's capability and
+    /// verified. The bytes stay on disk until the replica runs; an open file outlives its eviction (and a
+    /// blob larger than the whole cache is kept only as an open file whose name is already gone).
+    pub async fn get(&self, http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<std::fs::File, String> {
         if !is_sha256_hex(&blob.sha256) {
             return Err(format!("{:?} is not a blob hash", blob.sha256));
         }
@@ -132,31 +146,37 @@ impl BlobCache {
             fetching.entry(blob.sha256.clone()).or_default().clone()
         };
         let only_fetch = gate.lock().await;
-        let found = match self.read(&blob.sha256).await {
-            Some(bytes) => Ok(bytes),
-            None => match fetch(http, server, blob).await {
-                Ok(bytes) => {
-                    self.keep(&blob.sha256, &bytes).await;
-                    Ok(bytes)
-                }
-                Err(error) => Err(error),
-            },
+        let found = match self.open_cached(&blob.sha256) {
+            Some(file) => Ok(file),
+            None => self.fetch(http, server, blob).await,
         };
         drop(only_fetch);
-        self.fetching.lock().await.remove(&blob.sha256);
+        let mut fetching = self.fetching.lock().await;
+        // Only the last one out removes the gate, and only its own: a replica still waiting holds it.
+        if fetching.get(&blob.sha256).is_some_and(|current| Arc::ptr_eq(current, &gate) && Arc::strong_count(&gate) == 2)
+        {
+            fetching.remove(&blob.sha256);
+        }
         found
     }
 
-    /// A cached blob's bytes, marking it used.
-    async fn read(&self, sha256: &str) -> Option<Bytes> {
-        {
+    /// A cached blob's file, opened, marking it used; `None` (and the entry forgotten) if it is gone or
+    /// has another size than it had when kept.
+    fn open_cached(&self, sha256: &str) -> Option<std::fs::File> {
+        let size = {
             let mut state = self.lock();
             state.clock += 1;
             let now = state.clock;
-            state.entries.get_mut(sha256)?.last_used = now;
-        }
-        match tokio::fs::read(self.dir.join(sha256)).await {
-            Ok(bytes) => Some(Bytes(bytes)),
+            let entry = state.entries.get_mut(sha256)?;
+            entry.last_used = now;
+            entry.size
+        };
+        let opened = std::fs::File::open(self.dir.join(sha256)).and_then(|file| {
+            let length = file.metadata()?.len();
+            if length == size { Ok(file) } else { Err(std::io::Error::other(format!("{length} bytes, not {size}"))) }
+        });
+        match opened {
+            Ok(file) => Some(file),
             Err(error) => {
                 tracing::warn!(blob = sha256, %error, "a cached blob could not be read; fetching it again");
                 self.forget(sha256);
@@ -175,32 +195,54 @@ impl BlobCache {
         }
     }
 
-    /// Writes a verified blob into the cache (unless it alone is larger than the cache), evicting the
-    /// least recently used others until everything fits.
-    async fn keep(&self, sha256: &str, bytes: &[u8]) {
-        let size = bytes.len() as u64;
+    /// A name for a download in progress, unique within this process and across processes sharing the
+    /// directory.
+    fn temporary_path(&self, sha256: &str) -> PathBuf {
+        let number = self.next_temporary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!("{sha256}.{}.{number}{PARTIAL}", std::process::id()))
+    }
+
+    /// Downloads a blob to a temporary file, checks it, and keeps it.
+    async fn fetch(&self, http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<std::fs::File, String> {
+        let temporary = self.temporary_path(&blob.sha256);
+        let fetched = download(http, server, blob, &temporary).await;
+        let opened = fetched.and_then(|()| {
+            std::fs::File::open(&temporary).map_err(|error| format!("could not read blob {}: {error}", blob.sha256))
+        });
+        match opened {
+            Ok(file) => {
+                self.keep(&blob.sha256, &temporary, file.metadata().map_or(0, |metadata| metadata.len())).await;
+                Ok(file)
+            }
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&temporary).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Moves a verified blob's file into the cache (unless it alone is larger than the cache, when it is
+    /// removed: whoever opened it still reads it), evicting the least recently used others until
+    /// everything fits.
+    async fn keep(&self, sha256: &str, temporary: &Path, size: u64) {
         self.lock().fetched_bytes += size;
         if size > self.max_bytes {
+            let _ = tokio::fs::remove_file(temporary).await;
             return;
         }
-        let temporary = self.dir.join(format!("{sha256}.part"));
-        let written = async {
-            tokio::fs::write(&temporary, bytes).await?;
-            tokio::fs::rename(&temporary, self.dir.join(sha256)).await
-        }
-        .await;
-        if let Err(error) = written {
+        if let Err(error) = tokio::fs::rename(temporary, self.dir.join(sha256)).await {
             tracing::warn!(blob = sha256, %error, "could not keep a blob in the cache");
-            let _ = tokio::fs::remove_file(&temporary).await;
+            let _ = tokio::fs::remove_file(temporary).await;
             return;
         }
         let evicted = {
             let mut state = self.lock();
             state.clock += 1;
             let last_used = state.clock;
-            if state.entries.insert(sha256.to_owned(), Entry { size, last_used }).is_none() {
-                state.total += size;
+            if let Some(previous) = state.entries.insert(sha256.to_owned(), Entry { size, last_used }) {
+                state.total -= previous.size;
             }
+            state.total += size;
             self.evict(&mut state, Some(sha256))
         };
         self.tell(vec![sha256.to_owned()], evicted);
@@ -227,8 +269,9 @@ impl BlobCache {
     }
 }
 
-/// Downloads a blob, reading no more than its announced size, and checks its hash.
-async fn fetch(http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<Bytes, String> {
+/// Downloads a blob into `path`, reading no more than its announced size, and checks its hash; bytes
+/// with another hash are refused (the caller removes the file).
+async fn download(http: &reqwest::Client, server: &str, blob: &BlobRef, path: &Path) -> Result<(), String> {
     let url = format!("{}/blobs/{}", server.trim_end_matches('/'), blob.sha256);
     let failed = |error: &dyn std::fmt::Display| format!("could not fetch blob {}: {error}", blob.sha256);
     let mut response =
@@ -236,18 +279,23 @@ async fn fetch(http: &reqwest::Client, server: &str, blob: &BlobRef) -> Result<B
     if !response.status().is_success() {
         return Err(failed(&response.status()));
     }
-    let mut bytes = Vec::with_capacity(blob.size.min(64 << 20) as usize);
+    let mut file = tokio::fs::File::create(path).await.map_err(|error| failed(&error))?;
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
     while let Some(piece) = response.chunk().await.map_err(|error| failed(&error))? {
-        if bytes.len() as u64 + piece.len() as u64 > blob.size {
+        received += piece.len() as u64;
+        if received > blob.size {
             return Err(failed(&format_args!("the server sent more than the {} bytes announced", blob.size)));
         }
-        bytes.extend_from_slice(&piece);
+        hasher.update(&piece);
+        file.write_all(&piece).await.map_err(|error| failed(&error))?;
     }
-    let actual = hex::encode(Sha256::digest(&bytes));
+    file.sync_data().await.map_err(|error| failed(&error))?;
+    let actual = hex::encode(hasher.finalize());
     if actual != blob.sha256 {
         return Err(format!("the bytes fetched for blob {} hash to {actual}; they were discarded", blob.sha256));
     }
-    Ok(Bytes(bytes))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -292,14 +340,31 @@ mod tests {
         assert!(error.contains("more than the 5 bytes announced"), "{error}");
         // The right bytes are kept, and served from the cache next time.
         let right = BlobRef { sha256: sha(b"not what was asked for"), size: 100, capability: "1.x".into() };
-        assert_eq!(cache.get(&http, &server, &right).await.unwrap().0, b"not what was asked for");
-        assert_eq!(cache.get(&http, &server, &right).await.unwrap().0, b"not what was asked for");
+        assert_eq!(contents(cache.get(&http, &server, &right).await.unwrap()), b"not what was asked for");
+        assert_eq!(contents(cache.get(&http, &server, &right).await.unwrap()), b"not what was asked for");
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3, "the last one came from the cache");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
+    }
+
+    fn contents(mut file: std::fs::File) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        bytes
+    }
+
+    /// Keeps `bytes` as a fetch would, once they are verified.
+    async fn put(cache: &BlobCache, bytes: &[u8]) {
+        let temporary = cache.temporary_path(&sha(bytes));
+        std::fs::write(&temporary, bytes).unwrap();
+        cache.keep(&sha(bytes), &temporary, bytes.len() as u64).await;
+    }
+
+    fn read(cache: &BlobCache, bytes: &[u8]) -> Vec<u8> {
+        contents(cache.open_cached(&sha(bytes)).unwrap())
     }
 
     #[tokio::test]
@@ -309,11 +374,11 @@ mod tests {
         let cache = BlobCache::open(&dir, 10).unwrap();
         let mut changes = cache.subscribe();
         let (a, b, c) = (vec![1u8; 4], vec![2u8; 4], vec![3u8; 4]);
-        cache.keep(&sha(&a), &a).await;
-        cache.keep(&sha(&b), &b).await;
-        assert_eq!(cache.read(&sha(&a)).await.unwrap().0, a, "a is read, so b is now the oldest");
+        put(&cache, &a).await;
+        put(&cache, &b).await;
+        assert_eq!(read(&cache, &a), a, "a is read, so b is now the oldest");
         assert_eq!(cache.recent(1), vec![sha(&a)]);
-        cache.keep(&sha(&c), &c).await;
+        put(&cache, &c).await;
         assert_eq!(changes.try_recv().unwrap(), (vec![sha(&a)], vec![]));
         assert_eq!(changes.try_recv().unwrap(), (vec![sha(&b)], vec![]));
         assert_eq!(changes.try_recv().unwrap(), (vec![sha(&c)], vec![sha(&b)]), "the server hears of evictions");
@@ -326,14 +391,23 @@ mod tests {
         assert_eq!(cache.sizes(), (8, 12));
 
         let too_big = vec![4u8; 11];
-        cache.keep(&sha(&too_big), &too_big).await;
+        put(&cache, &too_big).await;
         assert!(!dir.join(sha(&too_big)).exists(), "a blob larger than the cache is not kept");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "nor is its download");
 
-        std::fs::write(dir.join("junk.part"), b"half").unwrap();
-        let reopened = BlobCache::open(&dir, 10).unwrap();
-        assert_eq!(reopened.sizes().0, 8);
-        assert_eq!(reopened.read(&sha(&c)).await.unwrap().0, c);
-        assert!(!dir.join("junk.part").exists(), "an interrupted write is cleared on start");
+        // A download in progress (perhaps by another worker sharing the directory) stays; junk goes.
+        let downloading = dir.join("in-progress.part");
+        std::fs::write(&downloading, b"half").unwrap();
+        std::fs::write(dir.join("junk"), b"?").unwrap();
+        // A blob file whose size changed behind the cache's back is fetched again, not used.
+        let file = std::fs::OpenOptions::new().append(true).open(dir.join(sha(&a))).unwrap();
+        std::io::Write::write_all(&mut &file, b"tampered").unwrap();
+        assert!(cache.open_cached(&sha(&a)).is_none());
+        assert_eq!(cache.held(), vec![sha(&c)]);
+        let reopened = BlobCache::open(&dir, 100).unwrap();
+        assert_eq!(read(&reopened, &c), c);
+        assert!(downloading.exists(), "a recent download in progress is left alone");
+        assert!(!dir.join("junk").exists(), "junk is cleared on start");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

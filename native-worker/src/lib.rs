@@ -232,7 +232,7 @@ impl Worker {
         if let Some(module) = cell.get()
             && assignment.blobs.is_empty()
         {
-            self.pool.submit(Task { assignment, module: module.clone(), generation, reports });
+            self.pool.submit(Task { assignment, module: module.clone(), blobs: Vec::new(), generation, reports });
             return;
         }
         let worker = self.clone();
@@ -240,15 +240,16 @@ impl Worker {
             let mut assignment = assignment;
             let ready = async {
                 let module = cell.get_or_try_init(|| worker.load_module(&assignment.module)).await?.clone();
+                // Open files, read only when the replica runs: a queued replica holds no blob in memory.
+                let mut blobs = Vec::with_capacity(assignment.blobs.len());
                 for (path, blob) in std::mem::take(&mut assignment.blobs) {
-                    let bytes = worker.blobs.get(&worker.http, &worker.config.server, &blob).await?;
-                    assignment.files.insert(path, bytes);
+                    blobs.push((path, worker.blobs.get(&worker.http, &worker.config.server, &blob).await?));
                 }
-                Ok::<_, String>(module)
+                Ok::<_, String>((module, blobs))
             }
             .await;
             match ready {
-                Ok(module) => worker.pool.submit(Task { assignment, module, generation, reports }),
+                Ok((module, blobs)) => worker.pool.submit(Task { assignment, module, blobs, generation, reports }),
                 Err(message) => {
                     tracing::warn!(job = assignment.job, chunk = assignment.chunk, %message, "cannot run a replica");
                     let _ = reports.send(ReplicaReport {

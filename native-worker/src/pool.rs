@@ -7,7 +7,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use distributivecom_protocol::worker::{Assignment, ReplicaReport};
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::worker::{Assignment, Output, ReplicaReport, RunStatus};
 use tokio::sync::mpsc;
 
 use crate::runtime::{CompiledModule, Runtime};
@@ -16,6 +17,9 @@ use crate::runtime::{CompiledModule, Runtime};
 pub struct Task {
     pub assignment: Assignment,
     pub module: Arc<CompiledModule>,
+    /// Input files that are blobs, as open files of the blob cache: read into the assignment's files
+    /// only when the replica runs.
+    pub blobs: Vec<(String, std::fs::File)>,
     pub generation: u64,
     pub reports: mpsc::UnboundedSender<ReplicaReport>,
 }
@@ -100,17 +104,39 @@ impl Pool {
 
     fn serve(&self, runtime: &Runtime) {
         loop {
-            let task = self.next();
-            let outcome = runtime.run(&task.module, &task.assignment);
-            let report = ReplicaReport {
-                replica: task.assignment.replica,
-                status: outcome.status,
-                output: outcome.output,
-                compute_us: outcome.elapsed.as_micros() as u64,
-                work_units: outcome.work_units,
+            let mut task = self.next();
+            let report = match read_blobs(&mut task) {
+                Ok(()) => {
+                    let outcome = runtime.run(&task.module, &task.assignment);
+                    ReplicaReport {
+                        replica: task.assignment.replica,
+                        status: outcome.status,
+                        output: outcome.output,
+                        compute_us: outcome.elapsed.as_micros() as u64,
+                        work_units: outcome.work_units,
+                    }
+                }
+                Err(message) => ReplicaReport {
+                    replica: task.assignment.replica,
+                    status: RunStatus::Failed { message },
+                    output: Output::default(),
+                    compute_us: 0,
+                    work_units: 0,
+                },
             };
             // The connection may have ended meanwhile; then the report is simply dropped.
             let _ = task.reports.send(report);
         }
     }
+}
+
+/// Reads a replica's blob files into its input files, just before it runs.
+fn read_blobs(task: &mut Task) -> Result<(), String> {
+    for (path, mut file) in std::mem::take(&mut task.blobs) {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|error| format!("could not read the cached blob for {path}: {error}"))?;
+        task.assignment.files.insert(path, Bytes(bytes));
+    }
+    Ok(())
 }

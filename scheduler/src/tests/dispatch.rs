@@ -120,7 +120,7 @@ fn chunks_waiting_for_another_volunteer_never_hide_fresh_chunks_from_a_worker() 
     while let Some(replica) = held.pop() {
         let chunk = harness.scheduler.lease(replica).unwrap().chunk;
         assert!(ran.insert(chunk), "chunk {chunk} went to the same volunteer twice");
-        held.extend(assigns(&harness.report(1, replica, chunk % 2 == 0)).iter().map(|sent| sent.1));
+        held.extend(assigns(&harness.report(1, replica, chunk.is_multiple_of(2))).iter().map(|sent| sent.1));
     }
     assert_eq!(ran.len(), 200, "the lone volunteer ran every chunk's first replica");
     assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 200, running: 0 }));

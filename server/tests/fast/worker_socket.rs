@@ -56,11 +56,9 @@ impl FakeWorker {
 
     /// The next protocol message, or `None` when the server closed.
     pub(crate) async fn receive(&mut self) -> Option<ServerMessage> {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(30), self.from_server.recv()).await.expect("an answer") {
-                Some(Outgoing::Binary(frame)) => return Some(decode(&frame).unwrap()),
-                Some(Outgoing::Close(_)) | None => return None,
-            }
+        match tokio::time::timeout(Duration::from_secs(30), self.from_server.recv()).await.expect("an answer") {
+            Some(Outgoing::Binary(frame)) => Some(decode(&frame).unwrap()),
+            Some(Outgoing::Close(_)) | None => None,
         }
     }
 
