@@ -221,6 +221,10 @@ pub fn named_blobs(chunks: &[ChunkRequest]) -> std::collections::BTreeSet<&str> 
         .collect()
 }
 
+/// How many times one replica's capability may fetch one blob: a worker needs it once, and a retry or two
+/// after a broken download; a capability is not a way to download a blob over and over.
+pub const MAX_BLOB_FETCHES: u32 = 3;
+
 struct Core {
     scheduler: Scheduler,
     /// Each connected worker's outbox, read by its socket's writer.
@@ -237,6 +241,9 @@ struct Core {
     worker_volunteers: HashMap<WorkerId, String>,
     /// What each account's active jobs hold in memory.
     usage: HashMap<u64, Usage>,
+    /// How often each leased replica's capability fetched each blob (see [`MAX_BLOB_FETCHES`]); entries of
+    /// replicas no longer leased are dropped on each tick.
+    blob_fetches: HashMap<(u64, String), u32>,
     next_worker: WorkerId,
     chunks_finished: u64,
 }
@@ -334,6 +341,7 @@ impl Coordinator {
                 jobs: HashMap::new(),
                 reports: HashMap::new(),
                 held_report_bytes: HashMap::new(),
+                blob_fetches: HashMap::new(),
                 worker_volunteers: HashMap::new(),
                 usage: HashMap::new(),
                 next_worker: 1,
@@ -669,6 +677,8 @@ impl Coordinator {
     pub fn tick(&self) {
         let mut core = self.lock();
         self.run(&mut core, Event::Tick);
+        let Core { blob_fetches, scheduler, .. } = &mut *core;
+        blob_fetches.retain(|(replica, _), _| scheduler.lease(*replica).is_some());
     }
 
     /// Cancels a job: its unfinished chunks will not run and its escrow is refunded. Returns false if it
@@ -711,21 +721,26 @@ impl Coordinator {
         self.run(&mut core, Event::JobCancelled { job });
     }
 
-    /// The job if it is still active.
     /// Whether `capability` lets its bearer fetch blob `sha256` now: it was issued for a replica that is
-    /// still leased and whose chunk names that blob. (Only the worker holding the lease was sent it.)
+    /// still leased and whose chunk names that blob (only the worker holding the lease was sent it), and
+    /// has fetched it fewer than [`MAX_BLOB_FETCHES`] times.
     pub fn blob_access(&self, sha256: &str, capability: &str) -> bool {
         let Some(replica) = capability.split_once('.').and_then(|(replica, _)| replica.parse::<u64>().ok()) else {
             return false;
         };
-        let core = self.lock();
+        let mut core = self.lock();
         let Some(lease) = core.scheduler.lease(replica) else { return false };
         let Some(job) = core.jobs.get(&lease.job) else { return false };
         let expected = job.blob_capability(replica, sha256);
         // Compared in constant time: the capability is a secret.
         let same = expected.len() == capability.len()
             && expected.bytes().zip(capability.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        same && job.chunk_needs_blob(lease.chunk, sha256)
+        if !(same && job.chunk_needs_blob(lease.chunk, sha256)) {
+            return false;
+        }
+        let fetches = core.blob_fetches.entry((replica, sha256.to_owned())).or_default();
+        *fetches += 1;
+        *fetches <= MAX_BLOB_FETCHES
     }
 
     /// Counts bytes of a blob sent to a worker.
@@ -733,6 +748,7 @@ impl Coordinator {
         self.blob_bytes_served.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The job if it is still active.
     pub fn active_job(&self, job: u64) -> Option<Arc<ActiveJob>> {
         self.lock().jobs.get(&job).cloned()
     }

@@ -174,6 +174,11 @@ async fn a_blob_is_served_to_a_worker_only_while_it_holds_a_replica_that_needs_i
     let other_replica = format!("{}.{token}", assignment.replica + 1);
     assert_eq!(fetch(&sha, &other_replica).await.status, 404, "another replica's capability");
     assert_eq!(app.get(&format!("/blobs/{sha}")).send().await.status, 404, "no capability");
+    // A retry or two after a broken download, but not a way to download the blob over and over.
+    for _ in 1..distributivecom_server::coordinator::MAX_BLOB_FETCHES {
+        assert_eq!(fetch(&sha, &blob.capability).await.status, 200);
+    }
+    assert_eq!(fetch(&sha, &blob.capability).await.status, 404, "one fetch more than a replica needs");
 
     let report = ReplicaReport {
         replica: assignment.replica,
