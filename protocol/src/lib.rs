@@ -20,6 +20,7 @@ mod bytes;
 pub mod determinism;
 
 pub mod metering;
+pub mod session;
 pub mod worker;
 
 pub use bytes::Bytes;

@@ -79,6 +79,14 @@ pub struct ServerConfig {
     /// Affinity: how long a new job's chunks wait for the workers that hold their blobs (see
     /// `distributivecom_scheduler::Config::affinity_wait_ms`).
     pub affinity_wait_ms: u64,
+    /// The largest broadcast of a session's round.
+    pub max_broadcast_bytes: u64,
+    /// A session whose consumer has been gone this long is closed and its escrow refunded.
+    pub session_idle_ms: u64,
+    /// Rounds of one session that may run at once (pipelining).
+    pub max_rounds_running: u32,
+    /// Sessions one account may have open at once.
+    pub max_open_sessions_per_account: u32,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +145,10 @@ impl Default for ServerConfig {
             max_blob_bytes: 1024 * MIB,
             max_blob_bytes_per_account: 16 * 1024 * MIB,
             affinity_wait_ms: 100,
+            max_broadcast_bytes: 16 * MIB,
+            session_idle_ms: 300_000,
+            max_rounds_running: 16,
+            max_open_sessions_per_account: 16,
         }
     }
 }

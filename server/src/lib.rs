@@ -21,6 +21,7 @@ pub mod format;
 pub mod http;
 pub mod identity;
 pub mod report_limits;
+pub mod session_socket;
 pub mod store;
 pub mod worker_socket;
 

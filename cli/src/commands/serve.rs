@@ -27,6 +27,12 @@ pub struct ServeArgs {
     /// once another worker would take it, before that one takes it and fetches them.
     #[arg(long, default_value_t = ServerConfig::default().affinity_wait_ms)]
     affinity_wait_ms: u64,
+    /// Close a session (refunding its escrow) once its consumer has been gone this long.
+    #[arg(long, default_value_t = ServerConfig::default().session_idle_ms / 1000)]
+    session_idle_secs: u64,
+    /// The largest broadcast of a session's round, in MiB.
+    #[arg(long, default_value_t = ServerConfig::default().max_broadcast_bytes / (1024 * 1024))]
+    max_broadcast_mib: u64,
     /// The largest blob accepted (`POST /api/blobs`), in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_blob_bytes / (1024 * 1024))]
     max_blob_mib: u64,
@@ -67,6 +73,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         max_module_bytes: args.max_module_mib.saturating_mul(1024 * 1024),
         max_blob_bytes: args.max_blob_mib.saturating_mul(1024 * 1024),
         affinity_wait_ms: args.affinity_wait_ms,
+        session_idle_ms: args.session_idle_secs.saturating_mul(1000),
+        max_broadcast_bytes: args.max_broadcast_mib.saturating_mul(1024 * 1024),
         max_blob_bytes_per_account: args.max_blob_mib_per_account.saturating_mul(1024 * 1024),
         starter_grant_millicredits: args.starter_millicredits,
         auth_attempts_per_minute: args.auth_attempts_per_minute,

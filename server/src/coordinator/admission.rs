@@ -16,6 +16,7 @@ use crate::clock::unix_ms;
 use crate::config::ServerConfig;
 use crate::format::human_bytes;
 use crate::store::writes::Admission;
+use crate::store::sessions::Round;
 use crate::store::{JobRow, NewJob, StoreError, blobs};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -38,6 +39,12 @@ pub enum Refusal {
     /// The owner's active work is at its limit.
     #[error("{0}")]
     TooMuchRunning(String),
+    /// A round its session cannot run now: closed, or out of order.
+    #[error("{0}")]
+    Round(String),
+    /// No such session among the caller's.
+    #[error("{0}")]
+    UnknownSession(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,31 +59,19 @@ impl Coordinator {
         request: JobRequest,
         run_module: Option<ModuleRef>,
     ) -> Result<JobCreated, Refusal> {
-        let config = &self.config;
-        let limits = resolve_limits(&request.limits, config)?;
-        let max_retries = request.max_retries.unwrap_or(config.default_max_retries);
-        if max_retries > config.max_retries_cap {
-            return Err(Refusal::Invalid(format!(
-                "max_retries is {max_retries}, more than the server's maximum of {}",
-                config.max_retries_cap
-            )));
-        }
-        let (replicas, quorum) = resolve_replication(request.replication.as_ref(), config)?;
-        let program_name = request.program_name.clone().unwrap_or_else(|| "program.wasm".to_owned());
-        let blob_sizes = self.owned_blobs(owner, &request.chunks).await?;
-        check_request(&request, &program_name, &blob_sizes, &limits, config)?;
-        let max_cost = max_cost(config, &limits, quorum, request.chunks.len());
-        if let Some(budget) = request.budget_millicredits
-            && budget <= 0
-        {
-            return Err(Refusal::Invalid(format!("budget_millicredits must be more than 0, not {budget}")));
-        }
-        let Some(run_module) = run_module else {
-            return Err(Refusal::UnknownModule(format!(
-                "module {} has not been uploaded by this account; upload it with POST /api/modules first",
-                request.module
-            )));
-        };
+        self.admit(owner, request, run_module, None).await
+    }
+
+    /// Admits a job, or a session's round (funded from the session's escrow) when `round` is given.
+    pub(super) async fn admit(
+        &self,
+        owner: u64,
+        request: JobRequest,
+        run_module: Option<ModuleRef>,
+        round: Option<Round>,
+    ) -> Result<JobCreated, Refusal> {
+        let Checked { limits, max_retries, replicas, quorum, program_name, blob_sizes, max_cost, run_module } =
+            self.check(owner, &request, run_module).await?;
 
         let chunks: Arc<[ChunkRequest]> = request.chunks.into();
         let created_at_ms = unix_ms();
@@ -94,6 +89,7 @@ impl Coordinator {
             max_retries,
             created_at_ms,
             chunks: chunks.clone(),
+            round: round.clone(),
         };
         // Active jobs live in memory: each account has room for only so much at once.
         let usage = Usage::of_job(&chunks);
@@ -102,7 +98,17 @@ impl Coordinator {
             Ok(Admission::Accepted { id, budget }) => (id, budget),
             Ok(Admission::InsufficientCredits { balance, budget }) => {
                 self.unreserve(owner, usage);
-                return Err(Refusal::InsufficientCredits(insufficient_credits(balance, budget, max_cost)));
+                return Err(Refusal::InsufficientCredits(match &round {
+                    None => insufficient_credits(balance, budget, max_cost),
+                    Some(_) => format!(
+                        "the session's escrow holds {balance} millicredits, not enough for another round; open a \
+                         new session with a larger budget"
+                    ),
+                }));
+            }
+            Ok(Admission::RoundRefused(message)) => {
+                self.unreserve(owner, usage);
+                return Err(Refusal::Round(message));
             }
             Err(error) => {
                 self.unreserve(owner, usage);
@@ -126,10 +132,46 @@ impl Coordinator {
             replicas,
             quorum,
             stop_reason: None,
+            session_round: round.as_ref().map(|round| (round.session, round.round)),
         };
         let created = JobCreated { id, chunks: row.chunk_count };
         self.activate(row, chunks, blob_sizes, Progress::default(), Vec::new(), usage);
         Ok(created)
+    }
+
+    /// Checks a job request (or a session's shards, as a job) against the server's rules and limits.
+    pub(super) async fn check(
+        &self,
+        owner: u64,
+        request: &JobRequest,
+        run_module: Option<ModuleRef>,
+    ) -> Result<Checked, Refusal> {
+        let config = &self.config;
+        let limits = resolve_limits(&request.limits, config)?;
+        let max_retries = request.max_retries.unwrap_or(config.default_max_retries);
+        if max_retries > config.max_retries_cap {
+            return Err(Refusal::Invalid(format!(
+                "max_retries is {max_retries}, more than the server's maximum of {}",
+                config.max_retries_cap
+            )));
+        }
+        let (replicas, quorum) = resolve_replication(request.replication.as_ref(), config)?;
+        let program_name = request.program_name.clone().unwrap_or_else(|| "program.wasm".to_owned());
+        let blob_sizes = self.owned_blobs(owner, &request.chunks).await?;
+        check_request(request, &program_name, &blob_sizes, &limits, config)?;
+        let max_cost = max_cost(config, &limits, quorum, request.chunks.len());
+        if let Some(budget) = request.budget_millicredits
+            && budget <= 0
+        {
+            return Err(Refusal::Invalid(format!("budget_millicredits must be more than 0, not {budget}")));
+        }
+        let Some(run_module) = run_module else {
+            return Err(Refusal::UnknownModule(format!(
+                "module {} has not been uploaded by this account; upload it with POST /api/modules first",
+                request.module
+            )));
+        };
+        Ok(Checked { limits, max_retries, replicas, quorum, program_name, blob_sizes, max_cost, run_module })
     }
 
     /// The sizes of the blobs the chunks name, each of which `owner` must have uploaded; otherwise the
@@ -165,6 +207,18 @@ impl Coordinator {
         }
         Ok(sizes.into_iter().map(|(sha256, size)| (sha256, size.unwrap_or_default())).collect())
     }
+}
+
+/// A request that passed [`Coordinator::check`], with everything resolved.
+pub(super) struct Checked {
+    pub limits: Limits,
+    pub max_retries: u32,
+    pub replicas: u32,
+    pub quorum: u32,
+    pub program_name: String,
+    pub blob_sizes: HashMap<String, u64>,
+    pub max_cost: i64,
+    pub run_module: ModuleRef,
 }
 
 /// The first chunk and file that name blob `sha256`.

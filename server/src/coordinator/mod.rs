@@ -12,6 +12,7 @@
 //! only once its result is durable. After a crash, every chunk without a durable result runs again.
 
 mod admission;
+mod sessions;
 mod read_model;
 mod settlement;
 
@@ -23,6 +24,7 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, FileInput};
 use distributivecom_protocol::determinism::{chunk_seed, result_digest};
 use distributivecom_protocol::is_sha256_hex;
+use distributivecom_protocol::session::SessionServerMessage;
 use distributivecom_protocol::worker::MAX_ANNOUNCED_BLOBS;
 use distributivecom_protocol::worker::{Assignment, BlobRef, Hello, ReplicaReport, RunStatus, Welcome};
 use distributivecom_scheduler::{
@@ -31,6 +33,7 @@ use distributivecom_scheduler::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+pub use sessions::SessionFeed;
 pub use admission::{Refusal, max_cost};
 pub use read_model::Progress;
 
@@ -241,6 +244,8 @@ struct Core {
     worker_volunteers: HashMap<WorkerId, String>,
     /// What each account's active jobs hold in memory.
     usage: HashMap<u64, Usage>,
+    /// The open sessions.
+    sessions: HashMap<u64, sessions::LiveSession>,
     /// How often each leased replica's capability fetched each blob (see [`MAX_BLOB_FETCHES`]); entries of
     /// replicas no longer leased are dropped on each tick.
     blob_fetches: HashMap<(u64, String), u32>,
@@ -342,6 +347,7 @@ impl Coordinator {
                 reports: HashMap::new(),
                 held_report_bytes: HashMap::new(),
                 blob_fetches: HashMap::new(),
+                sessions: HashMap::new(),
                 worker_volunteers: HashMap::new(),
                 usage: HashMap::new(),
                 next_worker: 1,
@@ -354,6 +360,7 @@ impl Coordinator {
             blob_bytes_served: std::sync::atomic::AtomicU64::new(0),
         });
         coordinator.recover()?;
+        coordinator.recover_sessions()?;
         Ok(coordinator)
     }
 
@@ -679,6 +686,7 @@ impl Coordinator {
         self.run(&mut core, Event::Tick);
         let Core { blob_fetches, scheduler, .. } = &mut *core;
         blob_fetches.retain(|(replica, _), _| scheduler.lease(*replica).is_some());
+        self.close_idle_sessions(&core);
     }
 
     /// Cancels a job: its unfinished chunks will not run and its escrow is refunded. Returns false if it
@@ -687,7 +695,7 @@ impl Coordinator {
         if !self.store.cancel_job(job, reason.to_owned(), unix_ms()).await? {
             return Ok(false);
         }
-        self.stopped(job);
+        self.stopped(job, reason);
         Ok(true)
     }
 
@@ -695,11 +703,14 @@ impl Coordinator {
     fn stop(&self, job: u64, reason: String) {
         let coordinator = self.this.clone();
         self.store.transact_then(
-            move |connection| writes::cancel_job(connection, job, &reason, unix_ms()),
+            {
+                let reason = reason.clone();
+                move |connection| writes::cancel_job(connection, job, &reason, unix_ms())
+            },
             move |stopped| match stopped {
                 Ok(true) => {
                     if let Some(coordinator) = coordinator.upgrade() {
-                        coordinator.stopped(job);
+                        coordinator.stopped(job, &reason);
                     }
                 }
                 Ok(false) => {}
@@ -709,10 +720,14 @@ impl Coordinator {
     }
 
     /// A job was durably stopped: forget it, and revoke its replicas.
-    fn stopped(&self, job: u64) {
+    fn stopped(&self, job: u64, reason: &str) {
         let mut core = self.lock();
         if let Some(active) = core.forget_job(job) {
             active.progress.send_modify(|progress| progress.cancelled = true);
+            if let Some((session, round)) = active.row.session_round {
+                let message = format!("round {round} stopped: {reason}");
+                core.tell_session(session, SessionServerMessage::Error { message, round: Some(round) });
+            }
         }
         let held: Vec<(u64, u32)> = core.reports.keys().filter(|(held_job, _)| *held_job == job).copied().collect();
         for (job, chunk) in held {

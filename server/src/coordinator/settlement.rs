@@ -2,10 +2,12 @@
 //! replicas agreed (never more than the job's work limit), what validation taught about each volunteer,
 //! and the stop of a job whose budget is spent.
 
+use distributivecom_protocol::api::ChunkResult;
+use distributivecom_protocol::session::SessionServerMessage;
 use distributivecom_protocol::worker::{Output, RunStatus};
 use distributivecom_scheduler::{FailureReason, TrustChange, Validated};
 
-use super::{Coordinator, Core};
+use super::{Coordinator, Core, sessions};
 use crate::clock::unix_ms;
 use crate::store::{NewResult, Payment, ReputationChange, writes};
 
@@ -99,6 +101,19 @@ impl Coordinator {
         };
         let finished_at_ms = unix_ms();
         let succeeded = accepted.status.is_success();
+        // A session's consumer gets each result as soon as it is durable.
+        let for_session = active.row.session_round.map(|(session, round)| {
+            let result = ChunkResult {
+                index: chunk,
+                succeeded,
+                reason: accepted.status.describe(),
+                status: accepted.status.clone(),
+                attempts,
+                work_units: accepted.work_units,
+                output: accepted.output.clone(),
+            };
+            (session, sessions::round_result(round, result))
+        });
         let result = NewResult {
             job,
             chunk,
@@ -137,6 +152,13 @@ impl Coordinator {
                 core.chunks_finished += 1;
                 if complete {
                     core.forget_job(job);
+                }
+                if let Some((session, message)) = for_session {
+                    core.tell_session(session, message);
+                    if complete && let Some((_, round)) = active.row.session_round {
+                        let spent_millicredits = active.progress.borrow().spent;
+                        core.tell_session(session, SessionServerMessage::RoundDone { round, spent_millicredits });
+                    }
                 }
             }
             if settlement.budget_spent {

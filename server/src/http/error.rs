@@ -172,3 +172,18 @@ impl<'a> BodyReader<'a> {
         Ok(Some(frame))
     }
 }
+
+impl From<crate::coordinator::Refusal> for AppError {
+    fn from(refusal: crate::coordinator::Refusal) -> AppError {
+        use crate::coordinator::Refusal;
+        match refusal {
+            Refusal::Invalid(message) => AppError::BadRequest(message),
+            Refusal::UnknownModule(message) | Refusal::UnknownBlob(message) => AppError::Unprocessable(message),
+            Refusal::InsufficientCredits(message) => AppError::PaymentRequired(message),
+            Refusal::TooMuchRunning(message) => AppError::TooManyRequests { message, retry_after_secs: 10 },
+            Refusal::Round(message) => AppError::Conflict(message),
+            Refusal::UnknownSession(message) => AppError::NotFound(message),
+            Refusal::Store(error) => error.into(),
+        }
+    }
+}

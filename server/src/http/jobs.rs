@@ -16,7 +16,6 @@ use super::AppState;
 use super::error::{AppError, read_body};
 use super::extract::Caller;
 use super::extract::{Path, Query};
-use crate::coordinator::Refusal;
 use crate::store::queries;
 
 /// The longest a status request may wait for progress.
@@ -49,13 +48,7 @@ pub async fn submit(
         .map_err(|error| AppError::BadRequest(format!("could not read the job request: {error}")))?;
     let owner = caller.user.id;
     let run_module = state.uploads.run_module(&state.store, &request.module, owner).await?;
-    let created = state.coordinator.submit(owner, request, run_module).await.map_err(|refusal| match refusal {
-        Refusal::Invalid(message) => AppError::BadRequest(message),
-        Refusal::UnknownModule(message) | Refusal::UnknownBlob(message) => AppError::Unprocessable(message),
-        Refusal::InsufficientCredits(message) => AppError::PaymentRequired(message),
-        Refusal::TooMuchRunning(message) => AppError::TooManyRequests { message, retry_after_secs: 10 },
-        Refusal::Store(error) => error.into(),
-    })?;
+    let created = state.coordinator.submit(owner, request, run_module).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -12,6 +12,7 @@ pub mod listener;
 mod modules;
 mod openapi;
 mod page_memory;
+mod sessions;
 mod web;
 mod workers;
 
@@ -95,6 +96,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(jobs::status))
         .route("/api/jobs/{id}/results", get(jobs::results))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/sessions", post(sessions::open).layer(DefaultBodyLimit::disable()))
+        .route("/api/sessions/{id}", get(sessions::status).delete(sessions::close))
+        .route("/api/sessions/{id}/ws", get(sessions::socket))
         .route("/api/stats", get(workers::stats))
         .route("/api/workers/ws", get(workers::socket))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()))

@@ -2,8 +2,9 @@
 
 use distributivecom_protocol::api::{
     BlobInfo, ChunkRequest, ChunkResult, ErrorBody, FileInput, JobCreated, JobRequest, JobState, JobStatus,
-    LimitsRequest, ModuleInfo, ResultsPage, ServerStats,
+    LimitsRequest, ModuleInfo, ReplicationRequest, ResultsPage, ServerStats,
 };
+use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
 
 #[derive(utoipa::OpenApi)]
@@ -11,7 +12,7 @@ use distributivecom_protocol::worker::{Output, RunStatus};
     info(
         title = "Distributivecom",
         description = "Run WASI programs on volunteers' computers. Byte strings are base64 in JSON. \
-                       Workers speak the WebSocket protocol described in docs/protocol.md."
+                       Workers, and consumers of sessions, speak the WebSocket protocols described in docs/protocol.md."
     ),
     paths(
         super::modules::upload,
@@ -24,6 +25,10 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::jobs::status,
         super::jobs::results,
         super::jobs::cancel,
+        super::sessions::open,
+        super::sessions::status,
+        super::sessions::close,
+        super::sessions::socket,
         super::workers::socket,
         super::workers::stats,
     ),
@@ -42,7 +47,11 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         ErrorBody,
         ServerStats,
         Output,
-        RunStatus
+        RunStatus,
+        SessionRequest,
+        SessionCreated,
+        SessionStatus,
+        ReplicationRequest
     ))
 )]
 pub struct ApiDoc;

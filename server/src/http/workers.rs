@@ -72,7 +72,7 @@ pub async fn socket(State(state): State<AppState>, mut request: Request) -> Resu
 
 /// Checks that the request is a WebSocket handshake (RFC 6455, section 4.2.1) and returns the
 /// `Sec-WebSocket-Accept` value for it.
-fn handshake_accept_key(headers: &HeaderMap) -> Result<String, AppError> {
+pub(super) fn handshake_accept_key(headers: &HeaderMap) -> Result<String, AppError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -82,7 +82,7 @@ fn handshake_accept_key(headers: &HeaderMap) -> Result<String, AppError> {
     };
     let refuse = |what: &str| {
         AppError::BadRequest(format!(
-            "this endpoint speaks the worker protocol over WebSocket: {what} (see docs/protocol.md)"
+            "this endpoint speaks WebSocket: {what} (see docs/protocol.md)"
         ))
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {

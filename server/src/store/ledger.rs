@@ -175,7 +175,16 @@ pub fn totals(connection: &Connection) -> Result<Totals, StoreError> {
 pub fn refund(connection: &Connection, job: u64, owner: u64, memo: &str, at_ms: u64) -> Result<i64, StoreError> {
     let escrow = escrow(job);
     let left = balance(connection, &escrow)?;
-    let owner = user(owner);
+    // A session's round gives its rest back to the session, which refunds its owner when it closes.
+    let session: Option<i64> = connection
+        .prepare_cached("SELECT session_id FROM jobs WHERE id = ?1")?
+        .query_row([job as i64], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let owner = match session {
+        Some(session) => super::sessions::escrow(session as u64),
+        None => user(owner),
+    };
     record(
         connection,
         "refund",

@@ -16,6 +16,7 @@ pub mod encoding;
 pub mod ledger;
 pub mod queries;
 mod schema;
+pub mod sessions;
 mod writer;
 pub mod writes;
 
@@ -84,6 +85,8 @@ pub struct NewJob {
     pub max_retries: u32,
     pub created_at_ms: u64,
     pub chunks: std::sync::Arc<[ChunkRequest]>,
+    /// The session round this job is, funded from the session's escrow; `None` for a job.
+    pub round: Option<sessions::Round>,
 }
 
 /// A chunk's final result, with what its validation means for credits and reputations.

@@ -32,6 +32,8 @@ pub struct JobRow {
     pub replicas: u32,
     pub quorum: u32,
     pub stop_reason: Option<String>,
+    /// The session and round this job is, if it is a session's round.
+    pub session_round: Option<(u64, u64)>,
 }
 
 /// How many of a job's chunks have a stored result.
@@ -90,7 +92,8 @@ pub fn module_info(
 
 const JOB_COLUMNS: &str = "jobs.id, jobs.name, jobs.module, modules.instrumented_sha256, modules.instrumented_size,
      jobs.program_name, jobs.env, jobs.limits, jobs.max_retries, jobs.chunk_count, jobs.created_at_ms,
-     jobs.cancelled_at_ms, jobs.owner_id, jobs.budget, jobs.replicas, jobs.quorum, jobs.stop_reason";
+     jobs.cancelled_at_ms, jobs.owner_id, jobs.budget, jobs.replicas, jobs.quorum, jobs.stop_reason,
+     jobs.session_id, jobs.round";
 
 /// A jobs row before its JSON columns are decoded.
 struct RawJob {
@@ -111,6 +114,8 @@ struct RawJob {
     replicas: u32,
     quorum: u32,
     stop_reason: Option<String>,
+    session: Option<i64>,
+    round: Option<i64>,
 }
 
 fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -132,6 +137,8 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         replicas: row.get(14)?,
         quorum: row.get(15)?,
         stop_reason: row.get(16)?,
+        session: row.get(17)?,
+        round: row.get(18)?,
     })
 }
 
@@ -154,6 +161,7 @@ impl RawJob {
             replicas: self.replicas,
             quorum: self.quorum,
             stop_reason: self.stop_reason,
+            session_round: self.session.zip(self.round).map(|(session, round)| (session as u64, round as u64)),
         })
     }
 }
@@ -274,6 +282,18 @@ pub fn results(connection: &Connection, id: u64, first: u32, last: u32) -> Resul
 
 /// Every chunk's inputs, in chunk order.
 pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
+    let round: Option<(Option<i64>, Option<Vec<u8>>)> = connection
+        .prepare_cached("SELECT session_id, broadcast FROM jobs WHERE id = ?1")?
+        .query_row([id as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((Some(session), broadcast)) = round {
+        let broadcast = distributivecom_protocol::Bytes(broadcast.unwrap_or_default());
+        let mut shards = super::sessions::shards(connection, session as u64)?;
+        for shard in &mut shards {
+            shard.stdin = broadcast.clone();
+        }
+        return Ok(shards);
+    }
     let mut statement = connection.prepare("SELECT spec FROM chunks WHERE job_id = ?1 ORDER BY idx")?;
     let rows = statement.query_map([id as i64], |row| row.get::<_, Vec<u8>>(0))?;
     let mut specs = Vec::new();

@@ -170,6 +170,39 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, sha256)
     ) WITHOUT ROWID;
     "#,
+    // 5: sessions of rounds over kept shards. Each round is a job funded from the session's escrow
+    // (`escrow:session:<id>`); its chunks are the session's shards with the round's broadcast as stdin,
+    // stored once on the job row rather than once per chunk.
+    r#"
+    CREATE TABLE compute_sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT,
+        module TEXT NOT NULL REFERENCES modules(sha256),
+        program_name TEXT NOT NULL,
+        env TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        max_retries INTEGER NOT NULL,
+        replicas INTEGER NOT NULL,
+        quorum INTEGER NOT NULL,
+        shard_count INTEGER NOT NULL,
+        budget INTEGER NOT NULL,
+        next_round INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        closed_at_ms INTEGER,
+        close_reason TEXT
+    );
+    CREATE TABLE session_shards (
+        session_id INTEGER NOT NULL REFERENCES compute_sessions(id),
+        idx INTEGER NOT NULL,
+        spec BLOB NOT NULL,             -- as chunks.spec
+        PRIMARY KEY (session_id, idx)
+    ) WITHOUT ROWID;
+    ALTER TABLE jobs ADD COLUMN session_id INTEGER REFERENCES compute_sessions(id);
+    ALTER TABLE jobs ADD COLUMN round INTEGER;
+    ALTER TABLE jobs ADD COLUMN broadcast BLOB;
+    CREATE INDEX jobs_by_session ON jobs (session_id, round) WHERE session_id IS NOT NULL;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

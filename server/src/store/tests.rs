@@ -53,6 +53,7 @@ fn job(module: &str, owner: u64, chunks: usize, budget: Option<i64>) -> NewJob {
             .map(|index| ChunkRequest { args: vec![index.to_string()], stdin: Bytes::from("in"), ..Default::default() })
             .collect::<Vec<_>>()
             .into(),
+        round: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ledger::{self, BURN, MINT, Reference};
-use super::{NewJob, NewModule, NewResult, StoreError, encoding};
+use super::{NewJob, NewModule, NewResult, StoreError, encoding, sessions};
 
 fn encoding_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Encoding(error.to_string())
@@ -39,35 +39,64 @@ pub fn insert_module(connection: &Connection, module: &NewModule) -> Result<(), 
 }
 
 /// Whether a job was accepted, and with which budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
     Accepted {
         id: u64,
         budget: i64,
     },
-    /// The owner cannot cover the budget (or has nothing at all).
+    /// The owner (or, for a round, the session's escrow) cannot cover the budget (or has nothing at all).
     InsufficientCredits {
         balance: i64,
         budget: i64,
     },
+    /// A round that its session cannot run now (closed, or not the next round); the message says why.
+    RoundRefused(String),
 }
 
 /// Stores a job and its chunks, and moves its budget from the owner into the job's escrow, atomically:
 /// a job is never stored without its escrow, nor escrow taken for a job that was not stored.
 pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, StoreError> {
-    let owner = ledger::user(job.owner);
-    let balance = ledger::balance(connection, &owner)?;
+    // A session's round is funded from the session's escrow, its owner's otherwise.
+    let source = match &job.round {
+        None => ledger::user(job.owner),
+        Some(round) => sessions::escrow(round.session),
+    };
+    let balance = ledger::balance(connection, &source)?;
     let budget = job.budget.unwrap_or_else(|| balance.min(job.max_cost));
+    if let Some(round) = &job.round {
+        let state: Option<(i64, Option<i64>)> = connection
+            .prepare_cached("SELECT next_round, closed_at_ms FROM compute_sessions WHERE id = ?1")?
+            .query_row([round.session as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let refusal = match state {
+            None => Some(format!("there is no session {}", round.session)),
+            Some((_, Some(_))) => Some("the session is closed".to_owned()),
+            Some((next, None)) if next as u64 != round.round => Some(format!(
+                "round {} is out of order: the next round of this session is {next}",
+                round.round
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = refusal {
+            return Ok(Admission::RoundRefused(message));
+        }
+    }
     if budget <= 0 || balance < budget {
         return Ok(Admission::InsufficientCredits { balance, budget });
+    }
+    if let Some(round) = &job.round {
+        connection
+            .prepare_cached("UPDATE compute_sessions SET next_round = next_round + 1 WHERE id = ?1")?
+            .execute([round.session as i64])?;
     }
     let env = serde_json::to_string(&job.env).map_err(encoding_error)?;
     let limits = encoding::limits_to_column(&job.limits)?;
     connection
         .prepare_cached(
             "INSERT INTO jobs (name, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
-                           owner_id, budget, replicas, quorum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                           owner_id, budget, replicas, quorum, session_id, round, broadcast)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             job.name,
@@ -81,19 +110,25 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
             job.owner as i64,
             budget,
             job.replicas,
-            job.quorum
+            job.quorum,
+            job.round.as_ref().map(|round| round.session as i64),
+            job.round.as_ref().map(|round| round.round as i64),
+            job.round.as_ref().map(|round| &round.broadcast.0[..])
         ])?;
     let id = connection.last_insert_rowid() as u64;
-    let mut insert = connection.prepare_cached("INSERT INTO chunks (job_id, idx, spec) VALUES (?1, ?2, ?3)")?;
-    for (index, chunk) in job.chunks.iter().enumerate() {
-        let spec = encoding::chunk_to_column(chunk)?;
-        insert.execute(params![id as i64, index as i64, spec])?;
+    // A round's chunks are its session's shards with its broadcast: stored once, not per chunk.
+    if job.round.is_none() {
+        let mut insert = connection.prepare_cached("INSERT INTO chunks (job_id, idx, spec) VALUES (?1, ?2, ?3)")?;
+        for (index, chunk) in job.chunks.iter().enumerate() {
+            let spec = encoding::chunk_to_column(chunk)?;
+            insert.execute(params![id as i64, index as i64, spec])?;
+        }
     }
     let escrow = ledger::escrow(id);
     ledger::record(
         connection,
         "escrow",
-        &[(&owner, -budget), (&escrow, budget)],
+        &[(&source, -budget), (&escrow, budget)],
         Reference { job: Some(id), memo: "the job's budget", ..Reference::default() },
         job.created_at_ms,
     )?;

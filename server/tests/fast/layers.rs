@@ -8,6 +8,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u32)] = &[
     ("http", 5),
     ("worker_socket", 4),
+    ("session_socket", 4),
     ("coordinator", 3),
     ("identity", 2),
     ("store", 1),

@@ -17,3 +17,5 @@ mod requests;
 mod worker_socket;
 // Blobs: stored by hash, read only by their owners and by workers holding a replica that needs them.
 mod blobs;
+// Sessions: rounds over kept shards, results by round, the escrow, reconnects, bad input.
+mod sessions;

@@ -1,0 +1,343 @@
+//! Sessions of rounds: opening (checked as a job would be, escrowed), rounds (each admitted as a job
+//! funded from the session's escrow), the consumer's feed of validated results, and closing (by the
+//! consumer, after its idle time, or when its rounds cannot be paid).
+//!
+//! Invariant: at most one consumer socket feeds from a session at a time; a session with none is closed
+//! after `ServerConfig::session_idle_ms`.
+
+use std::sync::Arc;
+
+use distributivecom_protocol::Bytes;
+use distributivecom_protocol::api::{ChunkResult, JobRequest, LimitsRequest, ReplicationRequest};
+use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionServerMessage, SessionStatus};
+use distributivecom_protocol::worker::{Limits, ModuleRef};
+use distributivecom_scheduler::Millis;
+use tokio::sync::mpsc;
+
+use super::admission::{Checked, Refusal};
+use super::{Coordinator, Core};
+use crate::clock::unix_ms;
+use crate::format::human_bytes;
+use crate::store::sessions::{self, NewSession, Round, SessionAdmission, SessionRow};
+use crate::store::{StoreError, queries};
+
+/// What the consumer's socket receives.
+pub type SessionFeed = mpsc::UnboundedReceiver<SessionServerMessage>;
+
+/// An open session, as the coordinator keeps it.
+pub(super) struct LiveSession {
+    owner: u64,
+    /// Each round's job request, but for the broadcast.
+    template: Arc<JobRequest>,
+    run_module: ModuleRef,
+    /// The connected consumer's feed.
+    feed: Option<mpsc::UnboundedSender<SessionServerMessage>>,
+    /// Since when no consumer has been connected.
+    idle_since: Option<Millis>,
+}
+
+impl Core {
+    /// Sends `message` to the session's consumer, if one is connected.
+    pub(super) fn tell_session(&mut self, session: u64, message: SessionServerMessage) {
+        if let Some(feed) = self.sessions.get(&session).and_then(|live| live.feed.as_ref()) {
+            let _ = feed.send(message);
+        }
+    }
+}
+
+/// A session's round request: the shards, as the chunks of a job.
+fn template(request: &SessionRequest) -> JobRequest {
+    JobRequest {
+        module: request.module.clone(),
+        name: request.name.clone(),
+        program_name: request.program_name.clone(),
+        chunks: request.shards.clone(),
+        env: request.env.clone(),
+        limits: request.limits.clone(),
+        max_retries: request.max_retries,
+        budget_millicredits: None,
+        replication: request.replication,
+    }
+}
+
+/// The limits as a request, for rounds after a restart (checked again against the server's maxima).
+fn limits_request(limits: &Limits) -> LimitsRequest {
+    LimitsRequest {
+        memory_limit_bytes: Some(limits.memory_bytes),
+        time_limit_ms: Some(limits.time_limit_ms),
+        max_stdout_bytes: Some(limits.max_stdout_bytes),
+        max_stderr_bytes: Some(limits.max_stderr_bytes),
+        max_data_bytes: Some(limits.max_data_bytes),
+        max_work_units: Some(limits.max_work_units),
+    }
+}
+
+impl Coordinator {
+    /// Opens `owner`'s session: its shards are checked as a job's chunks would be, and its budget escrowed.
+    pub async fn open_session(
+        &self,
+        owner: u64,
+        request: SessionRequest,
+        run_module: Option<ModuleRef>,
+    ) -> Result<SessionCreated, Refusal> {
+        if request.budget_millicredits <= 0 {
+            return Err(Refusal::Invalid(format!(
+                "budget_millicredits must be more than 0, not {}",
+                request.budget_millicredits
+            )));
+        }
+        if let Some(shard) = request.shards.iter().position(|shard| !shard.stdin.is_empty()) {
+            return Err(Refusal::Invalid(format!(
+                "shard {shard}: stdin must be empty, since each round's broadcast is every run's stdin"
+            )));
+        }
+        let open = {
+            let core = self.lock();
+            core.sessions.values().filter(|live| live.owner == owner).count()
+        };
+        if open >= self.config.max_open_sessions_per_account as usize {
+            return Err(Refusal::TooMuchRunning(format!(
+                "this account has {open} sessions open, the most at once; close one first"
+            )));
+        }
+        let template = template(&request);
+        let Checked { limits, max_retries, replicas, quorum, program_name, max_cost, run_module, .. } =
+            self.check(owner, &template, run_module).await.map_err(|refusal| match refusal {
+                Refusal::Invalid(message) => Refusal::Invalid(message.replace("chunk ", "shard ")),
+                Refusal::UnknownBlob(message) => Refusal::UnknownBlob(message.replace("chunk ", "shard ")),
+                other => other,
+            })?;
+        let budget = request.budget_millicredits;
+        let new = NewSession {
+            owner,
+            name: request.name.clone(),
+            module: request.module.clone(),
+            program_name,
+            env: request.env.clone(),
+            limits,
+            max_retries,
+            replicas,
+            quorum,
+            shards: request.shards.clone().into(),
+            budget,
+            created_at_ms: unix_ms(),
+        };
+        let id = match self.store.transact(move |connection| sessions::insert(connection, &new)).await? {
+            SessionAdmission::Accepted { id } => id,
+            SessionAdmission::InsufficientCredits { balance, budget } => {
+                return Err(Refusal::InsufficientCredits(format!(
+                    "the session's budget is {budget} millicredits but your balance is {balance}; lower \
+                     budget_millicredits or earn credits by volunteering"
+                )));
+            }
+        };
+        let shards = request.shards.len() as u32;
+        let live = LiveSession {
+            owner,
+            template: Arc::new(template),
+            run_module,
+            feed: None,
+            idle_since: Some(self.now()),
+        };
+        self.lock().sessions.insert(id, live);
+        Ok(SessionCreated { id, shards, budget_millicredits: budget, max_round_cost_millicredits: max_cost })
+    }
+
+    /// Takes the open sessions back after a restart: their consumers have the idle time to reconnect.
+    pub(super) fn recover_sessions(&self) -> Result<(), StoreError> {
+        for id in self.store.read_blocking(sessions::open_ids)? {
+            let (row, shards, run_module) = self.store.read_blocking(|connection| {
+                let row = sessions::get(connection, id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("session {id} vanished during recovery")))?;
+                let shards = sessions::shards(connection, id)?;
+                let run_module = queries::module_info(connection, &row.module, row.owner)?.map(|(module, _)| module);
+                Ok((row, shards, run_module))
+            })?;
+            let Some(run_module) = run_module else {
+                return Err(StoreError::Corrupt(format!("session {id}'s program is gone")));
+            };
+            let template = JobRequest {
+                module: row.module.clone(),
+                name: Some(row.name.clone()),
+                program_name: Some(row.program_name.clone()),
+                chunks: shards,
+                env: row.env.clone(),
+                limits: limits_request(&row.limits),
+                max_retries: Some(row.max_retries),
+                budget_millicredits: None,
+                replication: Some(ReplicationRequest { replicas: row.replicas, quorum: row.quorum }),
+            };
+            tracing::info!(session = id, next_round = row.next_round, "resuming session");
+            let live = LiveSession {
+                owner: row.owner,
+                template: Arc::new(template),
+                run_module,
+                feed: None,
+                idle_since: Some(self.now()),
+            };
+            self.lock().sessions.insert(id, live);
+        }
+        Ok(())
+    }
+
+    /// Starts round `round` of `owner`'s session with `broadcast` as every run's stdin. Returns the job
+    /// that runs it.
+    pub async fn start_round(&self, owner: u64, session: u64, round: u64, broadcast: Bytes) -> Result<u64, Refusal> {
+        let (template, run_module) = {
+            let core = self.lock();
+            let live = core.sessions.get(&session).filter(|live| live.owner == owner);
+            let Some(live) = live else {
+                return Err(Refusal::UnknownSession(format!("no open session {session}")));
+            };
+            let running = core.jobs.values().filter(|job| job.row.session_round.is_some_and(|(s, _)| s == session));
+            if running.count() >= self.config.max_rounds_running as usize {
+                return Err(Refusal::Round(format!(
+                    "{} rounds of this session are running, the most at once; wait for one to finish",
+                    self.config.max_rounds_running
+                )));
+            }
+            (live.template.clone(), live.run_module.clone())
+        };
+        if broadcast.len() as u64 > self.config.max_broadcast_bytes {
+            return Err(Refusal::Invalid(format!(
+                "the broadcast holds {}, more than the server's limit of {}",
+                human_bytes(broadcast.len() as u64),
+                human_bytes(self.config.max_broadcast_bytes)
+            )));
+        }
+        let mut request = (*template).clone();
+        for chunk in &mut request.chunks {
+            chunk.stdin = broadcast.clone();
+        }
+        let name = request.name.take().unwrap_or_else(|| format!("session-{session}"));
+        request.name = Some(format!("{name} round {round}"));
+        let funding = Round { session, round, broadcast };
+        let created = self.admit(owner, request, Some(run_module), Some(funding)).await?;
+        Ok(created.id)
+    }
+
+    /// Closes a session: its running rounds stop and the rest of its escrow goes back to its owner. `None`
+    /// if it was closed already; else the refund.
+    pub async fn close_session(&self, session: u64, reason: &str) -> Result<Option<i64>, StoreError> {
+        let closing = reason.to_owned();
+        let refunded =
+            self.store.transact(move |connection| sessions::close(connection, session, &closing, unix_ms())).await?;
+        let rounds: Vec<u64> = {
+            let mut core = self.lock();
+            let feed = core.sessions.remove(&session).and_then(|live| live.feed);
+            if let (Some(feed), Some(refunded)) = (feed, refunded) {
+                let _ = feed.send(SessionServerMessage::Closed {
+                    reason: reason.to_owned(),
+                    refunded_millicredits: refunded,
+                });
+            }
+            core.jobs.values().filter(|job| job.row.session_round.is_some_and(|(s, _)| s == session)).map(|job| job.row.id).collect()
+        };
+        // Their cancellation was part of the close.
+        for job in rounds {
+            self.stopped(job, reason);
+        }
+        Ok(refunded)
+    }
+
+    /// Connects a consumer's socket to `owner`'s session; a second socket is refused.
+    pub fn attach_session(&self, owner: u64, session: u64) -> Result<SessionFeed, Refusal> {
+        let mut core = self.lock();
+        let Some(live) = core.sessions.get_mut(&session).filter(|live| live.owner == owner) else {
+            return Err(Refusal::UnknownSession(format!("no open session {session}")));
+        };
+        if live.feed.as_ref().is_some_and(|feed| !feed.is_closed()) {
+            return Err(Refusal::Round(
+                "another socket is connected to this session; close it first (one consumer per session)".to_owned(),
+            ));
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        live.feed = Some(sender);
+        live.idle_since = None;
+        Ok(receiver)
+    }
+
+    /// The consumer's socket closed: the session waits for it for its idle time.
+    pub fn detach_session(&self, session: u64) {
+        let now = self.now();
+        if let Some(live) = self.lock().sessions.get_mut(&session) {
+            live.feed = None;
+            live.idle_since = Some(now);
+        }
+    }
+
+    /// Closes the sessions whose consumer has been gone for the idle time (called on each tick).
+    pub(super) fn close_idle_sessions(&self, core: &Core) {
+        let now = self.now();
+        let idle = core
+            .sessions
+            .iter()
+            .filter(|(_, live)| live.idle_since.is_some_and(|since| now >= since.plus(self.config.session_idle_ms)))
+            .map(|(id, _)| *id);
+        for session in idle {
+            let Some(coordinator) = self.this.upgrade() else { return };
+            tokio::spawn(async move {
+                let reason = "no consumer was connected for the session's idle time";
+                if let Err(error) = coordinator.close_session(session, reason).await {
+                    tracing::error!(session, %error, "could not close an idle session");
+                }
+            });
+        }
+    }
+
+    /// A session of `owner`'s as it stands.
+    pub async fn session_status(&self, owner: u64, session: u64) -> Result<Option<SessionStatus>, StoreError> {
+        self.store
+            .read(move |connection| {
+                let Some(row) = sessions::get(connection, session)?.filter(|row| row.owner == owner) else {
+                    return Ok(None);
+                };
+                let running = sessions::running_rounds(connection, session)?;
+                let (spent, escrowed) = sessions::money(connection, session)?;
+                Ok(Some(status(row, running.into_iter().map(|(round, _)| round).collect(), spent, escrowed)))
+            })
+            .await
+    }
+
+    /// Every result of the session's rounds from `from_round` on, with a `round_done` after each finished
+    /// round: what a consumer that reconnects missed.
+    pub async fn session_backlog(&self, session: u64, from_round: u64) -> Result<Vec<SessionServerMessage>, StoreError> {
+        self.store
+            .read(move |connection| {
+                let mut messages = Vec::new();
+                for (round, job, finished, spent) in sessions::rounds_from(connection, session, from_round)? {
+                    for result in queries::results(connection, job, 0, u32::MAX)? {
+                        messages.push(SessionServerMessage::Result { round, result });
+                    }
+                    if finished {
+                        messages.push(SessionServerMessage::RoundDone { round, spent_millicredits: spent });
+                    }
+                }
+                Ok(messages)
+            })
+            .await
+    }
+}
+
+/// A validated result of round `round`, for the session's feed.
+pub(super) fn round_result(round: u64, result: ChunkResult) -> SessionServerMessage {
+    SessionServerMessage::Result { round, result }
+}
+
+fn status(row: SessionRow, rounds_running: Vec<u64>, spent: i64, escrowed: i64) -> SessionStatus {
+    SessionStatus {
+        id: row.id,
+        name: row.name,
+        module: row.module,
+        shards: row.shard_count,
+        state: if row.closed_at_ms.is_some() { "closed" } else { "open" }.to_owned(),
+        close_reason: row.close_reason,
+        next_round: row.next_round,
+        rounds_running,
+        budget_millicredits: row.budget,
+        spent_millicredits: spent,
+        escrowed_millicredits: escrowed,
+        created_at_ms: row.created_at_ms,
+        closed_at_ms: row.closed_at_ms,
+    }
+}

@@ -1,0 +1,168 @@
+//! The server's side of a consumer's session WebSocket (`GET /api/sessions/{id}/ws`): JSON text frames,
+//! rounds in, validated results out, tagged by round.
+//!
+//! Like `worker_socket`, it is written against a generic `Stream` of [`Incoming`] frames and a `Sink` of
+//! text frames, so `http::sessions` adapts the real socket and tests drive it with channels. Bad messages
+//! get an `error` message and the conversation goes on.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use distributivecom_protocol::session::{SessionClientMessage, SessionServerMessage};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use crate::coordinator::{Coordinator, Refusal, SessionFeed};
+
+/// A frame from the consumer.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(String),
+    /// Binary frames are not part of this protocol.
+    Binary,
+    Closed,
+}
+
+/// How many finished rounds the conversation remembers, to drop a result it already sent when a
+/// reconnect's backlog and the live feed overlap.
+const REMEMBERED_ROUNDS: usize = 1024;
+
+/// Runs the conversation with `owner`'s consumer of `session`, already attached with `feed`, replaying
+/// results of rounds from `from_round` on first. Detaches the session when it ends.
+pub async fn run<R, W>(
+    coordinator: Arc<Coordinator>,
+    owner: u64,
+    session: u64,
+    from_round: u64,
+    feed: SessionFeed,
+    incoming: R,
+    outgoing: W,
+) where
+    R: Stream<Item = Incoming> + Unpin,
+    W: Sink<String> + Unpin,
+{
+    let mut conversation = Conversation { coordinator: coordinator.clone(), owner, session, outgoing, sent: Sent::default() };
+    let _ = conversation.serve(from_round, feed, incoming).await;
+    coordinator.detach_session(session);
+}
+
+/// What was sent already, by round.
+#[derive(Default)]
+struct Sent {
+    results: HashSet<(u64, u32)>,
+    done: BTreeSet<u64>,
+}
+
+impl Sent {
+    /// Whether `message` is new (and then remembers it).
+    fn is_new(&mut self, message: &SessionServerMessage) -> bool {
+        match message {
+            SessionServerMessage::Result { round, result } => {
+                !self.done.contains(round) && self.results.insert((*round, result.index))
+            }
+            SessionServerMessage::RoundDone { round, .. } => {
+                if !self.done.insert(*round) {
+                    return false;
+                }
+                self.results.retain(|(held, _)| held != round);
+                while self.done.len() > REMEMBERED_ROUNDS {
+                    self.done.pop_first();
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+struct Conversation<W> {
+    coordinator: Arc<Coordinator>,
+    owner: u64,
+    session: u64,
+    outgoing: W,
+    sent: Sent,
+}
+
+/// The conversation is over (the socket or the session closed).
+struct Ended;
+
+impl<W: Sink<String> + Unpin> Conversation<W> {
+    async fn serve<R>(&mut self, from_round: u64, mut feed: SessionFeed, mut incoming: R) -> Result<(), Ended>
+    where
+        R: Stream<Item = Incoming> + Unpin,
+    {
+        let status = self.coordinator.session_status(self.owner, self.session).await.map_err(|_| Ended)?;
+        let Some(status) = status else { return Err(Ended) };
+        self.send(SessionServerMessage::Ready {
+            session: self.session,
+            shards: status.shards,
+            next_round: status.next_round,
+            rounds_running: status.rounds_running,
+        })
+        .await?;
+        let backlog = self.coordinator.session_backlog(self.session, from_round).await.map_err(|_| Ended)?;
+        for message in backlog {
+            self.forward(message).await?;
+        }
+        loop {
+            tokio::select! {
+                message = feed.recv() => {
+                    let Some(message) = message else { return Err(Ended) };
+                    let closed = matches!(message, SessionServerMessage::Closed { .. });
+                    self.forward(message).await?;
+                    if closed {
+                        return Ok(());
+                    }
+                }
+                frame = incoming.next() => match frame {
+                    Some(Incoming::Text(text)) => self.handle(&text).await?,
+                    Some(Incoming::Binary) => {
+                        self.error("send JSON in text frames (see docs/protocol.md, \"Sessions\")", None).await?;
+                    }
+                    Some(Incoming::Closed) | None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, text: &str) -> Result<(), Ended> {
+        let message: SessionClientMessage = match serde_json::from_str(text) {
+            Ok(message) => message,
+            Err(error) => return self.error(&format!("could not read the message: {error}"), None).await,
+        };
+        match message {
+            SessionClientMessage::Round { round, broadcast } => {
+                match self.coordinator.start_round(self.owner, self.session, round, broadcast).await {
+                    Ok(_) => self.send(SessionServerMessage::RoundStarted { round }).await,
+                    Err(Refusal::Store(error)) => {
+                        tracing::error!(session = self.session, round, %error, "could not start a round");
+                        self.error("the server could not store the round; try again", Some(round)).await
+                    }
+                    Err(refusal) => self.error(&refusal.to_string(), Some(round)).await,
+                }
+            }
+            SessionClientMessage::Close {} => {
+                match self.coordinator.close_session(self.session, "closed by its consumer").await {
+                    // The feed carries the `closed` message.
+                    Ok(_) => Ok(()),
+                    Err(error) => {
+                        tracing::error!(session = self.session, %error, "could not close a session");
+                        self.error("the server could not close the session; try again", None).await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn forward(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
+        if self.sent.is_new(&message) { self.send(message).await } else { Ok(()) }
+    }
+
+    async fn error(&mut self, message: &str, round: Option<u64>) -> Result<(), Ended> {
+        self.send(SessionServerMessage::Error { message: message.to_owned(), round }).await
+    }
+
+    async fn send(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
+        let text = serde_json::to_string(&message).map_err(|_| Ended)?;
+        self.outgoing.send(text).await.map_err(|_| Ended)
+    }
+}
