@@ -141,6 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             credential: Credential::Token(token.clone()),
             cache_dir: data_dir.join(format!("worker-{index}-blobs")),
             cache_bytes: BENCH_CACHE_BYTES,
+            delay: std::time::Duration::ZERO,
         })?;
         native_workers.push(tokio::spawn(worker.run()));
     }
@@ -200,6 +201,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
                 credential: Credential::Volunteer { id: identity.id, secret: identity.secret },
                 cache_dir: data_dir.join(format!("volunteer-{index}-blobs")),
                 cache_bytes: BENCH_CACHE_BYTES,
+            delay: std::time::Duration::ZERO,
             })?;
             native_workers.push(tokio::spawn(worker.run()));
         }

@@ -1,5 +1,5 @@
 //! The `distributivecom` command: the coordinator (`serve`), a native volunteer (`worker`), job submission
-//! and retrieval (`submit`, `status`, `results`) and the benchmark (`bench`).
+//! and retrieval (`submit`, `status`, `results`), the training demo (`train`) and the benchmark (`bench`).
 //!
 //! Exit codes: 0 when everything asked for succeeded (for job commands: every chunk exited with status 0);
 //! 1 when a job finished with failed chunks or was cancelled; 2 on errors (bad arguments, unreachable
@@ -39,6 +39,9 @@ enum Command {
     Results(commands::results::ResultsArgs),
     /// Show your balance, escrow, the pricing and your newest ledger entries.
     Account(commands::account::AccountArgs),
+    /// Train a digit classifier over the connected volunteers, one session round per step, and compare
+    /// it with the same training in this process.
+    Train(commands::train::TrainArgs),
     /// Measure throughput and round latency with an in-process server and native workers.
     Bench(bench::BenchArgs),
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(&remote, args).await,
             Command::Results(args) => commands::results::run(&remote, args).await,
             Command::Account(args) => commands::account::run(&remote, args).await,
+            Command::Train(args) => commands::train::run(&remote, args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

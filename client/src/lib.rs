@@ -19,6 +19,9 @@
 
 use std::time::Duration;
 
+mod session;
+pub use session::{Session, SessionEvent};
+
 use distributivecom_protocol::api::{
     AccountInfo, BlobInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, LedgerQuery,
     ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential, VolunteerInfo,
@@ -45,6 +48,9 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("could not understand the server's answer from {url}: {message}")]
     Decode { url: String, message: String },
+    /// A session's socket refused a message or could not be kept open.
+    #[error("session {session}: {message}")]
+    Session { session: u64, message: String },
 }
 
 /// The server's refusal: its `{"error": ...}` message, or the body as text.

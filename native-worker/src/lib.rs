@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     /// Where fetched blobs are kept, and how many bytes of them at most.
     pub cache_dir: PathBuf,
     pub cache_bytes: u64,
+    /// For tests: a wait before each replica runs, to play a slow machine (zero otherwise).
+    pub delay: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +111,7 @@ impl Worker {
         let blobs = BlobCache::open(&config.cache_dir, config.cache_bytes)
             .map_err(|source| WorkerError::Cache { path: config.cache_dir.clone(), source })?;
         let runtime = Arc::new(Runtime::new()?);
-        let pool = Pool::start(runtime.clone(), config.slots.max(1));
+        let pool = Pool::start(runtime.clone(), config.slots.max(1), config.delay);
         Ok(Arc::new(Worker {
             config,
             socket_url,

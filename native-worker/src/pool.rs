@@ -36,16 +36,19 @@ pub struct Pool {
     ready: Condvar,
     generation: AtomicU64,
     slots: u32,
+    /// A wait before each replica (for tests that need a slow worker).
+    delay: std::time::Duration,
 }
 
 impl Pool {
     /// Starts `slots` threads running replicas with `runtime`.
-    pub fn start(runtime: Arc<Runtime>, slots: u32) -> Arc<Pool> {
+    pub fn start(runtime: Arc<Runtime>, slots: u32, delay: std::time::Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             generation: AtomicU64::new(0),
             slots,
+            delay,
         });
         for slot in 0..slots {
             let pool = pool.clone();
@@ -105,6 +108,9 @@ impl Pool {
     fn serve(&self, runtime: &Runtime) {
         loop {
             let mut task = self.next();
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
             let report = match read_blobs(&mut task) {
                 Ok(()) => {
                     let outcome = runtime.run(&task.module, &task.assignment);

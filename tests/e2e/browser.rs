@@ -169,9 +169,9 @@ async fn a_tab_closed_mid_job_loses_nothing() {
         api.status(job).await.unwrap().finished_chunks() >= 2
     })
     .await;
-    browser.close_tab(&leaving, &staying).await.unwrap();
+    browser.close_tab(leaving, staying).await.unwrap();
     // Mid-job, with chunks running: the page as a volunteer sees it.
-    browser.screenshot(&staying, &screenshot_path("donate-running.png")).await.unwrap();
+    browser.screenshot(staying, &screenshot_path("donate-running.png")).await.unwrap();
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
     assert_results_match_native_runs(&status, "primes", &chunks, &results);
@@ -216,10 +216,10 @@ async fn loops_and_memory_hogs_are_reported_and_the_tab_keeps_working() {
     let (status, results) = finish(&api, job).await;
     assert_eq!(status.state, JobState::Succeeded);
     assert_eq!(results[0].output.stdout.as_ref(), b"primes in [0, 1000000): 78498\n");
-    assert_eq!(browser.text(&tab, "connection").await.unwrap(), "Connected");
+    assert_eq!(browser.text(tab, "connection").await.unwrap(), "Connected");
     // The page's statistics arrive a few times a second.
     eventually("the page to count three chunks", Duration::from_secs(5), || async {
-        browser.text(&tab, "chunks-done").await.unwrap() == "3"
+        browser.text(tab, "chunks-done").await.unwrap() == "3"
     })
     .await;
 }
@@ -262,7 +262,7 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     assert_eq!((&local.status, local.work_units), (&results[0].status, results[0].work_units));
 
     eventually("the tab to count every chunk", Duration::from_secs(5), || async {
-        chunks_done(browser.text(&tab, "chunks-done").await.unwrap()) == 13
+        chunks_done(browser.text(tab, "chunks-done").await.unwrap()) == 13
     })
     .await;
 }

@@ -29,3 +29,5 @@ mod cheaters;
 mod hostile;
 // Blobs: input files uploaded once, fetched once by each worker and kept.
 mod blobs;
+// Sessions: training over volunteers equals a local run, and survives crashes.
+mod sessions;

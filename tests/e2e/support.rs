@@ -187,12 +187,19 @@ impl TestServer {
     /// Starts a native worker process volunteering under a fresh anonymous identity: every worker is a
     /// distinct volunteer, so replicated jobs validate across them.
     pub fn worker(&self, slots: u32) -> Process {
+        self.worker_with(slots, &[])
+    }
+
+    /// The same, with more arguments (such as the test-only `--delay-ms`).
+    pub fn worker_with(&self, slots: u32, extra: &[&str]) -> Process {
         let number = NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed);
         let identity = self.data.with_extension(format!("volunteer-{number}.json"));
         let identity = identity.to_str().expect("temporary paths are UTF-8");
         let cache = self.worker_cache(number);
         let slots = slots.to_string();
-        let args = ["worker", "--server", &self.url, "--slots", &slots, "--identity", identity, "--cache-dir", &cache];
+        let mut args =
+            vec!["worker", "--server", &self.url, "--slots", &slots, "--identity", identity, "--cache-dir", &cache];
+        args.extend_from_slice(extra);
         Process::start("worker", &args, Some("connected to the server")).0
     }
 

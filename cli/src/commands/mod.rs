@@ -5,6 +5,7 @@ pub mod results;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod train;
 pub mod worker;
 
 use anyhow::Context;

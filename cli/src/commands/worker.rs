@@ -30,6 +30,9 @@ pub struct WorkerArgs {
     /// The most blobs the cache keeps, in MiB; the least recently used leave first.
     #[arg(long, default_value_t = 2048)]
     cache_mib: u64,
+    /// For tests only: wait this many milliseconds before running each replica, to play a slow machine.
+    #[arg(long, default_value_t = 0, hide = true)]
+    delay_ms: u64,
 }
 
 pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
@@ -60,6 +63,7 @@ pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
         credential,
         cache_dir,
         cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
+        delay: std::time::Duration::from_millis(args.delay_ms),
     };
     let worker = Worker::new(config)?;
     eprintln!("worker: {slots} slots, serving {} as {who}", remote.server);

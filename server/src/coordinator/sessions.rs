@@ -53,7 +53,7 @@ fn template(request: &SessionRequest) -> JobRequest {
         program_name: request.program_name.clone(),
         chunks: request.shards.clone(),
         env: request.env.clone(),
-        limits: request.limits.clone(),
+        limits: request.limits,
         max_retries: request.max_retries,
         budget_millicredits: None,
         replication: request.replication,
