@@ -337,6 +337,9 @@ pub struct ServerStats {
     /// keeps it).
     #[serde(default)]
     pub blob_bytes_served: u64,
+    /// Backup replicas sent for slow chunks of sessions' rounds since the server started.
+    #[serde(default)]
+    pub backup_replicas: u64,
 }
 
 /// `POST /api/auth/signup` and `POST /api/auth/login`.

@@ -171,7 +171,8 @@ impl Scheduler {
         // limit; past that (plus the lease timeout for the report to arrive) it is overdue.
         let queue_depth = 1 + u64::from(prefetch);
         let deadline = self.now.plus(job.time_limit_ms.saturating_mul(queue_depth)).plus(self.config.lease_timeout_ms);
-        self.hold_replica(replica, Replica { job: job_id, chunk, worker, volunteer, deadline });
+        let sent_at = self.now;
+        self.hold_replica(replica, Replica { job: job_id, chunk, worker, volunteer, deadline, sent_at });
         actions.push(Action::Assign { worker, replica, job: job_id, chunk });
         // The chunk's other replicas go out next, to other volunteers.
         self.requeue_if_needed(job_id, chunk);
@@ -224,7 +225,72 @@ impl Scheduler {
                 self.lose(lost, replica, actions);
             }
         }
+        self.back_up_slow_replicas();
         self.fill_all(actions);
+    }
+}
+
+impl Scheduler {
+    /// Backups for stragglers (as MapReduce's backup tasks): a replica of a job with backups that has been
+    /// out [`Config::backup_slowness`] times the job's typical chunk time gets its chunk one backup
+    /// replica, for another volunteer. Whichever agreeing results come first are accepted; the rest are
+    /// revoked and not paid.
+    fn back_up_slow_replicas(&mut self) {
+        let now = self.now;
+        let slowness = u64::from(self.config.backup_slowness);
+        let slow: Vec<(JobId, ChunkIndex)> = self
+            .replicas
+            .values()
+            .filter(|replica| {
+                self.jobs.get(&replica.job).is_some_and(|job| {
+                    job.backups
+                        && job.chunk_time_us.is_some_and(|typical| {
+                            let patience_ms = (typical.saturating_mul(slowness) / 1000).max(1);
+                            now >= replica.sent_at.plus(patience_ms)
+                        })
+                })
+            })
+            .map(|replica| (replica.job, replica.chunk))
+            .collect();
+        for (job, chunk) in slow {
+            self.back_up(job, chunk);
+        }
+    }
+
+    /// Sends one backup replica of the chunk (if it is still out and has had none).
+    pub(crate) fn back_up(&mut self, job_id: JobId, chunk: ChunkIndex) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let record = &mut job.chunks[chunk as usize];
+        if record.finished || record.backup || record.in_flight.is_empty() {
+            return;
+        }
+        record.backup = true;
+        record.wanted += 1;
+        record.max_issued += 1;
+        self.backups_sent += 1;
+        self.requeue_if_needed(job_id, chunk);
+    }
+
+    /// Once a job with backups has [`Config::backup_when_done_percent`] of its chunks finished, every chunk
+    /// still out gets a backup.
+    pub(crate) fn back_up_the_last(&mut self, job_id: JobId) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let total = job.chunks.len() as u64;
+        let done = total - u64::from(job.unfinished);
+        if !job.backups || job.backed_up || done * 100 < total * u64::from(self.config.backup_when_done_percent) {
+            return;
+        }
+        job.backed_up = true;
+        let out: Vec<ChunkIndex> = job
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, chunk)| !chunk.finished && !chunk.in_flight.is_empty())
+            .map(|(index, _)| index as ChunkIndex)
+            .collect();
+        for chunk in out {
+            self.back_up(job_id, chunk);
+        }
     }
 }
 

@@ -74,6 +74,12 @@ pub struct Config {
     /// this long after a worker was first refused it. Past that, any capable worker takes any of the job's
     /// fresh chunks, still preferring the ones whose blobs it holds, until they run out.
     pub affinity_wait_ms: u64,
+    /// Backups: once this share (in percent) of a job's chunks are finished, every chunk still out gets
+    /// one backup replica on another volunteer (for jobs with backups).
+    pub backup_when_done_percent: u32,
+    /// Backups: a replica out this many times the job's typical chunk time (a moving average of its
+    /// results) gets its chunk a backup replica.
+    pub backup_slowness: u32,
 }
 
 impl Default for Config {
@@ -85,6 +91,8 @@ impl Default for Config {
             trust_after: 10,
             seed: 1,
             affinity_wait_ms: 100,
+            backup_when_done_percent: 90,
+            backup_slowness: 3,
         }
     }
 }
@@ -141,6 +149,8 @@ pub struct JobParams {
     pub finished: Vec<ChunkIndex>,
     /// The blobs each chunk reads, one list per chunk; empty if no chunk reads any.
     pub chunk_blobs: Vec<Vec<BlobName>>,
+    /// Whether slow chunks get backup replicas (a session's rounds, which wait for their last chunk).
+    pub backups: bool,
 }
 
 /// A blob, by its hash: workers that hold a chunk's blobs are preferred for it (affinity).
@@ -326,6 +336,8 @@ pub struct Scheduler {
     random: u64,
     /// How many connected workers hold each blob.
     blob_holders: HashMap<BlobName, u32>,
+    /// Backup replicas sent since the start.
+    backups_sent: u64,
 }
 
 /// One worker fewer holds `blob`.
@@ -356,6 +368,7 @@ impl Scheduler {
             error_runs: HashMap::new(),
             random: config.seed.max(1),
             blob_holders: HashMap::new(),
+            backups_sent: 0,
         }
     }
 
@@ -523,7 +536,9 @@ impl Scheduler {
         if job.unfinished == 0 {
             self.jobs.remove(&job_id);
             actions.push(Action::JobFinished { job: job_id });
+            return;
         }
+        self.back_up_the_last(job_id);
     }
 
     /// Puts a chunk in its job's queue of chunks under way (once) if it needs another replica now.

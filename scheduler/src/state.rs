@@ -37,6 +37,11 @@ pub(crate) struct Job {
     /// Since when a worker has been refused chunks that wait for the workers holding their blobs: past
     /// the affinity wait, any worker takes them, until the job's fresh chunks run out.
     pub(crate) affinity_waiting_since: Option<Millis>,
+    /// Whether slow chunks get backup replicas (see [`crate::Config::backup_when_done_percent`]).
+    pub(crate) backups: bool,
+    /// Whether the job has passed the share of finished chunks past which every chunk still out got a
+    /// backup.
+    pub(crate) backed_up: bool,
 }
 
 impl Job {
@@ -66,6 +71,8 @@ impl Job {
             in_ring: true,
             chunk_blobs: params.chunk_blobs.iter().map(|blobs| blobs.clone().into_boxed_slice()).collect(),
             affinity_waiting_since: None,
+            backups: params.backups,
+            backed_up: false,
         }
     }
 
@@ -149,6 +156,8 @@ pub(crate) struct Chunk {
     pub(crate) lost_on: Vec<Volunteer>,
     /// Whether the chunk has an entry in its job's `under_way` queue.
     pub(crate) queued: bool,
+    /// Whether a backup replica was sent out for it (at most one).
+    pub(crate) backup: bool,
 }
 
 impl Chunk {
@@ -166,6 +175,7 @@ impl Chunk {
             errored_on: Vec::new(),
             lost_on: Vec::new(),
             queued: false,
+            backup: false,
         }
     }
 
@@ -258,6 +268,8 @@ pub(crate) struct Replica {
     pub(crate) volunteer: Volunteer,
     /// The replica is requeued if no report arrives by then, even from a worker that keeps heartbeating.
     pub(crate) deadline: Millis,
+    /// When it went out.
+    pub(crate) sent_at: Millis,
 }
 
 /// A job's chunks as the scheduler sees them right now.
@@ -277,6 +289,8 @@ pub struct Stats {
     pub jobs: u32,
     pub pending_chunks: u64,
     pub replicas_in_flight: u64,
+    /// Backup replicas sent for slow chunks since the start.
+    pub backup_replicas: u64,
 }
 
 impl Scheduler {
@@ -294,6 +308,7 @@ impl Scheduler {
             jobs: self.jobs.len() as u32,
             pending_chunks: self.jobs.values().map(|job| (job.fresh.len() + job.under_way.len()) as u64).sum(),
             replicas_in_flight: self.replicas.len() as u64,
+            backup_replicas: self.backups_sent,
         }
     }
 

@@ -87,6 +87,11 @@ pub struct ServerConfig {
     pub max_rounds_running: u32,
     /// Sessions one account may have open at once.
     pub max_open_sessions_per_account: u32,
+    /// Backups of a round's stragglers: once this percentage of its shards have answered, or once a
+    /// replica has been out `backup_slowness` times the round's typical run time, the shard gets one
+    /// backup replica on another volunteer (see `distributivecom_scheduler::Config`).
+    pub backup_when_done_percent: u32,
+    pub backup_slowness: u32,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +154,8 @@ impl Default for ServerConfig {
             session_idle_ms: 300_000,
             max_rounds_running: 16,
             max_open_sessions_per_account: 16,
+            backup_when_done_percent: 90,
+            backup_slowness: 3,
         }
     }
 }

@@ -112,3 +112,27 @@ async fn a_volunteer_and_then_the_coordinator_killed_mid_session_change_nothing_
     assert_eq!(rounds, 30, "each round ran as one job, the interrupted one included");
     assert_ledger_conserved(&server.database());
 }
+
+#[tokio::test]
+async fn a_slow_volunteer_is_overtaken_by_backups_and_its_rounds_do_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--trust-after", "1000000"]);
+    // Two quick volunteers and one that takes a minute over each replica: if a round waited for it, the
+    // training would take minutes and the slow one would be paid.
+    let _quick = [server.worker(1), server.worker(1)];
+    let _slow = server.worker_with(1, &["--delay-ms", "60000"]);
+    let report = report(start_training(&server, &["--rounds", "3", "--shards", "4"]));
+    assert_eq!(report["identical_to_local"], true, "{report}");
+    let stats = server.client().stats().await.unwrap();
+    assert!(stats.backup_replicas > 0, "{stats:?}");
+    let connection = read_only(&server.database());
+    let paid: i64 = connection
+        .query_row(
+            "SELECT COUNT(DISTINCT account) FROM ledger WHERE kind = 'payment' AND amount > 0 AND account LIKE 'volunteer:%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(paid, 2, "only the two quick volunteers ran replicas that counted");
+    assert_ledger_conserved(&server.database());
+}

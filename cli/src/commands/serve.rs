@@ -30,6 +30,13 @@ pub struct ServeArgs {
     /// Close a session (refunding its escrow) once its consumer has been gone this long.
     #[arg(long, default_value_t = ServerConfig::default().session_idle_ms / 1000)]
     session_idle_secs: u64,
+    /// Backups of a round's stragglers: once this percentage of its shards have answered, the shards still
+    /// out get a backup replica on another volunteer (100: only by --backup-slowness).
+    #[arg(long, default_value_t = ServerConfig::default().backup_when_done_percent, value_parser = clap::value_parser!(u32).range(1..=100))]
+    backup_when_done_percent: u32,
+    /// Backups: a shard's replica out this many times the round's typical run time gets a backup.
+    #[arg(long, default_value_t = ServerConfig::default().backup_slowness, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    backup_slowness: u32,
     /// The largest broadcast of a session's round, in MiB.
     #[arg(long, default_value_t = ServerConfig::default().max_broadcast_bytes / (1024 * 1024))]
     max_broadcast_mib: u64,
@@ -75,6 +82,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         affinity_wait_ms: args.affinity_wait_ms,
         session_idle_ms: args.session_idle_secs.saturating_mul(1000),
         max_broadcast_bytes: args.max_broadcast_mib.saturating_mul(1024 * 1024),
+        backup_when_done_percent: args.backup_when_done_percent,
+        backup_slowness: args.backup_slowness,
         max_blob_bytes_per_account: args.max_blob_mib_per_account.saturating_mul(1024 * 1024),
         starter_grant_millicredits: args.starter_millicredits,
         auth_attempts_per_minute: args.auth_attempts_per_minute,

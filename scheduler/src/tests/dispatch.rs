@@ -528,3 +528,71 @@ fn workers_announce_blobs_they_gain_and_lose_within_a_bound() {
     harness.feed(Event::WorkerLeft { worker: 2 });
     assert!(harness.scheduler.blob_holders.is_empty(), "{:?}", harness.scheduler.blob_holders.len());
 }
+
+fn revokes(actions: &[Action]) -> Vec<(WorkerId, ReplicaId)> {
+    actions
+        .iter()
+        .filter_map(|action| match *action {
+            Action::Revoke { worker, replica } => Some((worker, replica)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn near_the_end_of_a_round_the_chunks_still_out_get_backups_and_the_first_answer_wins() {
+    let single = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    for backups in [true, false] {
+        let mut harness = Harness::with_prefetch(0);
+        // The slow volunteer takes chunk 0; the other joins and takes the other nine.
+        harness.join(1, 1);
+        let sent = if backups { harness.add_round(1, 10, single) } else { harness.add_job_with(1, 10, single) };
+        let slow = assigns(&sent);
+        assert_eq!(slow.iter().map(|sent| (sent.0, sent.3)).collect::<Vec<_>>(), [(1, 0)]);
+        let fast = assigns(&harness.join(2, 10));
+        assert_eq!(fast.len(), 9);
+        let mut later = Vec::new();
+        for (worker, replica, _, _) in fast {
+            later.extend(harness.report(worker, replica, true));
+        }
+        let backup = assigns(&later);
+        if !backups {
+            assert!(backup.is_empty(), "a batch job's chunks get no backups: {backup:?}");
+            assert_eq!(harness.scheduler.stats().backup_replicas, 0);
+            continue;
+        }
+        // At 90% finished, chunk 0 (still out at the slow volunteer) goes to the other one as well.
+        assert_eq!(backup.iter().map(|sent| (sent.0, sent.3)).collect::<Vec<_>>(), [(2, 0)]);
+        let answered = harness.report(2, backup[0].1, true);
+        let won = accepted(&answered);
+        assert_eq!(won.len(), 1);
+        assert_eq!(won[0].2, [backup[0].1], "only the backup's replica counts (and is paid)");
+        assert_eq!(revokes(&answered), [(1, slow[0].1)], "the straggler's replica is revoked");
+        assert!(answered.contains(&Action::JobFinished { job: 1 }));
+        // Its late answer is ignored.
+        assert!(accepted(&harness.report(1, slow[0].1, true)).is_empty());
+        assert_eq!(harness.scheduler.stats().backup_replicas, 1);
+    }
+}
+
+#[test]
+fn a_replica_out_three_times_longer_than_the_rounds_chunks_gets_a_backup() {
+    let single = ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 0) };
+    let mut harness = Harness::with_prefetch(0);
+    harness.join(1, 1);
+    let slow = assigns(&harness.add_round(1, 4, single));
+    let fast = assigns(&harness.join(2, 3));
+    assert_eq!(fast.len(), 3);
+    // Three of four done (75%: not yet near the end); their chunks took a millisecond each.
+    for (worker, replica, _, _) in &fast[..2] {
+        assert!(assigns(&harness.report(*worker, *replica, true)).is_empty());
+    }
+    harness.advance(2);
+    assert!(assigns(&harness.feed(Event::Tick)).is_empty(), "2 ms is not yet three times a chunk's time");
+    harness.advance(2);
+    let backup = assigns(&harness.feed(Event::Tick));
+    assert_eq!(backup.iter().map(|sent| (sent.0, sent.3)).collect::<Vec<_>>(), [(2, 0)], "{slow:?}");
+    // One backup per chunk, however long it stays out.
+    harness.advance(100);
+    assert!(assigns(&harness.feed(Event::Tick)).is_empty());
+}

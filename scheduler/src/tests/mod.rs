@@ -80,6 +80,23 @@ impl Harness {
             owner: "user:1".into(),
             finished: Vec::new(),
             chunk_blobs,
+            backups: false,
+        }))
+    }
+
+    /// A session's round: a job whose slow chunks get backups.
+    pub(super) fn add_round(&mut self, id: JobId, chunk_count: u32, policy: ReplicationPolicy) -> Vec<Action> {
+        self.feed(Event::JobAdded(JobParams {
+            id,
+            chunk_count,
+            policy,
+            time_limit_ms: TIME_LIMIT,
+            memory_bytes: MEMORY,
+            program: "round".into(),
+            owner: "user:1".into(),
+            finished: Vec::new(),
+            chunk_blobs: Vec::new(),
+            backups: true,
         }))
     }
 

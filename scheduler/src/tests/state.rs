@@ -33,6 +33,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         owner: "user:1".into(),
         finished: vec![0, 2, 3],
         chunk_blobs: Vec::new(),
+        backups: false,
     }));
     let chunks: BTreeSet<ChunkIndex> = assigns(&actions).iter().map(|a| a.3).collect();
     assert_eq!(chunks, BTreeSet::from([1, 4, 5]));
@@ -46,6 +47,7 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         owner: "user:1".into(),
         finished: vec![0, 1],
         chunk_blobs: Vec::new(),
+        backups: false,
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
 }

@@ -337,6 +337,8 @@ impl Coordinator {
             trust_after: config.trust_after,
             seed: first_replica_id ^ unix_ms(),
             affinity_wait_ms: config.affinity_wait_ms,
+            backup_when_done_percent: config.backup_when_done_percent,
+            backup_slowness: config.backup_slowness,
         };
         let coordinator = Arc::new_cyclic(|this| Coordinator {
             core: Mutex::new(Core {
@@ -484,6 +486,8 @@ impl Coordinator {
             owner: row.owner.map(ledger::user).unwrap_or_default(),
             finished,
             chunk_blobs: chunk_blobs(&chunks),
+            // A round waits for its last shard: its slow ones get backups.
+            backups: row.session_round.is_some(),
         };
         let mut blob_key = [0; 32];
         getrandom::fill(&mut blob_key).expect("the operating system provides random bytes");

@@ -95,6 +95,7 @@ impl Coordinator {
             replicas_in_flight: stats.replicas_in_flight,
             chunks_finished: core.chunks_finished,
             blob_bytes_served: self.blob_bytes_served.load(std::sync::atomic::Ordering::Relaxed),
+            backup_replicas: stats.backup_replicas,
         }
     }
 }
