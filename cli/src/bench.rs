@@ -19,7 +19,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkRequest, JobRequest, JobState, ReplicationRequest};
+use distributivecom_protocol::api::{ChunkRequest, FileInput, JobRequest, JobState, LimitsRequest, ReplicationRequest};
+use distributivecom_protocol::session::SessionRequest;
 use distributivecom_protocol::worker::{Assignment, Credential, ModuleRef};
 use distributivecom_server::ServerConfig;
 use distributivecom_worker::runtime::Runtime;
@@ -109,6 +110,92 @@ struct Figures {
     browser_cpu_speed_ratio: Option<f64>,
     /// The same for the browser's first run, while V8 is still optimising the program.
     browser_cpu_speed_ratio_first_run: Option<f64>,
+    /// A session of [`SESSION_SHARDS`] shards (each a cached blob of [`SHARD_BYTES`]) on the native workers:
+    /// one round (a [`BROADCAST_BYTES`] broadcast, every shard's answer back), end to end through the SDK.
+    session_shards: usize,
+    session_round_p50_ms: f64,
+    session_round_p99_ms: f64,
+    /// Bytes the server sent volunteers per round (assignments and blobs), with the shards as cached blobs.
+    session_bytes_per_round: u64,
+    /// The same with the shards inline, as they would travel on every round without cached blobs and
+    /// affinity.
+    session_bytes_per_round_without_affinity: u64,
+    /// Rounds of an 8-shard session (2 replicas, quorum 2) on the distinct volunteers plus one that takes
+    /// [`SLOW_MS`] over each replica: with backups of stragglers, and without.
+    session_slowed_round_p50_ms_with_backups: Option<f64>,
+    session_slowed_round_p50_ms_without_backups: Option<f64>,
+    browser_session_round_p50_ms: Option<f64>,
+    browser_session_round_p99_ms: Option<f64>,
+}
+
+/// The session benchmark: shards, the size of each shard's blob, and the broadcast.
+const SESSION_SHARDS: usize = 32;
+const SHARD_BYTES: usize = 64 * 1024;
+const BROADCAST_BYTES: usize = 1024;
+/// How long the deliberately slow volunteer takes over each replica.
+const SLOW_MS: u64 = 200;
+
+/// Blobs of distinct bytes, one per shard, uploaded; the shards that read them (or hold them inline).
+async fn session_shards(client: &Client, count: usize, inline: bool) -> anyhow::Result<Vec<ChunkRequest>> {
+    let mut shards = Vec::with_capacity(count);
+    for index in 0..count {
+        let bytes: Vec<u8> = (0..SHARD_BYTES).map(|at| (at * 31 + index * 7919) as u8).collect();
+        let file = if inline {
+            FileInput::Inline(bytes.into())
+        } else {
+            FileInput::Blob { blob: client.upload_blob(bytes).await?.sha256 }
+        };
+        shards.push(ChunkRequest { files: [("shard.bin".to_owned(), file)].into(), ..ChunkRequest::default() });
+    }
+    Ok(shards)
+}
+
+/// Opens a session of these shards running the no-op program, with small limits (its escrow stays small).
+async fn open_session(
+    client: &Client,
+    module: &str,
+    shards: Vec<ChunkRequest>,
+    replication: (u32, u32),
+    backups: bool,
+) -> anyhow::Result<distributivecom_client::Session> {
+    let request = SessionRequest {
+        module: module.to_owned(),
+        shards,
+        limits: LimitsRequest { max_work_units: Some(1_000_000), ..LimitsRequest::default() },
+        budget_millicredits: 100_000_000,
+        replication: Some(ReplicationRequest { replicas: replication.0, quorum: replication.1 }),
+        backups: Some(backups),
+        ..SessionRequest::default()
+    };
+    Ok(client.open_session(&request).await?)
+}
+
+/// Times `rounds` rounds of the session (after `warm_up` untimed ones); returns the sorted times and the
+/// bytes the server sent volunteers per timed round.
+async fn time_session(
+    client: &Client,
+    session: &mut distributivecom_client::Session,
+    warm_up: u32,
+    rounds: u32,
+) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let broadcast = vec![7u8; BROADCAST_BYTES];
+    for _ in 0..warm_up {
+        session.round(broadcast.clone()).await?;
+    }
+    let sent = |stats: &distributivecom_protocol::api::ServerStats| stats.bytes_to_workers + stats.blob_bytes_served;
+    let before = sent(&client.stats().await?);
+    let mut times = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let results = session.round(broadcast.clone()).await?;
+        times.push(started.elapsed());
+        if results.len() != session.shards() as usize || results.iter().any(|result| !result.succeeded) {
+            bail!("a session round came back incomplete or failed");
+        }
+    }
+    let after = sent(&client.stats().await?);
+    times.sort();
+    Ok((times, (after - before) / u64::from(rounds.max(1))))
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
@@ -141,7 +228,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             credential: Credential::Token(token.clone()),
             cache_dir: data_dir.join(format!("worker-{index}-blobs")),
             cache_bytes: BENCH_CACHE_BYTES,
-            delay: std::time::Duration::ZERO,
+            delay: Duration::ZERO,
         })?;
         native_workers.push(tokio::spawn(worker.run()));
     }
@@ -168,6 +255,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     figures.round_p90_ms = percentile_ms(&rounds, 0.90);
     figures.round_p99_ms = percentile_ms(&rounds, 0.99);
     figures.round_max_ms = percentile_ms(&rounds, 1.0);
+
+    // Sessions on the same native workers (the administrator's own: one replica each).
+    let session_rounds = args.rounds.min(200);
+    let mut session =
+        open_session(&client, &noop, session_shards(&client, SESSION_SHARDS, false).await?, (1, 1), true).await?;
+    let (times, bytes) = time_session(&client, &mut session, 10, session_rounds).await?;
+    session.close().await?;
+    figures.session_shards = SESSION_SHARDS;
+    figures.session_round_p50_ms = percentile_ms(&times, 0.50);
+    figures.session_round_p99_ms = percentile_ms(&times, 0.99);
+    figures.session_bytes_per_round = bytes;
+    let mut inline =
+        open_session(&client, &noop, session_shards(&client, SESSION_SHARDS, true).await?, (1, 1), true).await?;
+    let (_, bytes) = time_session(&client, &mut inline, 2, 20).await?;
+    inline.close().await?;
+    figures.session_bytes_per_round_without_affinity = bytes;
 
     let cpu_program = if args.no_cpu { None } else { cpu_program(args.cpu_program.as_deref()) };
     let native_cpu = match &cpu_program {
@@ -201,7 +304,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
                 credential: Credential::Volunteer { id: identity.id, secret: identity.secret },
                 cache_dir: data_dir.join(format!("volunteer-{index}-blobs")),
                 cache_bytes: BENCH_CACHE_BYTES,
-            delay: std::time::Duration::ZERO,
+                delay: Duration::ZERO,
             })?;
             native_workers.push(tokio::spawn(worker.run()));
         }
@@ -217,6 +320,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         run_request(&client, &replicated(replicated_chunks)).await?;
         figures.replicated_chunks_per_sec =
             Some((f64::from(replicated_chunks) / started.elapsed().as_secs_f64()).round());
+
+        // One more volunteer, deliberately slow: rounds with backups of stragglers, and without.
+        let identity = anonymous.register_volunteer().await?;
+        let slow = Worker::new(WorkerConfig {
+            server: base.clone(),
+            slots: 1,
+            agent: "bench-slow-volunteer".to_owned(),
+            credential: Credential::Volunteer { id: identity.id, secret: identity.secret },
+            cache_dir: data_dir.join("slow-volunteer-blobs"),
+            cache_bytes: BENCH_CACHE_BYTES,
+            delay: Duration::from_millis(SLOW_MS),
+        })?;
+        native_workers.push(tokio::spawn(slow.run()));
+        wait_for_workers_exactly(&client, args.workers + 1).await?;
+        for backups in [true, false] {
+            let shards = session_shards(&client, 8, false).await?;
+            let mut session = open_session(&client, &noop, shards, (2, 2), backups).await?;
+            let (times, _) = time_session(&client, &mut session, 2, 10).await?;
+            session.close().await?;
+            let p50 = Some(percentile_ms(&times, 0.50));
+            if backups {
+                figures.session_slowed_round_p50_ms_with_backups = p50;
+            } else {
+                figures.session_slowed_round_p50_ms_without_backups = p50;
+            }
+        }
     }
 
     if args.browser_tabs > 0 {
@@ -239,6 +368,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         let rounds = time_rounds(&client, &noop, args.rounds).await?;
         figures.browser_round_p50_ms = Some(percentile_ms(&rounds, 0.50));
         figures.browser_round_p99_ms = Some(percentile_ms(&rounds, 0.99));
+        let shards = session_shards(&client, SESSION_SHARDS, false).await?;
+        let mut session = open_session(&client, &noop, shards, (1, 1), true).await?;
+        let (times, _) = time_session(&client, &mut session, 10, args.rounds.min(200)).await?;
+        session.close().await?;
+        figures.browser_session_round_p50_ms = Some(percentile_ms(&times, 0.50));
+        figures.browser_session_round_p99_ms = Some(percentile_ms(&times, 0.99));
         if let (Some(program), Some(native)) = (&cpu_program, &native_cpu) {
             let primes = client.upload_module(std::fs::read(program)?).await?;
             // Every tab compiles the program first, then one chunk is timed end to end.
@@ -294,6 +429,24 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         figures.round_max_ms,
         figures.rounds
     );
+    println!(
+        "{}-shard session round (blobs cached, {} B broadcast): p50 {:.2} ms, p99 {:.2} ms; sent to volunteers \
+         per round: {} B, or {} B with the shards inline",
+        figures.session_shards,
+        BROADCAST_BYTES,
+        figures.session_round_p50_ms,
+        figures.session_round_p99_ms,
+        figures.session_bytes_per_round,
+        figures.session_bytes_per_round_without_affinity
+    );
+    if let (Some(with), Some(without)) =
+        (figures.session_slowed_round_p50_ms_with_backups, figures.session_slowed_round_p50_ms_without_backups)
+    {
+        println!(
+            "8-shard session round with one volunteer {SLOW_MS} ms slow per replica: p50 {with:.2} ms with backups, \
+             {without:.2} ms without"
+        );
+    }
     match figures.instrumentation_slowdown {
         Some(slowdown) => println!("metering slowdown (CPU-bound program, native): {slowdown:.2}x"),
         None if no_cpu_program => println!("metering slowdown: not measured (pass --cpu-program, the primes example)"),
@@ -309,6 +462,12 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         println!(
             "{}-chunk round latency with {} Chromium tabs: p50 {p50:.2} ms, p99 {p99:.2} ms",
             figures.round_chunks, figures.browser_tabs
+        );
+    }
+    if let (Some(p50), Some(p99)) = (figures.browser_session_round_p50_ms, figures.browser_session_round_p99_ms) {
+        println!(
+            "{}-shard session round with {} Chromium tabs: p50 {p50:.2} ms, p99 {p99:.2} ms",
+            figures.session_shards, figures.browser_tabs
         );
     }
     if let (Some(best), Some(first)) = (figures.browser_cpu_speed_ratio, figures.browser_cpu_speed_ratio_first_run) {

@@ -105,7 +105,8 @@ impl Client {
         let unreachable = |message: String| ClientError::Session { session: id, message };
         let mut request = url.as_str().into_client_request().map_err(|error| unreachable(error.to_string()))?;
         if let Some(token) = &self.token {
-            let value = format!("Bearer {token}").parse().map_err(|_| unreachable("the token is not a header".into()))?;
+            let value =
+                format!("Bearer {token}").parse().map_err(|_| unreachable("the token is not a header".into()))?;
             request.headers_mut().insert("authorization", value);
         }
         let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
@@ -216,7 +217,8 @@ impl Session {
                 break;
             }
             let event = self.read_event().await?;
-            if !matches!(&event, SessionEvent::Result { round: of, .. } | SessionEvent::RoundDone { round: of, .. } if *of == round) {
+            if !matches!(&event, SessionEvent::Result { round: of, .. } | SessionEvent::RoundDone { round: of, .. } if *of == round)
+            {
                 self.queued.push_back(event);
             }
         }
@@ -283,7 +285,10 @@ impl Session {
                     return Err(ClientError::Session { session: self.id, message });
                 }
                 SessionServerMessage::Closed { reason, .. } => {
-                    return Err(ClientError::Session { session: self.id, message: format!("the session closed: {reason}") });
+                    return Err(ClientError::Session {
+                        session: self.id,
+                        message: format!("the session closed: {reason}"),
+                    });
                 }
                 SessionServerMessage::Ready { .. } => {}
             }

@@ -91,7 +91,11 @@ pub fn encode_weights(weights: &[f32]) -> Vec<u8> {
 
 pub fn decode_weights(bytes: &[u8]) -> Result<Vec<f32>, DataError> {
     if bytes.len() != PARAMETERS * 4 {
-        return Err(DataError(format!("the weights are {} bytes ({PARAMETERS} f32), not {}", PARAMETERS * 4, bytes.len())));
+        return Err(DataError(format!(
+            "the weights are {} bytes ({PARAMETERS} f32), not {}",
+            PARAMETERS * 4,
+            bytes.len()
+        )));
     }
     Ok(floats(bytes))
 }
@@ -191,7 +195,8 @@ pub fn accuracy(weights: &[f32], samples: &[Sample]) -> f32 {
         .iter()
         .filter(|sample| {
             let probabilities = probabilities(weights, sample);
-            let best = (0..CLASSES).fold(0, |best, class| if probabilities[class] > probabilities[best] { class } else { best });
+            let best = (0..CLASSES)
+                .fold(0, |best, class| if probabilities[class] > probabilities[best] { class } else { best });
             best == usize::from(sample.label)
         })
         .count();

@@ -153,7 +153,9 @@ impl BlobCache {
         drop(only_fetch);
         let mut fetching = self.fetching.lock().await;
         // Only the last one out removes the gate, and only its own: a replica still waiting holds it.
-        if fetching.get(&blob.sha256).is_some_and(|current| Arc::ptr_eq(current, &gate) && Arc::strong_count(&gate) == 2)
+        if fetching
+            .get(&blob.sha256)
+            .is_some_and(|current| Arc::ptr_eq(current, &gate) && Arc::strong_count(&gate) == 2)
         {
             fetching.remove(&blob.sha256);
         }

@@ -340,6 +340,10 @@ pub struct ServerStats {
     /// Backup replicas sent for slow chunks of sessions' rounds since the server started.
     #[serde(default)]
     pub backup_replicas: u64,
+    /// Bytes of WebSocket messages (assignments, revocations) sent to workers since the server started;
+    /// with `blob_bytes_served`, what the server sent volunteers.
+    #[serde(default)]
+    pub bytes_to_workers: u64,
 }
 
 /// `POST /api/auth/signup` and `POST /api/auth/login`.

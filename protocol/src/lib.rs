@@ -14,8 +14,8 @@
 
 pub mod api;
 pub mod backoff;
-pub mod browser;
 mod bounded;
+pub mod browser;
 mod bytes;
 pub mod determinism;
 

@@ -41,6 +41,9 @@ pub struct SessionRequest {
     /// As for jobs; default 2 replicas, quorum 2.
     #[serde(default)]
     pub replication: Option<ReplicationRequest>,
+    /// Whether a round's slow shards get backup replicas on other volunteers (default: yes).
+    #[serde(default)]
+    pub backups: Option<bool>,
 }
 
 /// Answer to `POST /api/sessions`.

@@ -234,26 +234,29 @@ impl Scheduler {
     /// Backups for stragglers (as MapReduce's backup tasks): a replica of a job with backups that has been
     /// out [`Config::backup_slowness`] times the job's typical chunk time gets its chunk one backup
     /// replica, for another volunteer. Whichever agreeing results come first are accepted; the rest are
-    /// revoked and not paid.
+    /// revoked and not paid. Checked on every tick for every job, and on each report for its job.
     fn back_up_slow_replicas(&mut self) {
+        let jobs: Vec<JobId> = self.jobs.iter().filter(|(_, job)| job.backups).map(|(id, _)| *id).collect();
+        for job in jobs {
+            self.back_up_stragglers(job);
+        }
+    }
+
+    /// [`Self::back_up_slow_replicas`] for one job: O(its replicas out).
+    pub(crate) fn back_up_stragglers(&mut self, job_id: JobId) {
+        let Some(job) = self.jobs.get(&job_id) else { return };
+        let Some(typical_us) = job.chunk_time_us.filter(|_| job.backups) else { return };
+        let patience_ms = (typical_us.saturating_mul(u64::from(self.config.backup_slowness)) / 1000).max(1);
         let now = self.now;
-        let slowness = u64::from(self.config.backup_slowness);
-        let slow: Vec<(JobId, ChunkIndex)> = self
-            .replicas
-            .values()
-            .filter(|replica| {
-                self.jobs.get(&replica.job).is_some_and(|job| {
-                    job.backups
-                        && job.chunk_time_us.is_some_and(|typical| {
-                            let patience_ms = (typical.saturating_mul(slowness) / 1000).max(1);
-                            now >= replica.sent_at.plus(patience_ms)
-                        })
-                })
-            })
-            .map(|replica| (replica.job, replica.chunk))
+        let slow: Vec<ChunkIndex> = job
+            .out
+            .iter()
+            .filter_map(|replica| self.replicas.get(replica))
+            .filter(|replica| now >= replica.sent_at.plus(patience_ms))
+            .map(|replica| replica.chunk)
             .collect();
-        for (job, chunk) in slow {
-            self.back_up(job, chunk);
+        for chunk in slow {
+            self.back_up(job_id, chunk);
         }
     }
 

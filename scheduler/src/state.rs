@@ -1,6 +1,6 @@
 //! The scheduler's internal records of jobs, chunks, workers and replicas, and the read-only views of them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::{
     BlobName, ChunkIndex, Digest, JobId, JobParams, Millis, ReplicaId, ReplicationPolicy, Scheduler, Volunteer,
@@ -42,6 +42,8 @@ pub(crate) struct Job {
     /// Whether the job has passed the share of finished chunks past which every chunk still out got a
     /// backup.
     pub(crate) backed_up: bool,
+    /// The replicas out, kept only for a job with backups (to find its stragglers without a scan).
+    pub(crate) out: BTreeSet<ReplicaId>,
 }
 
 impl Job {
@@ -73,6 +75,7 @@ impl Job {
             affinity_waiting_since: None,
             backups: params.backups,
             backed_up: false,
+            out: BTreeSet::new(),
         }
     }
 
@@ -84,6 +87,9 @@ impl Job {
         }
         record.in_flight.push(replica);
         self.in_flight += 1;
+        if self.backups {
+            self.out.insert(replica);
+        }
     }
 
     /// Records that `replica` of `chunk` is no longer out (reported, lost or handed back).
@@ -92,6 +98,9 @@ impl Job {
         let before = record.in_flight.len();
         record.in_flight.retain(|id| *id != replica);
         let removed = (before - record.in_flight.len()) as u32;
+        if self.backups {
+            self.out.remove(&replica);
+        }
         self.in_flight -= removed;
         if removed > 0 && record.in_flight.is_empty() {
             self.running_chunks -= 1;
@@ -102,6 +111,11 @@ impl Job {
     pub(crate) fn take_replicas(&mut self, chunk: ChunkIndex) -> Vec<ReplicaId> {
         let out = std::mem::take(&mut self.chunks[chunk as usize].in_flight);
         self.in_flight -= out.len() as u32;
+        if self.backups {
+            for replica in &out {
+                self.out.remove(replica);
+            }
+        }
         if !out.is_empty() {
             self.running_chunks -= 1;
         }

@@ -40,7 +40,8 @@ pub async fn run<R, W>(
     R: Stream<Item = Incoming> + Unpin,
     W: Sink<String> + Unpin,
 {
-    let mut conversation = Conversation { coordinator: coordinator.clone(), owner, session, outgoing, sent: Sent::default() };
+    let mut conversation =
+        Conversation { coordinator: coordinator.clone(), owner, session, outgoing, sent: Sent::default() };
     let _ = conversation.serve(from_round, feed, incoming).await;
     coordinator.detach_session(session);
 }

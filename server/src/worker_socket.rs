@@ -8,6 +8,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use distributivecom_protocol::worker::{Hello, ServerMessage, WorkerMessage};
@@ -95,7 +96,7 @@ pub async fn run<R, W>(
     );
 
     let reading = read_messages(&coordinator, worker, &mut incoming);
-    let writing = write_messages(&mut receiver, &mut outgoing);
+    let writing = write_messages(&mut receiver, &mut outgoing, coordinator.bytes_to_workers());
     tokio::pin!(reading, writing);
     tokio::select! {
         ended = &mut reading => {
@@ -189,7 +190,7 @@ async fn read_messages<R: Stream<Item = Incoming> + Unpin>(
 /// Sends what the coordinator queues, merging everything queued at once into as few frames as possible,
 /// but no frame carries much more than [`ASSIGN_FRAME_BYTES`] of inputs. Ends when the coordinator drops
 /// the worker or asks to close it, when the socket fails, or when the worker reads too slowly.
-async fn write_messages<W>(receiver: &mut mpsc::Receiver<Outbound>, outgoing: &mut W)
+async fn write_messages<W>(receiver: &mut mpsc::Receiver<Outbound>, outgoing: &mut W, sent: &AtomicU64)
 where
     W: Sink<Outgoing> + Unpin,
     W::Error: Display,
@@ -225,16 +226,18 @@ where
                 }
             };
             if let Some(frame) = frame
-                && send_frame(outgoing, frame).await.is_err()
+                && send_frame(outgoing, frame, sent).await.is_err()
             {
                 return;
             }
         }
         // Every revoke refers to a replica assigned earlier, so assignments go first.
-        if !assignments.is_empty() && send_frame(outgoing, encode(&ServerMessage::Assign(assignments))).await.is_err() {
+        if !assignments.is_empty()
+            && send_frame(outgoing, encode(&ServerMessage::Assign(assignments)), sent).await.is_err()
+        {
             return;
         }
-        if !revoked.is_empty() && send_frame(outgoing, encode(&ServerMessage::Revoke(revoked))).await.is_err() {
+        if !revoked.is_empty() && send_frame(outgoing, encode(&ServerMessage::Revoke(revoked)), sent).await.is_err() {
             return;
         }
         if let Some(reason) = close {
@@ -246,11 +249,12 @@ where
 
 /// Sends one frame, giving up on a worker that does not take it within [`WRITE_GRACE`] plus a second per
 /// [`WRITE_BYTES_PER_SECOND`] it holds: a worker that stops reading cannot hold the server's memory.
-async fn send_frame<W>(outgoing: &mut W, frame: Vec<u8>) -> Result<(), ()>
+async fn send_frame<W>(outgoing: &mut W, frame: Vec<u8>, sent: &AtomicU64) -> Result<(), ()>
 where
     W: Sink<Outgoing> + Unpin,
     W::Error: Display,
 {
+    sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
     let allowed = WRITE_GRACE + Duration::from_secs(frame.len() as u64 / WRITE_BYTES_PER_SECOND);
     match tokio::time::timeout(allowed, outgoing.send(Outgoing::Binary(frame))).await {
         Ok(Ok(())) => Ok(()),

@@ -220,7 +220,17 @@ fn the_benchmark_prints_its_figures_as_json() {
         "round_p99_ms",
         "instrumentation_slowdown",
         "cpu_speedup_2_workers",
+        "session_round_p50_ms",
+        "session_round_p99_ms",
+        "session_bytes_per_round",
+        "session_bytes_per_round_without_affinity",
+        "session_slowed_round_p50_ms_with_backups",
+        "session_slowed_round_p50_ms_without_backups",
     ] {
         assert!(figures[key].as_f64().is_some_and(|value| value > 0.0), "{key} in {figures}");
     }
+    // With the shards cached on the volunteers, a round sends far less than the shards themselves.
+    let (cached, inline) =
+        (figures["session_bytes_per_round"].as_u64(), figures["session_bytes_per_round_without_affinity"].as_u64());
+    assert!(cached.unwrap() * 10 < inline.unwrap(), "{figures}");
 }

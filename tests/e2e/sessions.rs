@@ -37,8 +37,8 @@ fn report(training: Child) -> serde_json::Value {
 /// The bytes of the training set's shards, as `train` uploads them.
 fn shard_bytes(shards: usize) -> u64 {
     use distributivecom_examples::train;
-    let samples = train::parse_csv(&std::fs::read_to_string(workspace_root().join("examples/data/digits.csv")).unwrap())
-        .unwrap();
+    let samples =
+        train::parse_csv(&std::fs::read_to_string(workspace_root().join("examples/data/digits.csv")).unwrap()).unwrap();
     train::split(&samples, shards).0.iter().map(|shard| train::encode_shard(shard).len() as u64).sum()
 }
 
@@ -61,7 +61,9 @@ async fn training_over_volunteers_gives_the_weights_of_a_local_run_and_each_work
     assert_eq!((session.state.as_str(), session.next_round, session.escrowed_millicredits), ("closed", 7, 0));
     let connection = read_only(&server.database());
     let payments: i64 = connection
-        .query_row("SELECT COUNT(*) FROM ledger WHERE kind = 'payment' AND account LIKE 'escrow:job:%'", [], |row| row.get(0))
+        .query_row("SELECT COUNT(*) FROM ledger WHERE kind = 'payment' AND account LIKE 'escrow:job:%'", [], |row| {
+            row.get(0)
+        })
         .unwrap();
     assert_eq!(payments, 6 * 4 * 2, "each validated replica paid once");
     assert_ledger_conserved(&server.database());

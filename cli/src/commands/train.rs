@@ -124,7 +124,12 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
         }
         (weights, loss) = train::step(&weights, &answers);
         if !args.json {
-            eprintln!("{} round {round}/{}  loss {loss:.4}  {:.1} ms", bar(round, args.rounds), args.rounds, round_ms[round as usize - 1]);
+            eprintln!(
+                "{} round {round}/{}  loss {loss:.4}  {:.1} ms",
+                bar(round, args.rounds),
+                args.rounds,
+                round_ms[round as usize - 1]
+            );
         }
     }
     let session_id = session.id();

@@ -31,7 +31,11 @@ fn random_histories_finish_every_chunk_exactly_once() {
         for &(job, chunk_count) in &jobs {
             // Job 2 is a session's round: its slow chunks get backups, which must change none of this.
             let actions = if job == 2 {
-                harness.add_round(job, chunk_count, ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 1) })
+                harness.add_round(
+                    job,
+                    chunk_count,
+                    ReplicationPolicy { owner_only: false, ..ReplicationPolicy::new(1, 1, 1) },
+                )
             } else {
                 harness.add_job(job, chunk_count, 1)
             };
@@ -134,8 +138,11 @@ fn apply(
             Action::Assign { worker, replica, job, chunk } => {
                 // One replica per chunk (these jobs want one result), but for one backup of a round's slow
                 // chunk (job 2), never at the same worker.
-                let out: Vec<WorkerId> =
-                    held.values().filter(|holder| holder.1 == job && holder.2 == chunk).map(|holder| holder.0).collect();
+                let out: Vec<WorkerId> = held
+                    .values()
+                    .filter(|holder| holder.1 == job && holder.2 == chunk)
+                    .map(|holder| holder.0)
+                    .collect();
                 let allowed = if job == 2 { 1 } else { 0 };
                 assert!(out.len() <= allowed, "chunk {job}/{chunk} is in flight {} times", out.len() + 1);
                 assert!(!out.contains(&worker), "chunk {job}/{chunk} is in flight twice at worker {worker}");

@@ -15,8 +15,8 @@ use super::{Coordinator, Progress, Usage, named_blobs};
 use crate::clock::unix_ms;
 use crate::config::ServerConfig;
 use crate::format::human_bytes;
-use crate::store::writes::Admission;
 use crate::store::sessions::Round;
+use crate::store::writes::Admission;
 use crate::store::{JobRow, NewJob, StoreError, blobs};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -59,19 +59,20 @@ impl Coordinator {
         request: JobRequest,
         run_module: Option<ModuleRef>,
     ) -> Result<JobCreated, Refusal> {
-        self.admit(owner, request, run_module, None).await
+        let checked = self.check(owner, &request, run_module).await?;
+        self.admit(owner, request, checked, None).await
     }
 
-    /// Admits a job, or a session's round (funded from the session's escrow) when `round` is given.
+    /// Admits a checked job, or a session's round (funded from the session's escrow) when `round` is
+    /// given (its shards were checked when the session opened).
     pub(super) async fn admit(
         &self,
         owner: u64,
         request: JobRequest,
-        run_module: Option<ModuleRef>,
+        checked: Checked,
         round: Option<Round>,
     ) -> Result<JobCreated, Refusal> {
-        let Checked { limits, max_retries, replicas, quorum, program_name, blob_sizes, max_cost, run_module } =
-            self.check(owner, &request, run_module).await?;
+        let Checked { limits, max_retries, replicas, quorum, program_name, blob_sizes, max_cost, run_module } = checked;
 
         let chunks: Arc<[ChunkRequest]> = request.chunks.into();
         let created_at_ms = unix_ms();
@@ -210,6 +211,7 @@ impl Coordinator {
 }
 
 /// A request that passed [`Coordinator::check`], with everything resolved.
+#[derive(Clone)]
 pub(super) struct Checked {
     pub limits: Limits,
     pub max_retries: u32,

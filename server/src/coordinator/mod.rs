@@ -12,8 +12,8 @@
 //! only once its result is durable. After a crash, every chunk without a durable result runs again.
 
 mod admission;
-mod sessions;
 mod read_model;
+mod sessions;
 mod settlement;
 
 use std::collections::HashMap;
@@ -33,9 +33,9 @@ use distributivecom_scheduler::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-pub use sessions::SessionFeed;
 pub use admission::{Refusal, max_cost};
 pub use read_model::Progress;
+pub use sessions::SessionFeed;
 
 use crate::clock::unix_ms;
 use crate::config::ServerConfig;
@@ -298,6 +298,8 @@ pub struct Coordinator {
     this: Weak<Coordinator>,
     /// Bytes of blobs sent to workers (see [`Coordinator::blob_access`]).
     blob_bytes_served: std::sync::atomic::AtomicU64,
+    /// Bytes of WebSocket messages sent to workers.
+    bytes_to_workers: std::sync::atomic::AtomicU64,
 }
 
 /// Queues a message for a worker. A worker whose queue is full does not read what it is sent: its outbox
@@ -360,9 +362,11 @@ impl Coordinator {
             origin: Instant::now(),
             this: this.clone(),
             blob_bytes_served: std::sync::atomic::AtomicU64::new(0),
+            bytes_to_workers: std::sync::atomic::AtomicU64::new(0),
         });
-        coordinator.recover()?;
+        // Sessions first: their rounds, recovered as jobs, follow their settings.
         coordinator.recover_sessions()?;
+        coordinator.recover()?;
         Ok(coordinator)
     }
 
@@ -476,6 +480,10 @@ impl Coordinator {
         finished: Vec<u32>,
         usage: Usage,
     ) {
+        // A round waits for its last shard: its slow ones get backups, unless its session said not to.
+        let backups = row
+            .session_round
+            .is_some_and(|(session, _)| self.lock().sessions.get(&session).is_none_or(|live| live.backups));
         let params = JobParams {
             id: row.id,
             chunk_count: row.chunk_count,
@@ -486,8 +494,7 @@ impl Coordinator {
             owner: row.owner.map(ledger::user).unwrap_or_default(),
             finished,
             chunk_blobs: chunk_blobs(&chunks),
-            // A round waits for its last shard: its slow ones get backups.
-            backups: row.session_round.is_some(),
+            backups,
         };
         let mut blob_key = [0; 32];
         getrandom::fill(&mut blob_key).expect("the operating system provides random bytes");
@@ -760,6 +767,11 @@ impl Coordinator {
         let fetches = core.blob_fetches.entry((replica, sha256.to_owned())).or_default();
         *fetches += 1;
         *fetches <= MAX_BLOB_FETCHES
+    }
+
+    /// The count of bytes of messages sent to workers, which their sockets' writers add to.
+    pub fn bytes_to_workers(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.bytes_to_workers
     }
 
     /// Counts bytes of a blob sent to a worker.

@@ -96,6 +96,7 @@ impl Coordinator {
             chunks_finished: core.chunks_finished,
             blob_bytes_served: self.blob_bytes_served.load(std::sync::atomic::Ordering::Relaxed),
             backup_replicas: stats.backup_replicas,
+            bytes_to_workers: self.bytes_to_workers.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

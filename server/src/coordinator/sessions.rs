@@ -30,10 +30,15 @@ pub(super) struct LiveSession {
     /// Each round's job request, but for the broadcast.
     template: Arc<JobRequest>,
     run_module: ModuleRef,
+    /// The shards as checked at open (after a restart: at the first round), so that a round is not
+    /// checked again: only its broadcast is new.
+    checked: Option<Arc<Checked>>,
     /// The connected consumer's feed.
     feed: Option<mpsc::UnboundedSender<SessionServerMessage>>,
     /// Since when no consumer has been connected.
     idle_since: Option<Millis>,
+    /// Whether its rounds' slow shards get backup replicas.
+    pub(super) backups: bool,
 }
 
 impl Core {
@@ -101,12 +106,9 @@ impl Coordinator {
             )));
         }
         let template = template(&request);
-        let Checked { limits, max_retries, replicas, quorum, program_name, max_cost, run_module, .. } =
-            self.check(owner, &template, run_module).await.map_err(|refusal| match refusal {
-                Refusal::Invalid(message) => Refusal::Invalid(message.replace("chunk ", "shard ")),
-                Refusal::UnknownBlob(message) => Refusal::UnknownBlob(message.replace("chunk ", "shard ")),
-                other => other,
-            })?;
+        let checked = self.check_shards(owner, &template, run_module).await?;
+        let Checked { limits, max_retries, replicas, quorum, ref program_name, max_cost, ref run_module, .. } = checked;
+        let (program_name, run_module) = (program_name.clone(), run_module.clone());
         let budget = request.budget_millicredits;
         let new = NewSession {
             owner,
@@ -120,6 +122,7 @@ impl Coordinator {
             quorum,
             shards: request.shards.clone().into(),
             budget,
+            backups: request.backups.unwrap_or(true),
             created_at_ms: unix_ms(),
         };
         let id = match self.store.transact(move |connection| sessions::insert(connection, &new)).await? {
@@ -136,8 +139,10 @@ impl Coordinator {
             owner,
             template: Arc::new(template),
             run_module,
+            checked: Some(Arc::new(checked)),
             feed: None,
             idle_since: Some(self.now()),
+            backups: request.backups.unwrap_or(true),
         };
         self.lock().sessions.insert(id, live);
         Ok(SessionCreated { id, shards, budget_millicredits: budget, max_round_cost_millicredits: max_cost })
@@ -172,8 +177,10 @@ impl Coordinator {
                 owner: row.owner,
                 template: Arc::new(template),
                 run_module,
+                checked: None,
                 feed: None,
                 idle_since: Some(self.now()),
+                backups: row.backups,
             };
             self.lock().sessions.insert(id, live);
         }
@@ -183,7 +190,7 @@ impl Coordinator {
     /// Starts round `round` of `owner`'s session with `broadcast` as every run's stdin. Returns the job
     /// that runs it.
     pub async fn start_round(&self, owner: u64, session: u64, round: u64, broadcast: Bytes) -> Result<u64, Refusal> {
-        let (template, run_module) = {
+        let (template, run_module, checked) = {
             let core = self.lock();
             let live = core.sessions.get(&session).filter(|live| live.owner == owner);
             let Some(live) = live else {
@@ -196,13 +203,25 @@ impl Coordinator {
                     self.config.max_rounds_running
                 )));
             }
-            (live.template.clone(), live.run_module.clone())
+            (live.template.clone(), live.run_module.clone(), live.checked.clone())
         };
-        if broadcast.len() as u64 > self.config.max_broadcast_bytes {
+        let checked = match checked {
+            Some(checked) => checked,
+            None => {
+                let checked = Arc::new(self.check_shards(owner, &template, Some(run_module)).await?);
+                if let Some(live) = self.lock().sessions.get_mut(&session) {
+                    live.checked = Some(checked.clone());
+                }
+                checked
+            }
+        };
+        let limit = self.config.max_broadcast_bytes.min(checked.limits.max_data_bytes);
+        if broadcast.len() as u64 > limit {
             return Err(Refusal::Invalid(format!(
-                "the broadcast holds {}, more than the server's limit of {}",
+                "the broadcast holds {}, more than the limit of {} (the server's broadcast limit, and the \
+                 session's data limit)",
                 human_bytes(broadcast.len() as u64),
-                human_bytes(self.config.max_broadcast_bytes)
+                human_bytes(limit)
             )));
         }
         let mut request = (*template).clone();
@@ -212,8 +231,22 @@ impl Coordinator {
         let name = request.name.take().unwrap_or_else(|| format!("session-{session}"));
         request.name = Some(format!("{name} round {round}"));
         let funding = Round { session, round, broadcast };
-        let created = self.admit(owner, request, Some(run_module), Some(funding)).await?;
+        let created = self.admit(owner, request, (*checked).clone(), Some(funding)).await?;
         Ok(created.id)
+    }
+
+    /// Checks a session's shards as a job's chunks, naming shards in refusals.
+    async fn check_shards(
+        &self,
+        owner: u64,
+        template: &JobRequest,
+        run_module: Option<ModuleRef>,
+    ) -> Result<Checked, Refusal> {
+        self.check(owner, template, run_module).await.map_err(|refusal| match refusal {
+            Refusal::Invalid(message) => Refusal::Invalid(message.replace("chunk ", "shard ")),
+            Refusal::UnknownBlob(message) => Refusal::UnknownBlob(message.replace("chunk ", "shard ")),
+            other => other,
+        })
     }
 
     /// Closes a session: its running rounds stop and the rest of its escrow goes back to its owner. `None`
@@ -226,12 +259,14 @@ impl Coordinator {
             let mut core = self.lock();
             let feed = core.sessions.remove(&session).and_then(|live| live.feed);
             if let (Some(feed), Some(refunded)) = (feed, refunded) {
-                let _ = feed.send(SessionServerMessage::Closed {
-                    reason: reason.to_owned(),
-                    refunded_millicredits: refunded,
-                });
+                let _ = feed
+                    .send(SessionServerMessage::Closed { reason: reason.to_owned(), refunded_millicredits: refunded });
             }
-            core.jobs.values().filter(|job| job.row.session_round.is_some_and(|(s, _)| s == session)).map(|job| job.row.id).collect()
+            core.jobs
+                .values()
+                .filter(|job| job.row.session_round.is_some_and(|(s, _)| s == session))
+                .map(|job| job.row.id)
+                .collect()
         };
         // Their cancellation was part of the close.
         for job in rounds {
@@ -301,7 +336,11 @@ impl Coordinator {
 
     /// Every result of the session's rounds from `from_round` on, with a `round_done` after each finished
     /// round: what a consumer that reconnects missed.
-    pub async fn session_backlog(&self, session: u64, from_round: u64) -> Result<Vec<SessionServerMessage>, StoreError> {
+    pub async fn session_backlog(
+        &self,
+        session: u64,
+        from_round: u64,
+    ) -> Result<Vec<SessionServerMessage>, StoreError> {
         self.store
             .read(move |connection| {
                 let mut messages = Vec::new();

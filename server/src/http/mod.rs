@@ -115,6 +115,7 @@ fn body_limit(config: &crate::config::ServerConfig, path: &str) -> (u64, &'stati
     match path {
         "/api/modules" => (config.max_module_bytes, "the program"),
         "/api/jobs" => (config.max_job_request_bytes, "the job request"),
+        "/api/sessions" => (config.max_job_request_bytes, "the session request"),
         "/api/blobs" => (config.max_blob_bytes, "the blob"),
         _ => (extract::SMALL_BODY_LIMIT, "the request body"),
     }

@@ -133,7 +133,10 @@ pub async fn socket(
 ) -> Result<Response, AppError> {
     // A cookie rides along on a WebSocket opened by any site: it must prove it is ours.
     if let Via::WebSession { csrf_token, .. } = &caller.via
-        && query.csrf.as_deref().is_none_or(|sent| !crate::identity::constant_time_eq(sent.as_bytes(), csrf_token.as_bytes()))
+        && query
+            .csrf
+            .as_deref()
+            .is_none_or(|sent| !crate::identity::constant_time_eq(sent.as_bytes(), csrf_token.as_bytes()))
     {
         return Err(AppError::Forbidden(
             "a session socket authenticated by the session cookie needs the session's CSRF token as ?csrf=".to_owned(),

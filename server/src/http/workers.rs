@@ -80,11 +80,8 @@ pub(super) fn handshake_accept_key(headers: &HeaderMap) -> Result<String, AppErr
             .filter_map(|value| value.to_str().ok())
             .any(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
     };
-    let refuse = |what: &str| {
-        AppError::BadRequest(format!(
-            "this endpoint speaks WebSocket: {what} (see docs/protocol.md)"
-        ))
-    };
+    let refuse =
+        |what: &str| AppError::BadRequest(format!("this endpoint speaks WebSocket: {what} (see docs/protocol.md)"));
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         return Err(refuse("send a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)"));
     }

@@ -187,6 +187,7 @@ const MIGRATIONS: &[&str] = &[
         quorum INTEGER NOT NULL,
         shard_count INTEGER NOT NULL,
         budget INTEGER NOT NULL,
+        backups INTEGER NOT NULL,       -- whether rounds' slow shards get backup replicas
         next_round INTEGER NOT NULL,
         created_at_ms INTEGER NOT NULL,
         closed_at_ms INTEGER,

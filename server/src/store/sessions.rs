@@ -30,6 +30,7 @@ pub struct NewSession {
     pub quorum: u32,
     pub shards: Arc<[ChunkRequest]>,
     pub budget: i64,
+    pub backups: bool,
     pub created_at_ms: u64,
 }
 
@@ -67,6 +68,7 @@ pub struct SessionRow {
     pub created_at_ms: u64,
     pub closed_at_ms: Option<u64>,
     pub close_reason: Option<String>,
+    pub backups: bool,
 }
 
 /// The ledger account holding a session's escrow.
@@ -90,8 +92,8 @@ pub fn insert(connection: &Connection, session: &NewSession) -> Result<SessionAd
     connection
         .prepare_cached(
             "INSERT INTO compute_sessions (owner_id, name, module, program_name, env, limits, max_retries,
-                 replicas, quorum, shard_count, budget, next_round, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12)",
+                 replicas, quorum, shard_count, budget, next_round, created_at_ms, backups)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13)",
         )?
         .execute(params![
             session.owner as i64,
@@ -105,10 +107,12 @@ pub fn insert(connection: &Connection, session: &NewSession) -> Result<SessionAd
             session.quorum,
             session.shards.len() as i64,
             session.budget,
-            session.created_at_ms as i64
+            session.created_at_ms as i64,
+            session.backups
         ])?;
     let id = connection.last_insert_rowid() as u64;
-    let mut insert = connection.prepare_cached("INSERT INTO session_shards (session_id, idx, spec) VALUES (?1, ?2, ?3)")?;
+    let mut insert =
+        connection.prepare_cached("INSERT INTO session_shards (session_id, idx, spec) VALUES (?1, ?2, ?3)")?;
     for (index, shard) in session.shards.iter().enumerate() {
         insert.execute(params![id as i64, index as i64, encoding::chunk_to_column(shard)?])?;
     }
@@ -123,7 +127,7 @@ pub fn insert(connection: &Connection, session: &NewSession) -> Result<SessionAd
 }
 
 const COLUMNS: &str = "id, owner_id, name, module, program_name, env, limits, max_retries, replicas, quorum,
-     shard_count, budget, next_round, created_at_ms, closed_at_ms, close_reason";
+     shard_count, budget, next_round, created_at_ms, closed_at_ms, close_reason, backups";
 
 /// A session by id.
 pub fn get(connection: &Connection, id: u64) -> Result<Option<SessionRow>, StoreError> {
@@ -136,10 +140,12 @@ pub fn get(connection: &Connection, id: u64) -> Result<Option<SessionRow>, Store
                 (row.get::<_, String>(4)?, row.get::<_, String>(5)?, row.get::<_, String>(6)?, row.get(7)?),
                 (row.get(8)?, row.get(9)?, row.get(10)?, row.get(11)?),
                 (row.get::<_, i64>(12)?, row.get::<_, i64>(13)?, row.get::<_, Option<i64>>(14)?, row.get(15)?),
+                row.get::<_, bool>(16)?,
             ))
         })
         .optional()?;
-    let Some(((id, owner, name, module), (program_name, env, limits, max_retries), counts, times)) = raw else {
+    let Some(((id, owner, name, module), (program_name, env, limits, max_retries), counts, times, backups)) = raw
+    else {
         return Ok(None);
     };
     let (replicas, quorum, shard_count, budget) = counts;
@@ -161,12 +167,14 @@ pub fn get(connection: &Connection, id: u64) -> Result<Option<SessionRow>, Store
         created_at_ms: created_at_ms as u64,
         closed_at_ms: closed_at_ms.map(|at| at as u64),
         close_reason,
+        backups,
     }))
 }
 
 /// A session's shards, in order.
 pub fn shards(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
-    let mut statement = connection.prepare_cached("SELECT spec FROM session_shards WHERE session_id = ?1 ORDER BY idx")?;
+    let mut statement =
+        connection.prepare_cached("SELECT spec FROM session_shards WHERE session_id = ?1 ORDER BY idx")?;
     let rows = statement.query_map([id as i64], |row| row.get::<_, Vec<u8>>(0))?;
     rows.map(|row| encoding::chunk_from_column(&row?)).collect()
 }
@@ -184,7 +192,8 @@ pub fn running_rounds(connection: &Connection, id: u64) -> Result<Vec<(u64, u64)
         "SELECT round, id FROM jobs WHERE session_id = ?1 AND cancelled_at_ms IS NULL AND results_stored < chunk_count
          ORDER BY round",
     )?;
-    let rows = statement.query_map([id as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))?;
+    let rows =
+        statement.query_map([id as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -215,10 +224,9 @@ pub fn close(connection: &Connection, id: u64, reason: &str, at_ms: u64) -> Resu
     for (_, job) in running_rounds(connection, id)? {
         writes::cancel_job(connection, job, reason, at_ms)?;
     }
-    let owner: i64 =
-        connection.prepare_cached("SELECT owner_id FROM compute_sessions WHERE id = ?1")?.query_row([id as i64], |row| {
-            row.get(0)
-        })?;
+    let owner: i64 = connection
+        .prepare_cached("SELECT owner_id FROM compute_sessions WHERE id = ?1")?
+        .query_row([id as i64], |row| row.get(0))?;
     let escrow = escrow(id);
     let left = ledger::balance(connection, &escrow)?;
     ledger::record(

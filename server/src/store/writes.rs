@@ -72,10 +72,9 @@ pub fn insert_job(connection: &Connection, job: &NewJob) -> Result<Admission, St
         let refusal = match state {
             None => Some(format!("there is no session {}", round.session)),
             Some((_, Some(_))) => Some("the session is closed".to_owned()),
-            Some((next, None)) if next as u64 != round.round => Some(format!(
-                "round {} is out of order: the next round of this session is {next}",
-                round.round
-            )),
+            Some((next, None)) if next as u64 != round.round => {
+                Some(format!("round {} is out of order: the next round of this session is {next}", round.round))
+            }
             Some(_) => None,
         };
         if let Some(message) = refusal {

@@ -31,9 +31,10 @@ impl FakeConsumer {
         let feed = app.coordinator.attach_session(owner, session).map_err(|refusal| refusal.to_string())?;
         let (to_server, incoming) = mpsc::channel(64);
         let (outgoing, from_server) = mpsc::channel(1024);
-        let stream = Box::pin(futures_util::stream::unfold(incoming, |mut incoming: mpsc::Receiver<Incoming>| async move {
-            incoming.recv().await.map(|frame| (frame, incoming))
-        }));
+        let stream =
+            Box::pin(futures_util::stream::unfold(incoming, |mut incoming: mpsc::Receiver<Incoming>| async move {
+                incoming.recv().await.map(|frame| (frame, incoming))
+            }));
         let sink = Box::pin(futures_util::sink::unfold(outgoing, |outgoing: mpsc::Sender<String>, text| async move {
             outgoing.send(text).await.map_err(|_| "the consumer hung up".to_owned())?;
             Ok::<_, String>(outgoing)
@@ -139,7 +140,10 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
     let session = open(&app, 2, json!({})).await;
     assert_eq!(balance(&app).await, before - 1_000_000, "the budget is escrowed at open");
     let mut worker = FakeWorker::connect(&app, 64);
-    assert!(matches!(worker.hello(Credential::Token(app.admin_token.clone()), 4).await, Some(ServerMessage::Welcome(_))));
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 4).await,
+        Some(ServerMessage::Welcome(_))
+    ));
     let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
     assert_eq!(
         consumer.receive().await,
@@ -157,16 +161,22 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
     let second = assignments(&mut worker).await;
     for (assigned, broadcast) in [(&first, "weights-1"), (&second, "weights-2")] {
         assert_eq!(assigned.len(), 2);
-        assert!(assigned.iter().all(|assignment| assignment.stdin.0 == broadcast.as_bytes()), "only the broadcast varies");
+        assert!(
+            assigned.iter().all(|assignment| assignment.stdin.0 == broadcast.as_bytes()),
+            "only the broadcast varies"
+        );
     }
     // Out of order, too large, malformed, binary: each an error, and the session goes on.
     consumer.send(json!({ "round": { "round": 7, "broadcast": "" } })).await;
     let error = consumer.receive().await;
     assert_eq!(error["error"]["round"], 7);
-    assert!(error["error"]["message"].as_str().unwrap().contains("out of order: the next round of this session is 3"), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("out of order: the next round of this session is 3"),
+        "{error}"
+    );
     consumer.send(json!({ "round": { "round": 3, "broadcast": base64(&[0; 1001]) } })).await;
     let error = consumer.receive().await;
-    assert!(error["error"]["message"].as_str().unwrap().contains("more than the server's limit"), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("more than the limit of 1000 bytes"), "{error}");
     consumer.to_server.send(Incoming::Text("{\"round\": 3}".into())).await.unwrap();
     assert!(consumer.receive().await["error"]["message"].as_str().unwrap().contains("could not read the message"));
     consumer.to_server.send(Incoming::Binary).await.unwrap();
@@ -176,15 +186,11 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
     let reports: Vec<ReplicaReport> = second.iter().chain(first.iter()).map(answer).collect();
     worker.send(&WorkerMessage::Results(reports)).await;
     let results = until_done(&mut consumer, &[1, 2]).await;
-    let expected: BTreeMap<(u64, u64), String> = [
-        ((1, 0), "weights-1|0"),
-        ((1, 1), "weights-1|1"),
-        ((2, 0), "weights-2|0"),
-        ((2, 1), "weights-2|1"),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key, value.to_owned()))
-    .collect();
+    let expected: BTreeMap<(u64, u64), String> =
+        [((1, 0), "weights-1|0"), ((1, 1), "weights-1|1"), ((2, 0), "weights-2|0"), ((2, 1), "weights-2|1")]
+            .into_iter()
+            .map(|(key, value)| (key, value.to_owned()))
+            .collect();
     assert_eq!(results, expected);
 
     // The round after the out-of-order and refused ones is still 3.
@@ -222,7 +228,10 @@ async fn a_consumer_that_reconnects_gets_what_it_missed_and_a_session_left_alone
     let before = balance(&app).await;
     let session = open(&app, 2, json!({})).await;
     let mut worker = FakeWorker::connect(&app, 64);
-    assert!(matches!(worker.hello(Credential::Token(app.admin_token.clone()), 2).await, Some(ServerMessage::Welcome(_))));
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 2).await,
+        Some(ServerMessage::Welcome(_))
+    ));
     let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
     consumer.receive().await;
     consumer.round(1, b"w").await;
@@ -285,7 +294,11 @@ async fn bad_session_requests_get_clear_answers() {
         (with("budget_millicredits", json!(0)), 400, "budget_millicredits must be more than 0"),
         (with("budget_millicredits", json!(i64::MAX)), 402, "your balance is"),
         (with("module", json!("ab".repeat(32))), 422, "has not been uploaded by this account"),
-        (with("shards", json!([{ "files": { "d": { "blob": "cd".repeat(32) } } }])), 422, "shard 0: file \"d\" names blob"),
+        (
+            with("shards", json!([{ "files": { "d": { "blob": "cd".repeat(32) } } }])),
+            422,
+            "shard 0: file \"d\" names blob",
+        ),
         (with("shards", json!([])), 400, "at least one chunk"),
     ];
     for (request, status, message) in cases {
@@ -293,7 +306,12 @@ async fn bad_session_requests_get_clear_answers() {
         assert_eq!(answer.status, status, "{}", answer.error());
         assert!(answer.error().contains(message), "{} does not say {message:?}", answer.error());
     }
-    let missing_budget = app.admin("POST", "/api/sessions").json(json!({ "module": module, "shards": [{}] })).send().await;
+    // Inline shards may be as large as a job's chunks (not held to the small-body limit).
+    let large = with("shards", json!([{ "files": { "big.bin": base64(&vec![1; 200 * 1024]) } }]));
+    let answer = post(large).await;
+    assert_eq!(answer.status, 201, "{}", answer.error());
+    let missing_budget =
+        app.admin("POST", "/api/sessions").json(json!({ "module": module, "shards": [{}] })).send().await;
     assert_eq!(missing_budget.status, 400);
     assert!(missing_budget.error().contains("budget_millicredits"), "{}", missing_budget.error());
     assert_eq!(app.post("/api/sessions").json(base.clone()).send().await.status, 401);
@@ -301,7 +319,8 @@ async fn bad_session_requests_get_clear_answers() {
     // Another account sees no session, and cannot use or close one.
     let session = post(base).await.json()["id"].as_u64().unwrap();
     let bob = app.user_token("bob").await;
-    for (method, path) in [("GET", format!("/api/sessions/{session}")), ("DELETE", format!("/api/sessions/{session}"))] {
+    for (method, path) in [("GET", format!("/api/sessions/{session}")), ("DELETE", format!("/api/sessions/{session}"))]
+    {
         let answer = app.request(method, &path).token(&bob).send().await;
         assert_eq!(answer.status, 404, "{method} {path}");
     }
