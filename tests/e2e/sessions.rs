@@ -138,3 +138,26 @@ async fn a_slow_volunteer_is_overtaken_by_backups_and_its_rounds_do_not_wait_for
     assert_eq!(paid, 2, "only the two quick volunteers ran replicas that counted");
     assert_ledger_conserved(&server.database());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn training_on_a_browser_tab_and_a_native_worker_gives_the_weights_of_a_local_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--trust-after", "1000000"]);
+    // Two volunteers, one a Chromium tab: every shard of every round runs in both, and a result counts
+    // only if the tab's bytes equal the native worker's.
+    let (_browser, _tabs) = crate::browser::volunteering_tabs(&server, 1).await;
+    let _native = server.worker(1);
+    crate::browser::wait_for_workers(&server.client(), 2).await;
+    let report = report(start_training(&server, &["--rounds", "4", "--shards", "3"]));
+    assert_eq!(report["identical_to_local"], true, "{report}");
+    assert_eq!(report["accuracy"], report["local_accuracy"]);
+    let connection = read_only(&server.database());
+    let paid: i64 = connection
+        .query_row(
+            "SELECT COUNT(DISTINCT account) FROM ledger WHERE kind = 'payment' AND amount > 0 AND account LIKE 'volunteer:%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(paid, 2, "the tab and the native worker both ran every round");
+}
