@@ -29,7 +29,7 @@ use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::ChunkResult;
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::session::{
-    SessionClientMessage, SessionCreated, SessionRequest, SessionServerMessage, SessionStatus,
+    SessionClientMessage, SessionCreated, SessionRequest, SessionRounds, SessionServerMessage, SessionStatus,
 };
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -73,6 +73,17 @@ struct Running {
 }
 
 impl Client {
+    /// Where a person can watch session `id` live in the web app.
+    pub fn session_page(&self, id: u64) -> String {
+        format!("{}/sessions/{id}", self.base)
+    }
+
+    /// The session and its rounds from `from` on (see `GET /api/sessions/{id}/rounds`).
+    pub async fn session_rounds(&self, id: u64, from: u64) -> Result<SessionRounds, ClientError> {
+        let url = self.url(&format!("/api/sessions/{id}/rounds?from={from}"));
+        self.send(self.http.get(&url), url).await
+    }
+
     /// Opens a session (escrowing its budget) and connects to it.
     pub async fn open_session(&self, request: &SessionRequest) -> Result<Session, ClientError> {
         let url = self.url("/api/sessions");
@@ -327,6 +338,22 @@ impl Session {
                 .map_err(|error| ClientError::Session { session: self.id, message: error.to_string() })?;
         }
         Ok(())
+    }
+
+    /// Attaches figures to a round (say the model's loss after it) for the session's live page.
+    pub async fn note(&mut self, round: u64, metrics: BTreeMap<String, f64>) -> Result<(), ClientError> {
+        let text = serde_json::to_string(&SessionClientMessage::Note { round, metrics })
+            .map_err(|error| ClientError::Session { session: self.id, message: error.to_string() })?;
+        if self.socket.send(Message::Text(text.into())).await.is_err() {
+            // A note is worth no reconnect of its own; the next round's reconnect will do.
+            return Err(ClientError::Session { session: self.id, message: "the connection closed".to_owned() });
+        }
+        Ok(())
+    }
+
+    /// The number the last round got (0 before the first).
+    pub fn last_round(&self) -> u64 {
+        self.next_round - 1
     }
 
     /// Closes the session: running rounds stop and the rest of the escrow is refunded (returned).

@@ -11,6 +11,7 @@ use crate::account::AccountPage;
 use crate::api;
 use crate::auth::{LogInPage, SignUpPage};
 use crate::donate::{DonatePage, Donation};
+use crate::live::SessionPage;
 use crate::session::Session;
 
 #[component]
@@ -26,6 +27,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/signup") view=SignUpPage />
                 <Route path=path!("/login") view=LogInPage />
                 <Route path=path!("/account") view=AccountPage />
+                <Route path=path!("/sessions/:id") view=SessionPage />
             </Routes>
         </Router>
     }

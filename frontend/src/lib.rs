@@ -4,6 +4,7 @@
 //!
 //! Pure modules, tested on the host:
 //! - [`format`]: numbers, durations, credits, dates and the pricing formula for people;
+//! - [`chart`]: line charts as SVG polylines;
 //! - [`settings`]: the donate page's settings, kept in `localStorage`;
 //! - [`identity`]: the browser's anonymous volunteer identity, kept in `localStorage`;
 //! - [`validate`]: checks on the sign-up, log-in and token forms before they are sent;
@@ -15,9 +16,11 @@
 //! - `volunteer`: the handle on the courier Web Worker;
 //! - `donate`: the volunteering state and the donate page (`/`, `/donate`);
 //! - `auth`: the sign-up and log-in pages (`/signup`, `/login`);
-//! - `account`: the account page (`/account`).
+//! - `account`: the account page (`/account`);
+//! - `live`: a session's live page (`/sessions/{id}`): its rounds, the consumer's figures, round times.
 
 pub mod api;
+pub mod chart;
 pub mod format;
 pub mod identity;
 pub mod settings;
@@ -31,6 +34,8 @@ mod app;
 mod auth;
 #[cfg(target_arch = "wasm32")]
 mod donate;
+#[cfg(target_arch = "wasm32")]
+mod live;
 #[cfg(target_arch = "wasm32")]
 mod session;
 #[cfg(target_arch = "wasm32")]

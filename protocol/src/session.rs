@@ -90,8 +90,49 @@ pub enum SessionClientMessage {
     /// Starts round `round` (the session's `next_round`: 1, 2, ...) with `broadcast` (base64) as every
     /// run's stdin. A round may start before the previous ones finish.
     Round { round: u64, broadcast: Bytes },
+    /// Attaches the consumer's own figures to a round it started (say the model's loss after it), for
+    /// the session's live page: at most [`MAX_METRICS`] names of at most [`MAX_METRIC_NAME`] bytes, each
+    /// with a finite number. A later note replaces an earlier one.
+    Note { round: u64, metrics: BTreeMap<String, f64> },
     /// Closes the session: rounds still running are cancelled and the escrow's rest is refunded.
     Close {},
+}
+
+/// Figures one note may carry, and the longest name of one.
+pub const MAX_METRICS: usize = 16;
+pub const MAX_METRIC_NAME: usize = 32;
+
+/// `GET /api/sessions/{id}/rounds?from=N&version=V&wait_ms=W`: the session and its rounds from `from`
+/// on, for its live page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionRounds {
+    /// Changes whenever a round starts, finishes, stops or is noted: pass it back as `version` to wait
+    /// for the next change.
+    pub version: u64,
+    pub session: SessionStatus,
+    /// Volunteers holding replicas of the session's running rounds right now.
+    pub volunteers_working: u32,
+    /// At most 1000, in order.
+    pub rounds: Vec<RoundInfo>,
+}
+
+/// One round as the live page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoundInfo {
+    pub round: u64,
+    /// The job that ran it.
+    pub job: u64,
+    /// `running`, `done` or `stopped`.
+    pub state: String,
+    pub shards_done: u32,
+    pub started_at_ms: u64,
+    /// When its last shard's result was stored.
+    pub finished_at_ms: Option<u64>,
+    pub spent_millicredits: i64,
+    /// What the consumer noted about it.
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// A message from the server on the session's socket.

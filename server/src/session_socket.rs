@@ -141,6 +141,12 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
                     Err(refusal) => self.error(&refusal.to_string(), Some(round)).await,
                 }
             }
+            SessionClientMessage::Note { round, metrics } => {
+                match self.coordinator.note_round(self.owner, self.session, round, metrics).await {
+                    Ok(()) => Ok(()),
+                    Err(refusal) => self.error(&refusal.to_string(), Some(round)).await,
+                }
+            }
             SessionClientMessage::Close {} => {
                 match self.coordinator.close_session(self.session, "closed by its consumer").await {
                     // The feed carries the `closed` message.

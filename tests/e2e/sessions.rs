@@ -10,8 +10,12 @@ use crate::support::*;
 
 /// Starts `distributivecom train` against `server` with these arguments, printing JSON at the end.
 fn start_training(server: &TestServer, args: &[&str]) -> Child {
+    start_training_as(server, &server.admin_token, args)
+}
+
+fn start_training_as(server: &TestServer, token: &str, args: &[&str]) -> Child {
     Command::new(binary())
-        .args(["train", "--server", &server.url, "--token", &server.admin_token, "--json"])
+        .args(["train", "--server", &server.url, "--token", token, "--json"])
         .args(["--program", program_path("gradient").to_str().expect("UTF-8 paths")])
         .args(args)
         .env_remove("DISTRIBUTIVECOM_TOKEN")
@@ -160,4 +164,45 @@ async fn training_on_a_browser_tab_and_a_native_worker_gives_the_weights_of_a_lo
         )
         .unwrap();
     assert_eq!(paid, 2, "the tab and the native worker both ran every round");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_page_shows_a_training_session_round_by_round_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _workers = [server.worker(1), server.worker(1)];
+    let browser = distributivecom_cli::chromium::Chromium::start().await.unwrap();
+    let tab = browser.open_donate_page(&server.url).await.unwrap();
+    // A consumer signs up on the web and makes a token for the command line.
+    browser.visit(&tab, &format!("{}/signup", server.url), "username").await.unwrap();
+    browser.type_into(&tab, "username", "erin").await.unwrap();
+    browser.type_into(&tab, "password", "erin's long passphrase").await.unwrap();
+    browser.click(&tab, "submit").await.unwrap();
+    browser.wait_for(&tab, "account-username").await.unwrap();
+    browser.type_into(&tab, "token-name", "train").await.unwrap();
+    browser.click(&tab, "create-token").await.unwrap();
+    eventually("the new token to show", Duration::from_secs(10), || async {
+        browser.text(&tab, "new-token").await.is_ok_and(|text| text.starts_with("dc_"))
+    })
+    .await;
+    let token = browser.text(&tab, "new-token").await.unwrap();
+
+    let training = start_training_as(&server, &token, &["--rounds", "5", "--shards", "3"]);
+    browser.visit(&tab, &format!("{}/sessions/1", server.url), "session-state").await.unwrap();
+    let report = report(training);
+    assert_eq!(report["identical_to_local"], true, "{report}");
+    // The page follows the session to its end without a reload.
+    eventually("the page to show the closed session", Duration::from_secs(30), || async {
+        browser.text(&tab, "session-state").await.is_ok_and(|text| text == "closed")
+            && browser.text(&tab, "rounds-done").await.is_ok_and(|text| text == "5")
+    })
+    .await;
+    let loss = report["final_loss"].as_f64().unwrap();
+    assert_eq!(browser.text(&tab, "latest-metric").await.unwrap(), format!("{loss:.4}"));
+    assert_eq!(browser.text(&tab, "session-shards").await.unwrap(), "3");
+    browser.wait_for(&tab, "metric-chart").await.unwrap();
+    browser.wait_for(&tab, "time-chart").await.unwrap();
+    browser.screenshot(&tab, &workspace_root().join("docs/screenshots/session-live.png")).await.unwrap();
+    // Another number, or someone else's session, is simply not found.
+    browser.visit(&tab, &format!("{}/sessions/99", server.url), "not-found").await.unwrap();
 }

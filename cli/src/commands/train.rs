@@ -101,7 +101,13 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
     };
     let mut session = client.open_session(&request).await?;
     if !args.json {
-        eprintln!("session {}: {} shards of the digits, {} rounds", session.id(), shards.len(), args.rounds);
+        eprintln!(
+            "session {}: {} shards of the digits, {} rounds; watch it live at {}",
+            session.id(),
+            shards.len(),
+            args.rounds,
+            client.session_page(session.id())
+        );
     }
 
     let mut weights = vec![0f32; PARAMETERS];
@@ -123,6 +129,8 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
             answers.push(Gradient::decode(&result.output.stdout).with_context(|| format!("shard {}", result.index))?);
         }
         (weights, loss) = train::step(&weights, &answers);
+        // For the live page: the loss of the weights this round measured.
+        session.note(round.into(), [("loss".to_owned(), f64::from(loss))].into()).await?;
         if !args.json {
             eprintln!(
                 "{} round {round}/{}  loss {loss:.4}  {:.1} ms",

@@ -5,11 +5,15 @@
 //! Invariant: at most one consumer socket feeds from a session at a time; a session with none is closed
 //! after `ServerConfig::session_idle_ms`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkResult, JobRequest, LimitsRequest, ReplicationRequest};
-use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionServerMessage, SessionStatus};
+use distributivecom_protocol::session::{
+    MAX_METRIC_NAME, MAX_METRICS, RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionServerMessage,
+    SessionStatus,
+};
 use distributivecom_protocol::worker::{Limits, ModuleRef};
 use distributivecom_scheduler::Millis;
 use tokio::sync::mpsc;
@@ -39,12 +43,16 @@ pub(super) struct LiveSession {
     idle_since: Option<Millis>,
     /// Whether its rounds' slow shards get backup replicas.
     pub(super) backups: bool,
+    /// Bumped on every change the live page shows.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Core {
     /// Sends `message` to the session's consumer, if one is connected.
     pub(super) fn tell_session(&mut self, session: u64, message: SessionServerMessage) {
-        if let Some(feed) = self.sessions.get(&session).and_then(|live| live.feed.as_ref()) {
+        let Some(live) = self.sessions.get(&session) else { return };
+        live.changes.send_modify(|version| *version += 1);
+        if let Some(feed) = live.feed.as_ref() {
             let _ = feed.send(message);
         }
     }
@@ -143,6 +151,7 @@ impl Coordinator {
             feed: None,
             idle_since: Some(self.now()),
             backups: request.backups.unwrap_or(true),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         self.lock().sessions.insert(id, live);
         Ok(SessionCreated { id, shards, budget_millicredits: budget, max_round_cost_millicredits: max_cost })
@@ -181,6 +190,7 @@ impl Coordinator {
                 feed: None,
                 idle_since: Some(self.now()),
                 backups: row.backups,
+                changes: tokio::sync::watch::Sender::new(0),
             };
             self.lock().sessions.insert(id, live);
         }
@@ -318,6 +328,96 @@ impl Coordinator {
                 }
             });
         }
+    }
+
+    /// Stores the consumer's figures for a round of its session (see `SessionClientMessage::Note`).
+    pub async fn note_round(
+        &self,
+        owner: u64,
+        session: u64,
+        round: u64,
+        metrics: BTreeMap<String, f64>,
+    ) -> Result<(), Refusal> {
+        if !self.lock().sessions.get(&session).is_some_and(|live| live.owner == owner) {
+            return Err(Refusal::UnknownSession(format!("no open session {session}")));
+        }
+        if metrics.len() > MAX_METRICS {
+            return Err(Refusal::Invalid(format!("a note holds at most {MAX_METRICS} figures, not {}", metrics.len())));
+        }
+        if let Some((name, value)) =
+            metrics.iter().find(|(name, value)| name.is_empty() || name.len() > MAX_METRIC_NAME || !value.is_finite())
+        {
+            return Err(Refusal::Invalid(format!(
+                "figure {name:?} = {value}: names have 1 to {MAX_METRIC_NAME} bytes and values are finite numbers"
+            )));
+        }
+        let noted = self.store.transact(move |connection| sessions::note(connection, session, round, &metrics)).await?;
+        if !noted {
+            return Err(Refusal::Round(format!("round {round} has not been started in this session")));
+        }
+        if let Some(live) = self.lock().sessions.get(&session) {
+            live.changes.send_modify(|version| *version += 1);
+        }
+        Ok(())
+    }
+
+    /// A session of `owner`'s and its rounds from `from` on, for its live page. With `wait`, once the
+    /// session has changed since `version` (or `wait` passed, or the session is closed).
+    pub async fn session_rounds(
+        &self,
+        owner: u64,
+        session: u64,
+        from: u64,
+        version: Option<u64>,
+        wait: std::time::Duration,
+    ) -> Result<Option<SessionRounds>, StoreError> {
+        let changes =
+            self.lock().sessions.get(&session).filter(|live| live.owner == owner).map(|live| live.changes.subscribe());
+        let mut current = 0;
+        if let Some(mut changes) = changes {
+            if version.is_some_and(|known| known == *changes.borrow()) {
+                let _ = tokio::time::timeout(wait, changes.changed()).await;
+            }
+            current = *changes.borrow();
+        }
+        let Some(status) = self.session_status(owner, session).await? else { return Ok(None) };
+        let rows = self.store.read(move |connection| sessions::round_rows(connection, session, from, 1000)).await?;
+        let running: Vec<u64> = rows
+            .iter()
+            .filter(|row| row.results_stored < row.chunk_count && !row.cancelled)
+            .map(|row| row.job)
+            .collect();
+        let volunteers_working = {
+            let core = self.lock();
+            let mut volunteers = std::collections::HashSet::new();
+            for (worker, volunteer) in &core.worker_volunteers {
+                if core.scheduler.held_by_job(*worker).any(|(job, held)| held > 0 && running.contains(&job)) {
+                    volunteers.insert(volunteer.as_str());
+                }
+            }
+            volunteers.len() as u32
+        };
+        let rounds = rows
+            .into_iter()
+            .map(|row| RoundInfo {
+                round: row.round,
+                job: row.job,
+                state: if row.results_stored == row.chunk_count {
+                    "done"
+                } else if row.cancelled {
+                    "stopped"
+                } else {
+                    "running"
+                }
+                .to_owned(),
+                shards_done: row.results_stored,
+                started_at_ms: row.created_at_ms,
+                finished_at_ms: row.last_finished_at_ms.filter(|_| row.results_stored == row.chunk_count),
+                spent_millicredits: row.spent,
+                metrics: row.metrics,
+            })
+            .collect();
+        Ok(Some(SessionRounds { version: current, session: status, volunteers_working, rounds }))
     }
 
     /// A session of `owner`'s as it stands.

@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions", post(sessions::open).layer(DefaultBodyLimit::disable()))
         .route("/api/sessions/{id}", get(sessions::status).delete(sessions::close))
         .route("/api/sessions/{id}/ws", get(sessions::socket))
+        .route("/api/sessions/{id}/rounds", get(sessions::rounds))
         .route("/api/stats", get(workers::stats))
         .route("/api/workers/ws", get(workers::socket))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()))

@@ -4,7 +4,7 @@ use distributivecom_protocol::api::{
     BlobInfo, ChunkRequest, ChunkResult, ErrorBody, FileInput, JobCreated, JobRequest, JobState, JobStatus,
     LimitsRequest, ModuleInfo, ReplicationRequest, ResultsPage, ServerStats,
 };
-use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionStatus};
+use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
 
 #[derive(utoipa::OpenApi)]
@@ -27,6 +27,7 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::jobs::cancel,
         super::sessions::open,
         super::sessions::status,
+        super::sessions::rounds,
         super::sessions::close,
         super::sessions::socket,
         super::workers::socket,
@@ -51,6 +52,8 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         SessionRequest,
         SessionCreated,
         SessionStatus,
+        SessionRounds,
+        RoundInfo,
         ReplicationRequest
     ))
 )]

@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::ErrorBody;
-use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionStatus};
+use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -66,6 +66,43 @@ pub async fn status(
 ) -> Result<Json<SessionStatus>, AppError> {
     let status = state.coordinator.session_status(caller.user.id, id).await?;
     status.map(Json).ok_or_else(|| AppError::NotFound(format!("no session {id}")))
+}
+
+/// Which rounds, and whether to wait for a change.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RoundsQuery {
+    /// The first round wanted (default 1); at most 1000 are answered.
+    #[serde(default)]
+    from: Option<u64>,
+    /// The `version` of an earlier answer: wait until the session changes from it.
+    #[serde(default)]
+    version: Option<u64>,
+    /// How long to wait for a change, at most 25 000 (default 0: answer at once).
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// The session and its rounds (with the consumer's figures, such as a model's loss), for its live page.
+/// With `version` and `wait_ms`, answers once something changed: a cheap way to follow a session.
+#[utoipa::path(
+    get, path = "/api/sessions/{id}/rounds", tag = "sessions",
+    params(("id" = u64, Path, description = "The session's id"), RoundsQuery),
+    responses(
+        (status = 200, description = "The session and its rounds", body = SessionRounds),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "The caller has no such session", body = ErrorBody),
+    )
+)]
+pub async fn rounds(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+    Query(query): Query<RoundsQuery>,
+) -> Result<Json<SessionRounds>, AppError> {
+    let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(25_000));
+    let from = query.from.unwrap_or(1);
+    let rounds = state.coordinator.session_rounds(caller.user.id, id, from, query.version, wait).await?;
+    rounds.map(Json).ok_or_else(|| AppError::NotFound(format!("no session {id}")))
 }
 
 /// Closes a session: running rounds stop, and the rest of the escrow is refunded.

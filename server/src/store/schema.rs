@@ -202,6 +202,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN session_id INTEGER REFERENCES compute_sessions(id);
     ALTER TABLE jobs ADD COLUMN round INTEGER;
     ALTER TABLE jobs ADD COLUMN broadcast BLOB;
+    ALTER TABLE jobs ADD COLUMN metrics TEXT;          -- JSON: what a session's consumer noted about the round
     CREATE INDEX jobs_by_session ON jobs (session_id, round) WHERE session_id IS NOT NULL;
     "#,
 ];

@@ -251,3 +251,64 @@ pub fn rounds_from(connection: &Connection, id: u64, from: u64) -> Result<Vec<(u
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// A round's row, for the live page.
+#[derive(Clone, Debug)]
+pub struct RoundRow {
+    pub round: u64,
+    pub job: u64,
+    pub chunk_count: u32,
+    pub results_stored: u32,
+    pub cancelled: bool,
+    pub created_at_ms: u64,
+    pub last_finished_at_ms: Option<u64>,
+    pub spent: i64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// At most `limit` rounds of the session from `from` on, in order.
+pub fn round_rows(connection: &Connection, id: u64, from: u64, limit: u32) -> Result<Vec<RoundRow>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT round, id, chunk_count, results_stored, cancelled_at_ms IS NOT NULL, created_at_ms,
+                last_finished_at_ms, spent, metrics
+         FROM jobs WHERE session_id = ?1 AND round >= ?2 ORDER BY round LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![id as i64, from.min(i64::MAX as u64) as i64, limit], |row| {
+        Ok((
+            (row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, u32>(2)?, row.get::<_, u32>(3)?),
+            (row.get::<_, bool>(4)?, row.get::<_, i64>(5)?, row.get::<_, Option<i64>>(6)?, row.get::<_, i64>(7)?),
+            row.get::<_, Option<String>>(8)?,
+        ))
+    })?;
+    let mut rounds = Vec::new();
+    for row in rows {
+        let ((round, job, chunk_count, results_stored), (cancelled, created, finished, spent), metrics) = row?;
+        let metrics = match metrics {
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("round metrics: {error}")))?
+            }
+            None => BTreeMap::new(),
+        };
+        rounds.push(RoundRow {
+            round: round as u64,
+            job: job as u64,
+            chunk_count,
+            results_stored,
+            cancelled,
+            created_at_ms: created as u64,
+            last_finished_at_ms: finished.map(|at| at as u64),
+            spent,
+            metrics,
+        });
+    }
+    Ok(rounds)
+}
+
+/// Stores what the consumer noted about a round of its session; false if the session has no such round.
+pub fn note(connection: &Connection, id: u64, round: u64, metrics: &BTreeMap<String, f64>) -> Result<bool, StoreError> {
+    let text = serde_json::to_string(metrics).map_err(encoding_error)?;
+    let changed = connection
+        .prepare_cached("UPDATE jobs SET metrics = ?3 WHERE session_id = ?1 AND round = ?2")?
+        .execute(params![id as i64, round.min(i64::MAX as u64) as i64, text])?;
+    Ok(changed > 0)
+}

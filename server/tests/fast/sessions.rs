@@ -332,3 +332,53 @@ async fn bad_session_requests_get_clear_answers() {
     let plain = app.admin("GET", &format!("/api/sessions/{session}/ws")).send().await;
     assert_eq!(plain.status, 400, "{}", plain.error());
 }
+
+#[tokio::test]
+async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for_changes() {
+    let app = TestApp::new().start().await;
+    let session = open(&app, 2, json!({})).await;
+    let mut worker = FakeWorker::connect(&app, 64);
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 2).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
+    consumer.receive().await;
+    let rounds = |query: String| app.admin("GET", &format!("/api/sessions/{session}/rounds{query}")).send();
+    let empty = rounds(String::new()).await.json();
+    assert_eq!((empty["rounds"].clone(), empty["session"]["next_round"].as_u64()), (json!([]), Some(1)));
+
+    consumer.round(1, b"w").await;
+    let assigned = assignments(&mut worker).await;
+    let running = rounds(String::new()).await.json();
+    assert_eq!(running["rounds"][0]["state"], "running");
+    assert_eq!(running["volunteers_working"], 1);
+    // A page waiting on the version it has is answered when the round finishes.
+    let version = running["version"].as_u64().unwrap();
+    let waiting = tokio::spawn(rounds(format!("?version={version}&wait_ms=20000")));
+    worker.send(&WorkerMessage::Results(assigned.iter().map(answer).collect())).await;
+    until_done(&mut consumer, &[1]).await;
+    let done = waiting.await.unwrap().json();
+    assert!(done["version"].as_u64().unwrap() > version);
+    assert_eq!(
+        (done["rounds"][0]["state"].as_str(), done["rounds"][0]["shards_done"].as_u64()),
+        (Some("done"), Some(2))
+    );
+    assert!(done["rounds"][0]["finished_at_ms"].as_u64().is_some());
+
+    // The consumer's figures for the round; bad ones are refused on the socket.
+    consumer.send(json!({ "note": { "round": 1, "metrics": { "loss": 0.25, "accuracy": 0.875 } } })).await;
+    consumer.send(json!({ "note": { "round": 9, "metrics": { "loss": 1.0 } } })).await;
+    let refused = consumer.receive().await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("round 9 has not been started"), "{refused}");
+    let many: serde_json::Map<String, Value> = (0..17).map(|index| (format!("m{index}"), json!(1.0))).collect();
+    consumer.send(json!({ "note": { "round": 1, "metrics": many } })).await;
+    let refused = consumer.receive().await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("at most 16 figures"), "{refused}");
+    let noted = rounds("?from=1".to_owned()).await.json();
+    assert_eq!(noted["rounds"][0]["metrics"], json!({ "accuracy": 0.875, "loss": 0.25 }));
+    // Nobody else's.
+    let bob = app.user_token("bob").await;
+    let foreign = app.request("GET", &format!("/api/sessions/{session}/rounds")).token(&bob).send().await;
+    assert_eq!(foreign.status, 404);
+}
