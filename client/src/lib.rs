@@ -1,4 +1,5 @@
-//! Rust SDK for the Distributivecom REST API: upload programs, submit jobs, follow them and fetch results.
+//! Rust SDK for Distributivecom: upload programs, submit jobs, follow them and fetch results (or stream
+//! them as they complete), and run sessions of rounds over kept shards.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), distributivecom_client::ClientError> {
@@ -16,6 +17,26 @@
 //! let results = client.all_results(job.id).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Or as a stream of results in the order chunks complete (each says which input it was):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), distributivecom_client::ClientError> {
+//! use distributivecom_client::Client;
+//! use distributivecom_protocol::api::ChunkRequest;
+//! use futures_util::StreamExt;
+//!
+//! let client = Client::new("http://127.0.0.1:8080")?.with_token("dc_...");
+//! let inputs = (0..100).map(|i| ChunkRequest { args: vec![i.to_string()], ..Default::default() }).collect();
+//! let mut results = std::pin::pin!(client.map(std::fs::read("program.wasm").unwrap(), inputs));
+//! while let Some(result) = results.next().await {
+//!     let result = result?;
+//!     println!("input {} finished: {}", result.index, result.reason);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Iterative work goes through sessions: see [`Session`].
 
 use std::time::Duration;
 
@@ -23,9 +44,11 @@ mod session;
 pub use session::{Session, SessionEvent};
 
 use distributivecom_protocol::api::{
-    AccountInfo, BlobInfo, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage, LedgerQuery,
-    ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential, VolunteerInfo,
+    AccountInfo, BlobInfo, ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage,
+    LedgerQuery, ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential,
+    VolunteerInfo,
 };
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -237,8 +260,84 @@ impl Client {
 
     pub async fn results_page(&self, job: u64, offset: u32, limit: u32) -> Result<ResultsPage, ClientError> {
         let url = self.url(&format!("/api/jobs/{job}/results"));
-        let query = ResultsQuery { offset: Some(offset), limit: Some(limit) };
+        let query = ResultsQuery { offset: Some(offset), limit: Some(limit), completed_after: None };
         self.send(self.http.get(&url).query(&query), url).await
+    }
+
+    /// The job's results that completed after the `after`-th to complete, in the order they completed;
+    /// `completed_through` of the answer is where the next call starts.
+    pub async fn results_completed_after(&self, job: u64, after: u64, limit: u32) -> Result<ResultsPage, ClientError> {
+        let url = self.url(&format!("/api/jobs/{job}/results"));
+        let query = ResultsQuery { offset: None, limit: Some(limit), completed_after: Some(after) };
+        self.send(self.http.get(&url).query(&query), url).await
+    }
+
+    /// Runs `program` over `inputs` (one chunk each) as a job with the server's defaults, and hands out
+    /// each chunk's result as soon as it is stored, in completion order (`ChunkResult::index` says
+    /// which input it belongs to). See [`Client::map_job`] to set limits, replication or a budget.
+    pub fn map(
+        &self,
+        program: Vec<u8>,
+        inputs: Vec<ChunkRequest>,
+    ) -> impl futures_util::Stream<Item = Result<ChunkResult, ClientError>> + '_ {
+        let client = self.clone();
+        futures_util::stream::once(async move {
+            let module = client.upload_module(program).await?;
+            Ok::<_, ClientError>(JobRequest { module, chunks: inputs, ..JobRequest::default() })
+        })
+        .map(move |request| match request {
+            Ok(request) => self.map_job(request).left_stream(),
+            Err(error) => futures_util::stream::once(async move { Err(error) }).right_stream(),
+        })
+        .flatten()
+    }
+
+    /// Submits `request` and hands out each chunk's result as soon as it is stored, in completion order.
+    /// The stream ends when the job is over (a cancelled job's unfinished chunks give no result).
+    pub fn map_job(
+        &self,
+        request: JobRequest,
+    ) -> impl futures_util::Stream<Item = Result<ChunkResult, ClientError>> + '_ {
+        enum State {
+            Submit(Box<JobRequest>),
+            Follow { job: u64, through: u64, page: std::collections::VecDeque<ChunkResult>, over: bool },
+            Done,
+        }
+        futures_util::stream::unfold(State::Submit(Box::new(request)), move |mut state| async move {
+            loop {
+                state = match state {
+                    State::Done => return None,
+                    State::Submit(request) => match self.submit(&request).await {
+                        Ok(created) => {
+                            State::Follow { job: created.id, through: 0, page: Default::default(), over: false }
+                        }
+                        Err(error) => return Some((Err(error), State::Done)),
+                    },
+                    State::Follow { job, through, mut page, over } => {
+                        if let Some(result) = page.pop_front() {
+                            return Some((Ok(result), State::Follow { job, through, page, over }));
+                        }
+                        let fetched = match self.results_completed_after(job, through, 1000).await {
+                            Ok(fetched) => fetched,
+                            Err(error) => return Some((Err(error), State::Done)),
+                        };
+                        if let Some(next) = fetched.completed_through {
+                            page.extend(fetched.results);
+                            State::Follow { job, through: next, page, over }
+                        } else if over {
+                            return None;
+                        } else {
+                            // Nothing new: wait until more chunks finish (or the job ends), then look again.
+                            let known = u32::try_from(through).unwrap_or(u32::MAX);
+                            match self.wait_for_progress(job, known, Duration::from_secs(30)).await {
+                                Ok(status) => State::Follow { job, through, page, over: status.state.is_finished() },
+                                Err(error) => return Some((Err(error), State::Done)),
+                            }
+                        }
+                    }
+                };
+            }
+        })
     }
 
     /// Every finished chunk's result, in chunk order.

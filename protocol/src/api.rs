@@ -314,6 +314,10 @@ pub struct ResultsPage {
     pub results: Vec<ChunkResult>,
     /// Pass as `offset` to get the next page; absent on the last page.
     pub next_offset: Option<u32>,
+    /// With `completed_after`: the place in the job's order of completion of the last result here; pass
+    /// it as `completed_after` for the results that complete next. Absent when the page is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_through: Option<u64>,
 }
 
 /// Every 4xx and 5xx answer carries this body.
@@ -512,6 +516,10 @@ pub struct ResultsQuery {
     /// The first chunk index to return.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u32>,
+    /// Instead of chunk order: the results that completed after the `N`-th to complete (0: from the
+    /// first), in the order they completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_after: Option<u64>,
     /// The most results to return (at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,

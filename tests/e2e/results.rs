@@ -225,3 +225,29 @@ async fn results_from_volunteers_equal_an_independent_wasi_implementation() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_sdk_maps_a_program_over_inputs_and_streams_each_result_as_it_completes() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let _workers = [server.worker(2), server.worker(2)];
+    let client = server.client();
+    let inputs: Vec<ChunkRequest> = (0..40).map(|index| chunk(&[&format!("input-{index}")])).collect();
+    let mut seen = BTreeMap::new();
+    let mut stream = std::pin::pin!(client.map(program("echo-args"), inputs));
+    while let Some(result) = stream.next().await {
+        let result = result.expect("every result arrives");
+        assert!(result.succeeded, "{}", result.reason);
+        assert!(seen.insert(result.index, String::from_utf8(result.output.stdout.0).unwrap()).is_none(), "once each");
+    }
+    assert_eq!(seen.len(), 40);
+    for (index, stdout) in seen {
+        assert_eq!(stdout, format!("input-{index}\n"));
+    }
+    // A refusal comes out of the stream as its first item.
+    let mut refused = std::pin::pin!(client.map(b"not wasm".to_vec(), vec![chunk(&[])]));
+    let error = refused.next().await.unwrap().unwrap_err();
+    assert_eq!(error.status(), Some(422), "{error}");
+    assert!(refused.next().await.is_none());
+}

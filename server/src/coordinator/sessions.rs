@@ -338,7 +338,7 @@ impl Coordinator {
         round: u64,
         metrics: BTreeMap<String, f64>,
     ) -> Result<(), Refusal> {
-        if !self.lock().sessions.get(&session).is_some_and(|live| live.owner == owner) {
+        if self.lock().sessions.get(&session).is_none_or(|live| live.owner != owner) {
             return Err(Refusal::UnknownSession(format!("no open session {session}")));
         }
         if metrics.len() > MAX_METRICS {

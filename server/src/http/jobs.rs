@@ -121,6 +121,9 @@ pub async fn results(
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE_RESULTS);
     let owner = caller.user.id;
+    if let Some(after) = query.completed_after {
+        return completed_results(&state, owner, id, after, limit).await;
+    }
     // First only the sizes: which results fit the page.
     let span = state
         .store
@@ -135,14 +138,49 @@ pub async fn results(
         return Err(no_job(id));
     };
     let Some(span) = span else {
-        return Ok(Json(ResultsPage { job: id, results: Vec::new(), next_offset: None }).into_response());
+        return Ok(Json(ResultsPage { job: id, results: Vec::new(), next_offset: None, completed_through: None })
+            .into_response());
     };
     // Then room for them in the server's memory for pages (the stored bytes, and base64 in JSON), shared
     // by all requests: many slow readers wait for room, they cannot exhaust memory.
     let room = state.results_memory.room_for(span.bytes.saturating_mul(3)).await?;
     let results = state.store.read(move |connection| queries::results(connection, id, offset, span.last)).await?;
     let next_offset = span.more.then(|| results.last().map(|last| last.index + 1)).flatten();
-    let page = serde_json::to_vec(&ResultsPage { job: id, results, next_offset })
+    let page = serde_json::to_vec(&ResultsPage { job: id, results, next_offset, completed_through: None })
+        .map_err(|error| AppError::Internal(format!("could not encode a results page: {error}")))?;
+    Ok(room.json_body(page))
+}
+
+/// The results that completed after the `after`-th, in completion order: the page is held within the
+/// shared page memory like a chunk-order page.
+async fn completed_results(
+    state: &AppState,
+    owner: u64,
+    id: u64,
+    after: u64,
+    limit: u32,
+) -> Result<Response, AppError> {
+    let owned = state
+        .store
+        .read(move |connection| Ok(queries::job(connection, id)?.is_some_and(|job| job.owner == Some(owner))))
+        .await?;
+    if !owned {
+        return Err(no_job(id));
+    }
+    let span = state
+        .store
+        .read(move |connection| queries::completed_span(connection, id, after, limit, MAX_PAGE_BYTES))
+        .await?;
+    let Some((last, bytes)) = span else {
+        let empty = ResultsPage { job: id, results: Vec::new(), next_offset: None, completed_through: None };
+        return Ok(Json(empty).into_response());
+    };
+    let room = state.results_memory.room_for(bytes.saturating_mul(3)).await?;
+    let completed =
+        state.store.read(move |connection| queries::results_completed_between(connection, id, after, last)).await?;
+    let completed_through = completed.last().map(|(seq, _)| *seq);
+    let results = completed.into_iter().map(|(_, result)| result).collect();
+    let page = serde_json::to_vec(&ResultsPage { job: id, results, next_offset: None, completed_through })
         .map_err(|error| AppError::Internal(format!("could not encode a results page: {error}")))?;
     Ok(room.json_body(page))
 }

@@ -280,6 +280,74 @@ pub fn results(connection: &Connection, id: u64, first: u32, last: u32) -> Resul
     Ok(results)
 }
 
+/// Which of the job's results that completed after the `after`-th fit a page: at most `limit`, and as
+/// many as fit `max_bytes` of stored output (always at least one). Returns the last one's place and the
+/// bytes, or `None` if none completed after it.
+pub fn completed_span(
+    connection: &Connection,
+    id: u64,
+    after: u64,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let mut sizes = connection.prepare_cached(
+        "SELECT seq, length(output) + length(status) FROM results WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let mut rows = sizes.query(params![id as i64, after.min(i64::MAX as u64) as i64, limit])?;
+    let (mut last, mut bytes) = (None, 0u64);
+    while let Some(row) = rows.next()? {
+        let (seq, size) = (row.get::<_, i64>(0)?, row.get::<_, i64>(1)?.max(0) as u64);
+        if last.is_some() && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        last = Some(seq as u64);
+    }
+    Ok(last.map(|last| (last, bytes)))
+}
+
+/// The job's results that completed after the `after`-th up to the `last`-th, in the order they
+/// completed, each with its place.
+pub fn results_completed_between(
+    connection: &Connection,
+    id: u64,
+    after: u64,
+    last: u64,
+) -> Result<Vec<(u64, ChunkResult)>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT seq, idx, status, attempts, work_units, output FROM results
+         WHERE job_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+    )?;
+    let bound = |place: u64| place.min(i64::MAX as u64) as i64;
+    let rows = statement.query_map(params![id as i64, bound(after), bound(last)], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, u32>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, u32>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, Vec<u8>>(5)?,
+        ))
+    })?;
+    let mut results = Vec::new();
+    for row in rows {
+        let (seq, index, status, attempts, work_units, output) = row?;
+        let status = encoding::status_from_column(&status)?;
+        let output = encoding::output_from_column(&output)?;
+        let result = ChunkResult {
+            index,
+            succeeded: status.is_success(),
+            reason: status.describe(),
+            status,
+            attempts,
+            work_units: work_units as u64,
+            output,
+        };
+        results.push((seq as u64, result));
+    }
+    Ok(results)
+}
+
 /// Every chunk's inputs, in chunk order.
 pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
     let round: Option<(Option<i64>, Option<Vec<u8>>)> = connection

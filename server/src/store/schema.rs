@@ -204,6 +204,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN broadcast BLOB;
     ALTER TABLE jobs ADD COLUMN metrics TEXT;          -- JSON: what a session's consumer noted about the round
     CREATE INDEX jobs_by_session ON jobs (session_id, round) WHERE session_id IS NOT NULL;
+    -- Each result's place in its job's order of completion, for following a job result by result.
+    ALTER TABLE results ADD COLUMN seq INTEGER;
+    UPDATE results SET seq = numbered.n
+        FROM (SELECT job_id, idx, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY finished_at_ms, idx) AS n
+              FROM results) AS numbered
+        WHERE results.job_id = numbered.job_id AND results.idx = numbered.idx;
+    CREATE INDEX results_by_completion ON results (job_id, seq);
     "#,
 ];
 

@@ -502,3 +502,41 @@ async fn opening_the_store_removes_blob_files_that_no_upload_recorded() {
     assert!(!store.blob_files().path(&unrecorded).exists(), "a file without a row is removed");
     assert_eq!(std::fs::read_dir(directory.path().join("blobs/staging")).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn results_stored_before_completion_order_was_kept_get_it_from_their_times() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let connection = rusqlite::Connection::open(directory.path().join(DATABASE_FILE)).unwrap();
+        schema::configure(&connection).unwrap();
+        schema::migrate_to(&connection, 4).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO users (id, username, password_hash, created_at_ms) VALUES (1, 'old', 'h', 1);
+                 INSERT INTO modules VALUES ('m', 1, '[]', x'00', 'mi', 1, x'00', 1);
+                 INSERT INTO jobs (id, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+                                   owner_id, budget, replicas, quorum, results_stored, results_succeeded)
+                     VALUES (7, 'm', 'p.wasm', '{}', '{}', 2, 3, 1, 1, 500, 2, 2, 2, 2);",
+            )
+            .unwrap();
+        let status = encoding::status_to_column(&RunStatus::Exited { code: 0 }).unwrap();
+        let output = encoding::output_to_column(&Output::default()).unwrap();
+        for (chunk, finished_at_ms) in [(0, 99), (2, 50)] {
+            connection
+                .execute(
+                    "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms)
+                     VALUES (7, ?1, 1, ?2, 2, 10, ?3, ?4)",
+                    rusqlite::params![chunk, status, output, finished_at_ms],
+                )
+                .unwrap();
+        }
+    }
+    let store = Store::open(directory.path()).unwrap();
+    let completed = store.read(|connection| queries::results_completed_between(connection, 7, 0, 10)).await.unwrap();
+    let order: Vec<(u64, u32)> = completed.iter().map(|(seq, result)| (*seq, result.index)).collect();
+    assert_eq!(order, [(1, 2), (2, 0)], "chunk 2 finished first");
+    // New results continue the order.
+    store_result(&store, result(7, 1, RunStatus::Exited { code: 0 }, vec![])).unwrap();
+    let span = store.read(|connection| queries::completed_span(connection, 7, 2, 10, 1 << 20)).await.unwrap();
+    assert_eq!(span.map(|(last, _)| last), Some(3));
+}

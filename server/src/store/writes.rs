@@ -147,24 +147,8 @@ pub struct Settlement {
 /// the platform's fee burned), records what validation taught about each volunteer, and refunds the
 /// escrow's rest when this was the job's last chunk.
 pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Settlement, StoreError> {
-    let status = encoding::status_to_column(&result.status)?;
-    let output = encoding::output_to_column(&result.output)?;
-    connection
-        .prepare_cached(
-            "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            result.job as i64,
-            result.chunk,
-            result.status.is_success(),
-            status,
-            result.attempts,
-            result.work_units as i64,
-            output,
-            result.finished_at_ms as i64
-        ])?;
-
+    // The result row is written last, with its place in the job's order of completion; a second result
+    // for the chunk is refused by its primary key, which undoes this whole write.
     let escrow = ledger::escrow(result.job);
     let mut paid = 0;
     let mut short = false;
@@ -197,7 +181,7 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     for change in &result.reputation {
         record_validation(connection, &change.volunteer, change.valid, change.run)?;
     }
-    // The job's counts move with the result (the results row's primary key refused a second one above), so
+    // The job's counts move with the result (the results row's primary key refuses a second one below), so
     // nothing here counts the job's results.
     let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
         .prepare_cached(
@@ -210,6 +194,24 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
             params![result.job as i64, result.status.is_success(), result.finished_at_ms as i64, paid],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )?;
+    let status = encoding::status_to_column(&result.status)?;
+    let output = encoding::output_to_column(&result.output)?;
+    connection
+        .prepare_cached(
+            "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            result.job as i64,
+            result.chunk,
+            result.status.is_success(),
+            status,
+            result.attempts,
+            result.work_units as i64,
+            output,
+            result.finished_at_ms as i64,
+            stored
+        ])?;
     let complete = stored == chunk_count;
     if complete && let Some(owner) = owner {
         ledger::refund(connection, result.job, owner as u64, "the rest of the budget", result.finished_at_ms)?;

@@ -124,3 +124,54 @@ async fn a_page_of_results_holds_at_most_16_mib_of_them() {
     assert_eq!(rest["results"].as_array().unwrap().len(), 2);
     assert_eq!(rest["next_offset"], serde_json::Value::Null);
 }
+
+#[tokio::test]
+async fn results_can_be_followed_in_the_order_chunks_complete() {
+    use distributivecom_protocol::worker::{
+        Credential, Output, ReplicaReport, RunStatus, ServerMessage, WorkerMessage,
+    };
+    let app = TestApp::new().start().await;
+    let mut worker = crate::worker_socket::FakeWorker::connect(&app, 64);
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 3).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    let job = app
+        .submit_noop(&app.admin_token, 3, serde_json::json!({ "replication": { "replicas": 1, "quorum": 1 } }))
+        .await;
+    let Some(ServerMessage::Assign(assigned)) = worker.receive().await else { panic!("assignments expected") };
+    let by_chunk = |chunk: u32| assigned.iter().find(|assignment| assignment.chunk == chunk).unwrap().replica;
+    let page = |query: &str| app.admin("GET", &format!("/api/jobs/{job}/results?{query}")).send();
+    assert_eq!(page("completed_after=0").await.json()["results"], serde_json::json!([]));
+    // Chunk 2 finishes first, then 0, then 1.
+    for chunk in [2, 0, 1] {
+        let report = ReplicaReport {
+            replica: by_chunk(chunk),
+            status: RunStatus::Exited { code: 0 },
+            output: Output::default(),
+            compute_us: 1,
+            work_units: 1,
+        };
+        worker.send(&WorkerMessage::Results(vec![report])).await;
+        app.admin(
+            "GET",
+            &format!(
+                "/api/jobs/{job}?wait_ms=10000&known_finished={}",
+                [2, 0, 1].iter().position(|c| *c == chunk).unwrap()
+            ),
+        )
+        .send()
+        .await;
+    }
+    let indices = |answer: &serde_json::Value| {
+        answer["results"].as_array().unwrap().iter().map(|result| result["index"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    let all = page("completed_after=0").await.json();
+    assert_eq!((indices(&all), all["completed_through"].as_u64()), (vec![2, 0, 1], Some(3)));
+    let rest = page("completed_after=1&limit=1").await.json();
+    assert_eq!((indices(&rest), rest["completed_through"].as_u64()), (vec![0], Some(2)));
+    let none = page("completed_after=3").await.json();
+    assert_eq!((indices(&none), none.get("completed_through")), (vec![], None));
+    // In chunk order as before.
+    assert_eq!(indices(&page("offset=0").await.json()), vec![0, 1, 2]);
+}
