@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub max_rounds_running: u32,
     /// Sessions one account may have open at once.
     pub max_open_sessions_per_account: u32,
+    /// Messages waiting for a session consumer's socket at most: a consumer that does not read loses its
+    /// socket (it reconnects with `from_round` and gets the rest from the store), not the server its memory.
+    pub session_feed_capacity: usize,
     /// Backups of a round's stragglers: once this percentage of its shards have answered, or once a
     /// replica has been out `backup_slowness` times the round's typical run time, the shard gets one
     /// backup replica on another volunteer (see `distributivecom_scheduler::Config`).
@@ -154,6 +157,7 @@ impl Default for ServerConfig {
             session_idle_ms: 300_000,
             max_rounds_running: 16,
             max_open_sessions_per_account: 16,
+            session_feed_capacity: 8192,
             backup_when_done_percent: 90,
             backup_slowness: 3,
         }

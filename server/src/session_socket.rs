@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use distributivecom_protocol::session::{SessionClientMessage, SessionServerMessage};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -21,6 +22,10 @@ pub enum Incoming {
     Binary,
     Closed,
 }
+
+/// How long any message may take to send, and the slowest rate a consumer may read at beyond that.
+const SEND_GRACE: Duration = Duration::from_secs(30);
+const SEND_BYTES_PER_SECOND: u64 = 256 * 1024;
 
 /// How many finished rounds the conversation remembers, to drop a result it already sent when a
 /// reconnect's backlog and the live feed overlap.
@@ -168,8 +173,19 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
         self.send(SessionServerMessage::Error { message: message.to_owned(), round }).await
     }
 
+    /// Sends one message, giving up on a consumer that does not take it within [`SEND_GRACE`] plus a
+    /// second per [`SEND_BYTES_PER_SECOND`]: one that stops reading cannot hold the conversation forever
+    /// (its feed, meanwhile, is dropped once full).
     async fn send(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
         let text = serde_json::to_string(&message).map_err(|_| Ended)?;
-        self.outgoing.send(text).await.map_err(|_| Ended)
+        let allowed = SEND_GRACE + Duration::from_secs(text.len() as u64 / SEND_BYTES_PER_SECOND);
+        match tokio::time::timeout(allowed, self.outgoing.send(text)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended),
+            Err(_) => {
+                tracing::info!(session = self.session, "closing the socket of a session's consumer that does not read");
+                Err(Ended)
+            }
+        }
     }
 }

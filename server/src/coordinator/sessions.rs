@@ -26,7 +26,7 @@ use crate::store::sessions::{self, NewSession, Round, SessionAdmission, SessionR
 use crate::store::{StoreError, queries};
 
 /// What the consumer's socket receives.
-pub type SessionFeed = mpsc::UnboundedReceiver<SessionServerMessage>;
+pub type SessionFeed = mpsc::Receiver<SessionServerMessage>;
 
 /// An open session, as the coordinator keeps it.
 pub(super) struct LiveSession {
@@ -38,7 +38,7 @@ pub(super) struct LiveSession {
     /// checked again: only its broadcast is new.
     checked: Option<Arc<Checked>>,
     /// The connected consumer's feed.
-    feed: Option<mpsc::UnboundedSender<SessionServerMessage>>,
+    feed: Option<mpsc::Sender<SessionServerMessage>>,
     /// Since when no consumer has been connected.
     idle_since: Option<Millis>,
     /// Whether its rounds' slow shards get backup replicas.
@@ -50,10 +50,13 @@ pub(super) struct LiveSession {
 impl Core {
     /// Sends `message` to the session's consumer, if one is connected.
     pub(super) fn tell_session(&mut self, session: u64, message: SessionServerMessage) {
-        let Some(live) = self.sessions.get(&session) else { return };
+        let Some(live) = self.sessions.get_mut(&session) else { return };
         live.changes.send_modify(|version| *version += 1);
-        if let Some(feed) = live.feed.as_ref() {
-            let _ = feed.send(message);
+        if let Some(feed) = live.feed.as_ref()
+            && let Err(mpsc::error::TrySendError::Full(_)) = feed.try_send(message)
+        {
+            tracing::info!(session, "closing the socket of a session's consumer that does not read");
+            live.feed = None;
         }
     }
 }
@@ -269,8 +272,10 @@ impl Coordinator {
             let mut core = self.lock();
             let feed = core.sessions.remove(&session).and_then(|live| live.feed);
             if let (Some(feed), Some(refunded)) = (feed, refunded) {
-                let _ = feed
-                    .send(SessionServerMessage::Closed { reason: reason.to_owned(), refunded_millicredits: refunded });
+                let closed =
+                    SessionServerMessage::Closed { reason: reason.to_owned(), refunded_millicredits: refunded };
+                // A consumer so far behind that even this does not fit learns it from the session's status.
+                let _ = feed.try_send(closed);
             }
             core.jobs
                 .values()
@@ -296,7 +301,7 @@ impl Coordinator {
                 "another socket is connected to this session; close it first (one consumer per session)".to_owned(),
             ));
         }
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(self.config.session_feed_capacity.max(1));
         live.feed = Some(sender);
         live.idle_since = None;
         Ok(receiver)
@@ -305,7 +310,10 @@ impl Coordinator {
     /// The consumer's socket closed: the session waits for it for its idle time.
     pub fn detach_session(&self, session: u64) {
         let now = self.now();
-        if let Some(live) = self.lock().sessions.get_mut(&session) {
+        if let Some(live) = self.lock().sessions.get_mut(&session)
+            // A consumer that connected again meanwhile keeps its feed.
+            && live.feed.as_ref().is_none_or(|feed| feed.is_closed())
+        {
             live.feed = None;
             live.idle_since = Some(now);
         }

@@ -383,3 +383,57 @@ async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for
     let foreign = app.request("GET", &format!("/api/sessions/{session}/rounds")).token(&bob).send().await;
     assert_eq!(foreign.status, 404);
 }
+
+#[tokio::test]
+async fn a_consumer_that_does_not_read_loses_its_socket_not_the_servers_memory_and_catches_up() {
+    let app = TestApp::new().with(|config| config.session_feed_capacity = 2).start().await;
+    let session = open(&app, 6, json!({})).await;
+    let mut worker = FakeWorker::connect(&app, 64);
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 6).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    // A consumer whose socket takes one message and then is never read.
+    let feed = app.coordinator.attach_session(1, session).map_err(|refusal| refusal.to_string()).unwrap();
+    let (to_server, incoming) = mpsc::channel(64);
+    let (outgoing, mut from_server) = mpsc::channel::<String>(1);
+    let stream =
+        Box::pin(futures_util::stream::unfold(incoming, |mut incoming: mpsc::Receiver<Incoming>| async move {
+            incoming.recv().await.map(|frame| (frame, incoming))
+        }));
+    let sink = Box::pin(futures_util::sink::unfold(outgoing, |outgoing: mpsc::Sender<String>, text| async move {
+        outgoing.send(text).await.map_err(|_| "gone".to_owned())?;
+        Ok::<_, String>(outgoing)
+    }));
+    let conversation =
+        tokio::spawn(session_socket::run(app.coordinator.clone(), 1, session, u64::MAX, feed, stream, sink));
+    from_server.recv().await.unwrap(); // ready
+    to_server.send(Incoming::Text(json!({ "round": { "round": 1, "broadcast": "" } }).to_string())).await.unwrap();
+    let assigned = assignments(&mut worker).await;
+    worker.send(&WorkerMessage::Results(assigned.iter().map(answer).collect())).await;
+    // Six results and a round_done do not fit: the server drops the feed, and the conversation, stuck on a
+    // message the consumer never takes, ends at its send deadline. (Paused time runs ahead whenever every
+    // task waits; it is paused only once every result is stored.)
+    eventually_stored(&app, session).await;
+    tokio::time::pause();
+    tokio::time::timeout(Duration::from_secs(600), conversation).await.expect("the conversation ends").unwrap();
+    tokio::time::resume();
+    drop(from_server);
+    // Reconnected, the consumer gets every result of the round from the store.
+    let mut consumer = FakeConsumer::connect(&app, 1, session, 1).expect("the session takes a new socket");
+    consumer.receive().await;
+    let results = until_done(&mut consumer, &[1]).await;
+    assert_eq!(results.len(), 6);
+}
+
+/// Waits until round 1 of the session has every result stored.
+async fn eventually_stored(app: &TestApp, session: u64) {
+    for _ in 0..1000 {
+        let rounds = app.admin("GET", &format!("/api/sessions/{session}/rounds")).send().await.json();
+        if rounds["rounds"][0]["state"] == "done" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("round 1 never finished");
+}
