@@ -211,12 +211,20 @@ impl Session {
         let round = self.next_round;
         self.next_round += 1;
         self.running.insert(round, Running { broadcast: Bytes(broadcast), started: false, results: BTreeMap::new() });
-        self.send_round(round).await?;
-        while !self.running.get(&round).is_some_and(|running| running.started) {
-            let event = self.next_event().await?;
-            self.queued.push_back(event);
+        let accepted = async {
+            self.send_round(round).await?;
+            while !self.running.get(&round).is_some_and(|running| running.started) {
+                let event = self.next_event().await?;
+                self.queued.push_back(event);
+            }
+            Ok(round)
         }
-        Ok(round)
+        .await;
+        if accepted.is_err() && !self.running.contains_key(&round) && self.next_round == round + 1 {
+            // Refused: the number is free for the next round.
+            self.next_round = round;
+        }
+        accepted
     }
 
     /// Waits until every shard of `round` has answered; returns the results in shard order.
@@ -302,6 +310,8 @@ impl Session {
                     });
                 }
                 SessionServerMessage::Ready { .. } => {}
+                // A figure for the live page that the server would not take: the rounds are unaffected.
+                SessionServerMessage::NoteRefused { .. } => {}
             }
         }
     }
@@ -341,7 +351,9 @@ impl Session {
     }
 
     /// Attaches figures to a round (say the model's loss after it) for the session's live page.
-    pub async fn note(&mut self, round: u64, metrics: BTreeMap<String, f64>) -> Result<(), ClientError> {
+    pub async fn note(&mut self, round: u64, mut metrics: BTreeMap<String, f64>) -> Result<(), ClientError> {
+        // JSON has no NaN or infinity: such figures are left out rather than refused.
+        metrics.retain(|_, value| value.is_finite());
         let text = serde_json::to_string(&SessionClientMessage::Note { round, metrics })
             .map_err(|error| ClientError::Session { session: self.id, message: error.to_string() })?;
         if self.socket.send(Message::Text(text.into())).await.is_err() {

@@ -148,8 +148,10 @@ pub enum SessionServerMessage {
     Result { round: u64, result: ChunkResult },
     /// Every shard of the round has answered.
     RoundDone { round: u64, spent_millicredits: i64 },
+    /// A `note` was refused (the round's results are unaffected).
+    NoteRefused { round: u64, message: String },
     /// A message was refused (`round` says which round it concerned, if any); the session goes on.
     Error { message: String, round: Option<u64> },
-    /// The session closed (by the consumer, after its idle time, or when its budget ran out).
+    /// The session closed (by the consumer over the socket or with `DELETE`, or after its idle time).
     Closed { reason: String, refunded_millicredits: i64 },
 }

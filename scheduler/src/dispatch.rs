@@ -12,6 +12,9 @@ use crate::{
 /// fresh chunk. The look rotates the queue, so the next one examines others.
 pub(crate) const ELIGIBILITY_SCAN: usize = 64;
 
+/// Backups: the least a replica is waited for before its chunk gets a backup for being slow.
+pub(crate) const MIN_BACKUP_PATIENCE_MS: u64 = 5;
+
 impl Scheduler {
     /// Fills one worker's free capacity. Called when only that worker gained capacity.
     pub(crate) fn fill_worker(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
@@ -242,11 +245,13 @@ impl Scheduler {
         }
     }
 
-    /// [`Self::back_up_slow_replicas`] for one job: O(its replicas out).
+    /// [`Self::back_up_slow_replicas`] for one job: O(its replicas out). The typical time is the job's
+    /// round trips as the scheduler measured them (never a volunteer's word), and patience is at least
+    /// [`MIN_BACKUP_PATIENCE_MS`].
     pub(crate) fn back_up_stragglers(&mut self, job_id: JobId) {
         let Some(job) = self.jobs.get(&job_id) else { return };
-        let Some(typical_us) = job.chunk_time_us.filter(|_| job.backups) else { return };
-        let patience_ms = (typical_us.saturating_mul(u64::from(self.config.backup_slowness)) / 1000).max(1);
+        let Some(typical_ms) = job.round_trip_ms.filter(|_| job.backups) else { return };
+        let patience_ms = typical_ms.saturating_mul(u64::from(self.config.backup_slowness)).max(MIN_BACKUP_PATIENCE_MS);
         let now = self.now;
         let slow: Vec<ChunkIndex> = job
             .out
@@ -268,7 +273,11 @@ impl Scheduler {
             return;
         }
         record.backup = true;
-        record.wanted += 1;
+        // A chunk a trusted volunteer runs alone is not accepted on one result once it has a backup: the
+        // backup may come from anyone, so the two must agree as the job's quorum says.
+        let quorum = job.policy.min_quorum.max(record.quorum);
+        record.quorum = quorum;
+        record.wanted = (record.wanted + 1).max(quorum);
         record.max_issued += 1;
         self.backups_sent += 1;
         self.requeue_if_needed(job_id, chunk);

@@ -44,6 +44,9 @@ pub(crate) struct Job {
     pub(crate) backed_up: bool,
     /// The replicas out, kept only for a job with backups (to find its stragglers without a scan).
     pub(crate) out: BTreeSet<ReplicaId>,
+    /// How long its replicas take from going out to their report, as the scheduler's own clock saw it
+    /// (a moving average): what backups measure stragglers against, which no volunteer can forge.
+    pub(crate) round_trip_ms: Option<u64>,
 }
 
 impl Job {
@@ -76,6 +79,7 @@ impl Job {
             backups: params.backups,
             backed_up: false,
             out: BTreeSet::new(),
+            round_trip_ms: None,
         }
     }
 
@@ -125,6 +129,14 @@ impl Job {
     /// Folds a replica's run time into the job's estimate (weight 1/8, so one odd chunk does not swing it).
     /// The time comes from a volunteer: it is capped at the job's time limit (no honest run is longer) and
     /// the arithmetic saturates, so a forged value can neither wrap nor panic.
+    /// Folds a replica's round trip, measured by the scheduler, into the job's estimate (weight 1/8).
+    pub(crate) fn observe_round_trip(&mut self, milliseconds: u64) {
+        self.round_trip_ms = Some(match self.round_trip_ms {
+            None => milliseconds,
+            Some(estimate) => estimate.saturating_mul(7).saturating_add(milliseconds) / 8,
+        });
+    }
+
     pub(crate) fn observe_chunk_time(&mut self, compute_us: u64) {
         let compute_us = compute_us.min(self.time_limit_ms.saturating_mul(1000));
         self.chunk_time_us = Some(match self.chunk_time_us {

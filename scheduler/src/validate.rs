@@ -42,6 +42,9 @@ impl Scheduler {
                     work_units,
                 });
                 job.observe_chunk_time(compute_us);
+                if job.backups {
+                    job.observe_round_trip(self.now.0.saturating_sub(held.sent_at.0));
+                }
                 if let Some(estimate) = job.chunk_time_us {
                     self.program_chunk_time_us.insert(job.program.clone(), estimate);
                 }

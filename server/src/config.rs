@@ -90,6 +90,8 @@ pub struct ServerConfig {
     /// Messages waiting for a session consumer's socket at most: a consumer that does not read loses its
     /// socket (it reconnects with `from_round` and gets the rest from the store), not the server its memory.
     pub session_feed_capacity: usize,
+    /// The same in bytes of results (a result carries its output).
+    pub session_feed_bytes: u64,
     /// Backups of a round's stragglers: once this percentage of its shards have answered, or once a
     /// replica has been out `backup_slowness` times the round's typical run time, the shard gets one
     /// backup replica on another volunteer (see `distributivecom_scheduler::Config`).
@@ -158,6 +160,7 @@ impl Default for ServerConfig {
             max_rounds_running: 16,
             max_open_sessions_per_account: 16,
             session_feed_capacity: 8192,
+            session_feed_bytes: 64 * MIB,
             backup_when_done_percent: 90,
             backup_slowness: 3,
         }

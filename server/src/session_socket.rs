@@ -32,12 +32,12 @@ const SEND_BYTES_PER_SECOND: u64 = 256 * 1024;
 const REMEMBERED_ROUNDS: usize = 1024;
 
 /// Runs the conversation with `owner`'s consumer of `session`, already attached with `feed`, replaying
-/// results of rounds from `from_round` on first. Detaches the session when it ends.
+/// results of rounds from `from_round` on first (if given). Detaches the session when it ends.
 pub async fn run<R, W>(
     coordinator: Arc<Coordinator>,
     owner: u64,
     session: u64,
-    from_round: u64,
+    from_round: Option<u64>,
     feed: SessionFeed,
     incoming: R,
     outgoing: W,
@@ -92,7 +92,7 @@ struct Conversation<W> {
 struct Ended;
 
 impl<W: Sink<String> + Unpin> Conversation<W> {
-    async fn serve<R>(&mut self, from_round: u64, mut feed: SessionFeed, mut incoming: R) -> Result<(), Ended>
+    async fn serve<R>(&mut self, from_round: Option<u64>, mut feed: SessionFeed, mut incoming: R) -> Result<(), Ended>
     where
         R: Stream<Item = Incoming> + Unpin,
     {
@@ -105,9 +105,8 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
             rounds_running: status.rounds_running,
         })
         .await?;
-        let backlog = self.coordinator.session_backlog(self.session, from_round).await.map_err(|_| Ended)?;
-        for message in backlog {
-            self.forward(message).await?;
+        if let Some(from_round) = from_round {
+            self.replay(from_round).await?;
         }
         loop {
             tokio::select! {
@@ -130,6 +129,32 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
         }
     }
 
+    /// Sends again what a reconnecting consumer may have missed: the stored results of rounds from
+    /// `from_round` on, a page at a time, with `round_done` after each finished round and an `error` for
+    /// each stopped one.
+    async fn replay(&mut self, from_round: u64) -> Result<(), Ended> {
+        let rounds = self.coordinator.session_backlog_rounds(self.session, from_round).await.map_err(|_| Ended)?;
+        for row in rounds {
+            let mut after = 0;
+            loop {
+                let page = self.coordinator.round_results(row.job, after).await.map_err(|_| Ended)?;
+                let Some((last, _)) = page.last() else { break };
+                after = *last;
+                for (_, result) in page {
+                    self.forward(SessionServerMessage::Result { round: row.round, result }).await?;
+                }
+            }
+            if row.results_stored == row.chunk_count {
+                self.forward(SessionServerMessage::RoundDone { round: row.round, spent_millicredits: row.spent })
+                    .await?;
+            } else if row.cancelled {
+                let message = format!("round {} stopped", row.round);
+                self.send(SessionServerMessage::Error { message, round: Some(row.round) }).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(&mut self, text: &str) -> Result<(), Ended> {
         let message: SessionClientMessage = match serde_json::from_str(text) {
             Ok(message) => message,
@@ -149,7 +174,9 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
             SessionClientMessage::Note { round, metrics } => {
                 match self.coordinator.note_round(self.owner, self.session, round, metrics).await {
                     Ok(()) => Ok(()),
-                    Err(refusal) => self.error(&refusal.to_string(), Some(round)).await,
+                    Err(refusal) => {
+                        self.send(SessionServerMessage::NoteRefused { round, message: refusal.to_string() }).await
+                    }
                 }
             }
             SessionClientMessage::Close {} => {

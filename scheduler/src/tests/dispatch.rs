@@ -583,16 +583,44 @@ fn a_replica_out_three_times_longer_than_the_rounds_chunks_gets_a_backup() {
     let slow = assigns(&harness.add_round(1, 4, single));
     let fast = assigns(&harness.join(2, 3));
     assert_eq!(fast.len(), 3);
-    // Three of four done (75%: not yet near the end); their chunks took a millisecond each.
+    // Two of four done (not near the end), each 10 ms after it went out, as the scheduler's clock says
+    // (what a volunteer reports about its own time does not count).
+    harness.advance(10);
     for (worker, replica, _, _) in &fast[..2] {
-        assert!(assigns(&harness.report(*worker, *replica, true)).is_empty());
+        let answered = harness.feed(Event::ReplicaReported {
+            worker: *worker,
+            replica: *replica,
+            report: Report::Result { digest: HONEST, work_units: 1 },
+            compute_us: 0,
+        });
+        assert!(assigns(&answered).is_empty());
     }
-    harness.advance(2);
-    assert!(assigns(&harness.feed(Event::Tick)).is_empty(), "2 ms is not yet three times a chunk's time");
+    harness.advance(19);
+    assert!(assigns(&harness.feed(Event::Tick)).is_empty(), "29 ms is not yet three times 10 ms");
     harness.advance(2);
     let backup = assigns(&harness.feed(Event::Tick));
     assert_eq!(backup.iter().map(|sent| (sent.0, sent.3)).collect::<Vec<_>>(), [(2, 0)], "{slow:?}");
     // One backup per chunk, however long it stays out.
     harness.advance(100);
     assert!(assigns(&harness.feed(Event::Tick)).is_empty());
+}
+
+#[test]
+fn a_backup_of_a_chunk_a_trusted_volunteer_runs_alone_must_agree_with_it() {
+    let mut harness = Harness::with_prefetch(0);
+    harness.join_trusted(1, "volunteer:1", 1_000_000, 1);
+    let alone = assigns(&harness.add_round(1, 1, replicated()));
+    assert_eq!(alone.len(), 1);
+    assert!(assigns(&harness.join(2, 1)).is_empty(), "trusted to run it alone");
+    // Out far longer than anything: the slowness rule needs a measured round trip, so the end-of-round
+    // rule (0 of 1 done) does not fire either; force the backup as the scheduler would.
+    harness.scheduler.back_up(1, 0);
+    let backup = assigns(&harness.feed(Event::Tick));
+    assert_eq!(backup.iter().map(|sent| sent.0).collect::<Vec<_>>(), [2]);
+    // The backup's answer alone is not accepted (anyone may take a backup)...
+    assert!(accepted(&harness.report(2, backup[0].1, true)).is_empty());
+    // ...only once it agrees with the trusted volunteer's.
+    let both = accepted(&harness.report(1, alone[0].1, true));
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].2.len(), 2);
 }

@@ -60,7 +60,9 @@ impl Coordinator {
         run_module: Option<ModuleRef>,
     ) -> Result<JobCreated, Refusal> {
         let checked = self.check(owner, &request, run_module).await?;
-        self.admit(owner, request, checked, None).await
+        let mut request = request;
+        let chunks: Arc<[ChunkRequest]> = std::mem::take(&mut request.chunks).into();
+        self.admit(owner, request, chunks, checked, None).await
     }
 
     /// Admits a checked job, or a session's round (funded from the session's escrow) when `round` is
@@ -69,12 +71,12 @@ impl Coordinator {
         &self,
         owner: u64,
         request: JobRequest,
+        chunks: Arc<[ChunkRequest]>,
         checked: Checked,
         round: Option<Round>,
     ) -> Result<JobCreated, Refusal> {
         let Checked { limits, max_retries, replicas, quorum, program_name, blob_sizes, max_cost, run_module } = checked;
 
-        let chunks: Arc<[ChunkRequest]> = request.chunks.into();
         let created_at_ms = unix_ms();
         let new_job = NewJob {
             owner,
@@ -93,7 +95,8 @@ impl Coordinator {
             round: round.clone(),
         };
         // Active jobs live in memory: each account has room for only so much at once.
-        let usage = Usage::of_job(&chunks);
+        let broadcast = round.as_ref().map(|round| round.broadcast.clone());
+        let usage = Usage::of_job(&chunks, broadcast.as_ref());
         self.reserve(owner, usage).map_err(Refusal::TooMuchRunning)?;
         let (id, budget) = match self.store.insert_job(new_job).await {
             Ok(Admission::Accepted { id, budget }) => (id, budget),
@@ -136,7 +139,10 @@ impl Coordinator {
             session_round: round.as_ref().map(|round| (round.session, round.round)),
         };
         let created = JobCreated { id, chunks: row.chunk_count };
-        self.activate(row, chunks, blob_sizes, Progress::default(), Vec::new(), usage);
+        if !self.activate(row, chunks, blob_sizes, Progress::default(), Vec::new(), usage, broadcast) {
+            // Its session closed while it was being stored: the close cancelled it and refunded its escrow.
+            return Err(Refusal::Round("the session closed".to_owned()));
+        }
         Ok(created)
     }
 

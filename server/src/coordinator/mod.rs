@@ -71,12 +71,16 @@ pub struct ActiveJob {
     progress: watch::Sender<Progress>,
     /// What it counts against its owner's limits while active.
     usage: Usage,
+    /// A session's round: the broadcast, every chunk's stdin (kept once; the chunks are the session's
+    /// shards, shared by its rounds).
+    broadcast: Option<Bytes>,
 }
 
 impl ActiveJob {
     /// The bytes of a chunk's inputs that travel in its assignment, to size the frames that carry them.
     pub fn input_bytes(&self, chunk: u32) -> u64 {
-        self.chunks.get(chunk as usize).map_or(0, ChunkRequest::inline_bytes)
+        let broadcast = self.broadcast.as_ref().map_or(0, |broadcast| broadcast.len() as u64);
+        self.chunks.get(chunk as usize).map_or(0, ChunkRequest::inline_bytes) + broadcast
     }
 
     /// The capability for fetching blob `sha256` as input of `replica`: the replica, and a keyed hash of
@@ -110,7 +114,7 @@ impl ActiveJob {
             module: self.row.run_module.clone(),
             args,
             env: self.row.env.clone(),
-            stdin: spec.stdin.clone(),
+            stdin: self.broadcast.clone().unwrap_or_else(|| spec.stdin.clone()),
             files: spec
                 .files
                 .iter()
@@ -159,8 +163,9 @@ pub struct Usage {
 
 impl Usage {
     /// The usage of one job of these chunks.
-    pub fn of_job(chunks: &[ChunkRequest]) -> Usage {
-        let input_bytes = chunks.iter().map(ChunkRequest::inline_bytes).sum();
+    pub fn of_job(chunks: &[ChunkRequest], broadcast: Option<&Bytes>) -> Usage {
+        let input_bytes = chunks.iter().map(ChunkRequest::inline_bytes).sum::<u64>()
+            + broadcast.map_or(0, |broadcast| broadcast.len() as u64);
         Usage { jobs: 1, chunks: chunks.len() as u64, input_bytes }
     }
 
@@ -385,25 +390,28 @@ impl Coordinator {
     fn recover(&self) -> Result<(), StoreError> {
         let unfinished = self.store.read_blocking(queries::unfinished_jobs)?;
         for id in unfinished {
-            let (row, chunks, blob_sizes, finished, counts, (_, spent)) = self.store.read_blocking(|connection| {
-                let row = queries::job(connection, id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished during recovery")))?;
-                let chunks = queries::chunk_specs(connection, id)?;
-                let mut blob_sizes = HashMap::new();
-                for sha256 in named_blobs(&chunks) {
-                    let size = blobs::size(connection, sha256)?
-                        .ok_or_else(|| StoreError::Corrupt(format!("job {id} names blob {sha256}, which is gone")))?;
-                    blob_sizes.insert(sha256.to_owned(), size);
-                }
-                Ok((
-                    row,
-                    chunks,
-                    blob_sizes,
-                    queries::finished_chunks(connection, id)?,
-                    queries::job_counts(connection, id)?,
-                    accounts::job_money(connection, id)?,
-                ))
-            })?;
+            let (row, chunks, blob_sizes, finished, counts, (_, spent), broadcast) =
+                self.store.read_blocking(|connection| {
+                    let row = queries::job(connection, id)?
+                        .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished during recovery")))?;
+                    let chunks = queries::chunk_specs(connection, id)?;
+                    let mut blob_sizes = HashMap::new();
+                    for sha256 in named_blobs(&chunks) {
+                        let size = blobs::size(connection, sha256)?.ok_or_else(|| {
+                            StoreError::Corrupt(format!("job {id} names blob {sha256}, which is gone"))
+                        })?;
+                        blob_sizes.insert(sha256.to_owned(), size);
+                    }
+                    Ok((
+                        row,
+                        chunks,
+                        blob_sizes,
+                        queries::finished_chunks(connection, id)?,
+                        queries::job_counts(connection, id)?,
+                        accounts::job_money(connection, id)?,
+                        queries::round_broadcast(connection, id)?,
+                    ))
+                })?;
             if chunks.len() != row.chunk_count as usize {
                 return Err(StoreError::Corrupt(format!(
                     "job {id} has {} stored chunks but should have {}",
@@ -420,11 +428,11 @@ impl Coordinator {
             };
             tracing::info!(job = id, finished = finished.len(), chunks = row.chunk_count, "resuming job");
             // A job admitted before a restart stays admitted, whatever the limits say now.
-            let usage = Usage::of_job(&chunks);
+            let usage = Usage::of_job(&chunks, broadcast.as_ref());
             if let Some(owner) = row.owner {
                 self.lock().usage.entry(owner).or_default().add(usage);
             }
-            self.activate(row, chunks.into(), blob_sizes, progress, finished, usage);
+            self.activate(row, chunks.into(), blob_sizes, progress, finished, usage, broadcast);
         }
         Ok(())
     }
@@ -471,6 +479,7 @@ impl Coordinator {
     }
 
     /// Makes a durably stored job active and hands it to the scheduler; `usage` was reserved for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn activate(
         &self,
         row: JobRow,
@@ -479,7 +488,8 @@ impl Coordinator {
         progress: Progress,
         finished: Vec<u32>,
         usage: Usage,
-    ) {
+        broadcast: Option<Bytes>,
+    ) -> bool {
         // A round waits for its last shard: its slow ones get backups, unless its session said not to.
         let backups = row
             .session_round
@@ -498,11 +508,30 @@ impl Coordinator {
         };
         let mut blob_key = [0; 32];
         getrandom::fill(&mut blob_key).expect("the operating system provides random bytes");
-        let job =
-            Arc::new(ActiveJob { row, chunks, blob_sizes, blob_key, progress: watch::Sender::new(progress), usage });
+        let job = Arc::new(ActiveJob {
+            row,
+            chunks,
+            blob_sizes,
+            blob_key,
+            progress: watch::Sender::new(progress),
+            usage,
+            broadcast,
+        });
         let mut core = self.lock();
+        // A round whose session closed while it was stored was cancelled by the close: it does not run.
+        if let Some((session, _)) = job.row.session_round
+            && !core.sessions.contains_key(&session)
+        {
+            if let Some(owner) = job.row.owner
+                && let Some(held) = core.usage.get_mut(&owner)
+            {
+                held.subtract(usage);
+            }
+            return false;
+        }
         core.jobs.insert(job.row.id, job);
         self.run(&mut core, Event::JobAdded(params));
+        true
     }
 
     /// Feeds one event to the scheduler and carries out its actions.
@@ -724,7 +753,12 @@ impl Coordinator {
                         coordinator.stopped(job, &reason);
                     }
                 }
-                Ok(false) => {}
+                // Stopped or finished already in the store: make sure memory agrees.
+                Ok(false) => {
+                    if let Some(coordinator) = coordinator.upgrade() {
+                        coordinator.stopped(job, &reason);
+                    }
+                }
                 Err(error) => tracing::error!(job, %error, "could not stop a job whose budget is spent"),
             },
         );

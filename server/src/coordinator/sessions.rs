@@ -1,15 +1,17 @@
 //! Sessions of rounds: opening (checked as a job would be, escrowed), rounds (each admitted as a job
 //! funded from the session's escrow), the consumer's feed of validated results, and closing (by the
-//! consumer, after its idle time, or when its rounds cannot be paid).
+//! consumer, or once it has been gone for the idle time). A round its escrow cannot pay is stopped like a
+//! job whose budget is spent, and the consumer is told with an `error` for that round.
 //!
 //! Invariant: at most one consumer socket feeds from a session at a time; a session with none is closed
 //! after `ServerConfig::session_idle_ms`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use distributivecom_protocol::Bytes;
-use distributivecom_protocol::api::{ChunkResult, JobRequest, LimitsRequest, ReplicationRequest};
+use distributivecom_protocol::api::{ChunkRequest, ChunkResult, JobRequest, LimitsRequest, ReplicationRequest};
 use distributivecom_protocol::session::{
     MAX_METRIC_NAME, MAX_METRICS, RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionServerMessage,
     SessionStatus,
@@ -22,23 +24,56 @@ use super::admission::{Checked, Refusal};
 use super::{Coordinator, Core};
 use crate::clock::unix_ms;
 use crate::format::human_bytes;
-use crate::store::sessions::{self, NewSession, Round, SessionAdmission, SessionRow};
+use crate::store::sessions::{self, NewSession, Round, RoundRow, SessionAdmission, SessionRow};
 use crate::store::{StoreError, queries};
 
-/// What the consumer's socket receives.
-pub type SessionFeed = mpsc::Receiver<SessionServerMessage>;
+/// What the consumer's socket receives: the session's messages, bounded in count and in bytes (a result
+/// carries its output).
+pub struct SessionFeed {
+    receiver: mpsc::Receiver<SessionServerMessage>,
+    queued_bytes: Arc<AtomicU64>,
+}
+
+impl SessionFeed {
+    /// The next message; `None` once the session dropped the feed (closed, or the consumer fell behind).
+    pub async fn recv(&mut self) -> Option<SessionServerMessage> {
+        let message = self.receiver.recv().await?;
+        self.queued_bytes.fetch_sub(message_bytes(&message), Ordering::Relaxed);
+        Some(message)
+    }
+}
+
+/// The sending half of a [`SessionFeed`].
+struct FeedSender {
+    sender: mpsc::Sender<SessionServerMessage>,
+    queued_bytes: Arc<AtomicU64>,
+    /// The most bytes that may wait.
+    budget: u64,
+}
+
+/// About what a message holds in memory.
+fn message_bytes(message: &SessionServerMessage) -> u64 {
+    match message {
+        SessionServerMessage::Result { result, .. } => 256 + result.output.total_bytes(),
+        _ => 256,
+    }
+}
 
 /// An open session, as the coordinator keeps it.
 pub(super) struct LiveSession {
     owner: u64,
-    /// Each round's job request, but for the broadcast.
+    /// Each round's job request, but for its chunks and broadcast.
     template: Arc<JobRequest>,
+    /// The shards: every round's chunks, shared by the rounds (the broadcast is kept apart, once).
+    shards: Arc<[ChunkRequest]>,
+    /// The number the next round must carry, as far as this server knows (the store decides).
+    next_round: u64,
     run_module: ModuleRef,
     /// The shards as checked at open (after a restart: at the first round), so that a round is not
     /// checked again: only its broadcast is new.
     checked: Option<Arc<Checked>>,
     /// The connected consumer's feed.
-    feed: Option<mpsc::Sender<SessionServerMessage>>,
+    feed: Option<FeedSender>,
     /// Since when no consumer has been connected.
     idle_since: Option<Millis>,
     /// Whether its rounds' slow shards get backup replicas.
@@ -53,7 +88,7 @@ impl Core {
         let Some(live) = self.sessions.get_mut(&session) else { return };
         live.changes.send_modify(|version| *version += 1);
         if let Some(feed) = live.feed.as_ref()
-            && let Err(mpsc::error::TrySendError::Full(_)) = feed.try_send(message)
+            && !feed.send(message)
         {
             tracing::info!(session, "closing the socket of a session's consumer that does not read");
             live.feed = None;
@@ -146,9 +181,13 @@ impl Coordinator {
             }
         };
         let shards = request.shards.len() as u32;
+        let mut template = template;
+        let shared: Arc<[ChunkRequest]> = std::mem::take(&mut template.chunks).into();
         let live = LiveSession {
             owner,
             template: Arc::new(template),
+            shards: shared,
+            next_round: 1,
             run_module,
             checked: Some(Arc::new(checked)),
             feed: None,
@@ -177,7 +216,7 @@ impl Coordinator {
                 module: row.module.clone(),
                 name: Some(row.name.clone()),
                 program_name: Some(row.program_name.clone()),
-                chunks: shards,
+                chunks: Vec::new(),
                 env: row.env.clone(),
                 limits: limits_request(&row.limits),
                 max_retries: Some(row.max_retries),
@@ -188,6 +227,8 @@ impl Coordinator {
             let live = LiveSession {
                 owner: row.owner,
                 template: Arc::new(template),
+                shards: shards.into(),
+                next_round: row.next_round,
                 run_module,
                 checked: None,
                 feed: None,
@@ -203,12 +244,20 @@ impl Coordinator {
     /// Starts round `round` of `owner`'s session with `broadcast` as every run's stdin. Returns the job
     /// that runs it.
     pub async fn start_round(&self, owner: u64, session: u64, round: u64, broadcast: Bytes) -> Result<u64, Refusal> {
-        let (template, run_module, checked) = {
+        // Everything that can be refused without the store is, before anything is built: a round holds
+        // its broadcast once, and shares the session's shards.
+        let (template, shards, run_module, checked) = {
             let core = self.lock();
             let live = core.sessions.get(&session).filter(|live| live.owner == owner);
             let Some(live) = live else {
                 return Err(Refusal::UnknownSession(format!("no open session {session}")));
             };
+            if round != live.next_round {
+                return Err(Refusal::Round(format!(
+                    "round {round} is out of order: the next round of this session is {}",
+                    live.next_round
+                )));
+            }
             let running = core.jobs.values().filter(|job| job.row.session_round.is_some_and(|(s, _)| s == session));
             if running.count() >= self.config.max_rounds_running as usize {
                 return Err(Refusal::Round(format!(
@@ -216,12 +265,13 @@ impl Coordinator {
                     self.config.max_rounds_running
                 )));
             }
-            (live.template.clone(), live.run_module.clone(), live.checked.clone())
+            (live.template.clone(), live.shards.clone(), live.run_module.clone(), live.checked.clone())
         };
         let checked = match checked {
             Some(checked) => checked,
             None => {
-                let checked = Arc::new(self.check_shards(owner, &template, Some(run_module)).await?);
+                let request = JobRequest { chunks: shards.to_vec(), ..(*template).clone() };
+                let checked = Arc::new(self.check_shards(owner, &request, Some(run_module)).await?);
                 if let Some(live) = self.lock().sessions.get_mut(&session) {
                     live.checked = Some(checked.clone());
                 }
@@ -238,14 +288,16 @@ impl Coordinator {
             )));
         }
         let mut request = (*template).clone();
-        for chunk in &mut request.chunks {
-            chunk.stdin = broadcast.clone();
-        }
         let name = request.name.take().unwrap_or_else(|| format!("session-{session}"));
         request.name = Some(format!("{name} round {round}"));
         let funding = Round { session, round, broadcast };
-        let created = self.admit(owner, request, (*checked).clone(), Some(funding)).await?;
-        Ok(created.id)
+        let created = self.admit(owner, request, shards, (*checked).clone(), Some(funding)).await;
+        if created.is_ok()
+            && let Some(live) = self.lock().sessions.get_mut(&session)
+        {
+            live.next_round = live.next_round.max(round + 1);
+        }
+        Ok(created?.id)
     }
 
     /// Checks a session's shards as a job's chunks, naming shards in refusals.
@@ -272,6 +324,7 @@ impl Coordinator {
             let mut core = self.lock();
             let feed = core.sessions.remove(&session).and_then(|live| live.feed);
             if let (Some(feed), Some(refunded)) = (feed, refunded) {
+                let feed = feed.sender;
                 let closed =
                     SessionServerMessage::Closed { reason: reason.to_owned(), refunded_millicredits: refunded };
                 // A consumer so far behind that even this does not fit learns it from the session's status.
@@ -296,15 +349,17 @@ impl Coordinator {
         let Some(live) = core.sessions.get_mut(&session).filter(|live| live.owner == owner) else {
             return Err(Refusal::UnknownSession(format!("no open session {session}")));
         };
-        if live.feed.as_ref().is_some_and(|feed| !feed.is_closed()) {
+        if live.feed.as_ref().is_some_and(|feed| !feed.sender.is_closed()) {
             return Err(Refusal::Round(
                 "another socket is connected to this session; close it first (one consumer per session)".to_owned(),
             ));
         }
         let (sender, receiver) = mpsc::channel(self.config.session_feed_capacity.max(1));
-        live.feed = Some(sender);
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let budget = self.config.session_feed_bytes;
+        live.feed = Some(FeedSender { sender, queued_bytes: queued_bytes.clone(), budget });
         live.idle_since = None;
-        Ok(receiver)
+        Ok(SessionFeed { receiver, queued_bytes })
     }
 
     /// The consumer's socket closed: the session waits for it for its idle time.
@@ -312,7 +367,7 @@ impl Coordinator {
         let now = self.now();
         if let Some(live) = self.lock().sessions.get_mut(&session)
             // A consumer that connected again meanwhile keeps its feed.
-            && live.feed.as_ref().is_none_or(|feed| feed.is_closed())
+            && live.feed.as_ref().is_none_or(|feed| feed.sender.is_closed())
         {
             live.feed = None;
             live.idle_since = Some(now);
@@ -330,6 +385,11 @@ impl Coordinator {
         for session in idle {
             let Some(coordinator) = self.this.upgrade() else { return };
             tokio::spawn(async move {
+                // A consumer may have come back since the tick looked.
+                let still_idle = coordinator.lock().sessions.get(&session).is_some_and(|live| live.feed.is_none());
+                if !still_idle {
+                    return;
+                }
                 let reason = "no consumer was connected for the session's idle time";
                 if let Err(error) = coordinator.close_session(session, reason).await {
                     tracing::error!(session, %error, "could not close an idle session");
@@ -442,27 +502,50 @@ impl Coordinator {
             .await
     }
 
-    /// Every result of the session's rounds from `from_round` on, with a `round_done` after each finished
-    /// round: what a consumer that reconnects missed.
-    pub async fn session_backlog(
-        &self,
-        session: u64,
-        from_round: u64,
-    ) -> Result<Vec<SessionServerMessage>, StoreError> {
+    /// The session's rounds from `from_round` on (at most [`BACKLOG_ROUNDS`]), for a consumer that
+    /// reconnects: their rows only; their results are read a page at a time with [`Self::round_results`].
+    pub async fn session_backlog_rounds(&self, session: u64, from_round: u64) -> Result<Vec<RoundRow>, StoreError> {
+        self.store.read(move |connection| sessions::round_rows(connection, session, from_round, BACKLOG_ROUNDS)).await
+    }
+
+    /// A page of a round's results that completed after the `after`-th (within the page size of the
+    /// results API), each with its place.
+    pub async fn round_results(&self, job: u64, after: u64) -> Result<Vec<(u64, ChunkResult)>, StoreError> {
         self.store
             .read(move |connection| {
-                let mut messages = Vec::new();
-                for (round, job, finished, spent) in sessions::rounds_from(connection, session, from_round)? {
-                    for result in queries::results(connection, job, 0, u32::MAX)? {
-                        messages.push(SessionServerMessage::Result { round, result });
-                    }
-                    if finished {
-                        messages.push(SessionServerMessage::RoundDone { round, spent_millicredits: spent });
-                    }
-                }
-                Ok(messages)
+                let Some((last, _)) = queries::completed_span(connection, job, after, 1000, BACKLOG_PAGE_BYTES)? else {
+                    return Ok(Vec::new());
+                };
+                queries::results_completed_between(connection, job, after, last)
             })
             .await
+    }
+}
+
+/// A reconnecting consumer gets at most this many rounds again, a page of at most this many bytes of
+/// stored results at a time.
+pub const BACKLOG_ROUNDS: u32 = 1000;
+const BACKLOG_PAGE_BYTES: u64 = 16 * 1024 * 1024;
+
+impl FeedSender {
+    /// Queues `message` unless the feed is full (in count or in bytes); false then.
+    fn send(&self, message: SessionServerMessage) -> bool {
+        let bytes = message_bytes(&message);
+        // Counted before it is queued, so that the receiver never subtracts what was not added.
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.budget {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        match self.sender.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                false
+            }
+            // The conversation is over; the consumer reconnects or the session idles out.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
     }
 }
 

@@ -163,7 +163,12 @@ impl Coordinator {
             }
             if settlement.budget_spent {
                 tracing::info!(job, "stopping a job whose budget is spent");
-                coordinator.stop(job, "its budget is spent: raise budget_millicredits to run it whole".to_owned());
+                let reason = if active.row.session_round.is_some() {
+                    "the session's budget is spent: open a new session with a larger budget_millicredits"
+                } else {
+                    "its budget is spent: raise budget_millicredits to run it whole"
+                };
+                coordinator.stop(job, reason.to_owned());
             }
         });
     }

@@ -186,7 +186,7 @@ pub async fn socket(
     let coordinator = state.coordinator.clone();
     // Base64 makes a broadcast a third larger; the rest of a message is small.
     let max_message = (state.config.max_broadcast_bytes / 3 * 4 + 64 * 1024) as usize;
-    let from_round = query.from_round.unwrap_or(u64::MAX);
+    let from_round = query.from_round;
     tokio::spawn(async move {
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,

@@ -348,19 +348,29 @@ pub fn results_completed_between(
     Ok(results)
 }
 
-/// Every chunk's inputs, in chunk order.
-pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
-    let round: Option<(Option<i64>, Option<Vec<u8>>)> = connection
-        .prepare_cached("SELECT session_id, broadcast FROM jobs WHERE id = ?1")?
-        .query_row([id as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+/// A session round's broadcast (every chunk's stdin), or `None` for a job that is not a round.
+pub fn round_broadcast(
+    connection: &Connection,
+    id: u64,
+) -> Result<Option<distributivecom_protocol::Bytes>, StoreError> {
+    let broadcast: Option<Option<Vec<u8>>> = connection
+        .prepare_cached(
+            "SELECT CASE WHEN session_id IS NULL THEN NULL ELSE COALESCE(broadcast, x'') END FROM jobs WHERE id = ?1",
+        )?
+        .query_row([id as i64], |row| row.get(0))
         .optional()?;
-    if let Some((Some(session), broadcast)) = round {
-        let broadcast = distributivecom_protocol::Bytes(broadcast.unwrap_or_default());
-        let mut shards = super::sessions::shards(connection, session as u64)?;
-        for shard in &mut shards {
-            shard.stdin = broadcast.clone();
-        }
-        return Ok(shards);
+    Ok(broadcast.flatten().map(distributivecom_protocol::Bytes))
+}
+
+/// Every chunk's inputs, in chunk order (for a session's round: the shards, see `round_broadcast`).
+pub fn chunk_specs(connection: &Connection, id: u64) -> Result<Vec<ChunkRequest>, StoreError> {
+    let session: Option<Option<i64>> = connection
+        .prepare_cached("SELECT session_id FROM jobs WHERE id = ?1")?
+        .query_row([id as i64], |row| row.get(0))
+        .optional()?;
+    if let Some(Some(session)) = session {
+        // A round: its session's shards, whose stdin is the round's broadcast (`round_broadcast`).
+        return super::sessions::shards(connection, session as u64);
     }
     let mut statement = connection.prepare("SELECT spec FROM chunks WHERE job_id = ?1 ORDER BY idx")?;
     let rows = statement.query_map([id as i64], |row| row.get::<_, Vec<u8>>(0))?;

@@ -239,19 +239,6 @@ pub fn close(connection: &Connection, id: u64, reason: &str, at_ms: u64) -> Resu
     Ok(Some(left))
 }
 
-/// The session's rounds from `from` on: (round, job, finished, spent). A round is finished when every
-/// shard has a result; a cancelled round is neither finished nor running.
-pub fn rounds_from(connection: &Connection, id: u64, from: u64) -> Result<Vec<(u64, u64, bool, i64)>, StoreError> {
-    let mut statement = connection.prepare_cached(
-        "SELECT round, id, results_stored = chunk_count, spent FROM jobs WHERE session_id = ?1 AND round >= ?2
-         ORDER BY round",
-    )?;
-    let rows = statement.query_map(params![id as i64, from as i64], |row| {
-        Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64, row.get(2)?, row.get(3)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// A round's row, for the live page.
 #[derive(Clone, Debug)]
 pub struct RoundRow {

@@ -28,6 +28,7 @@ struct FakeConsumer {
 impl FakeConsumer {
     /// Attaches to `session` as `owner` (refused like a second socket would be) and starts the conversation.
     fn connect(app: &TestApp, owner: u64, session: u64, from_round: u64) -> Result<FakeConsumer, String> {
+        let from_round = (from_round != u64::MAX).then_some(from_round);
         let feed = app.coordinator.attach_session(owner, session).map_err(|refusal| refusal.to_string())?;
         let (to_server, incoming) = mpsc::channel(64);
         let (outgoing, from_server) = mpsc::channel(1024);
@@ -371,11 +372,11 @@ async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for
     consumer.send(json!({ "note": { "round": 1, "metrics": { "loss": 0.25, "accuracy": 0.875 } } })).await;
     consumer.send(json!({ "note": { "round": 9, "metrics": { "loss": 1.0 } } })).await;
     let refused = consumer.receive().await;
-    assert!(refused["error"]["message"].as_str().unwrap().contains("round 9 has not been started"), "{refused}");
+    assert!(refused["note_refused"]["message"].as_str().unwrap().contains("round 9 has not been started"), "{refused}");
     let many: serde_json::Map<String, Value> = (0..17).map(|index| (format!("m{index}"), json!(1.0))).collect();
     consumer.send(json!({ "note": { "round": 1, "metrics": many } })).await;
     let refused = consumer.receive().await;
-    assert!(refused["error"]["message"].as_str().unwrap().contains("at most 16 figures"), "{refused}");
+    assert!(refused["note_refused"]["message"].as_str().unwrap().contains("at most 16 figures"), "{refused}");
     let noted = rounds("?from=1".to_owned()).await.json();
     assert_eq!(noted["rounds"][0]["metrics"], json!({ "accuracy": 0.875, "loss": 0.25 }));
     // Nobody else's.
@@ -386,7 +387,20 @@ async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for
 
 #[tokio::test]
 async fn a_consumer_that_does_not_read_loses_its_socket_not_the_servers_memory_and_catches_up() {
-    let app = TestApp::new().with(|config| config.session_feed_capacity = 2).start().await;
+    // Its feed fills by count, or by bytes (each result is about 256 bytes and its output here).
+    for (capacity, bytes) in [(2, 64 << 20), (10_000, 1_000)] {
+        behind_by(capacity, bytes).await;
+    }
+}
+
+async fn behind_by(capacity: usize, bytes: u64) {
+    let app = TestApp::new()
+        .with(|config| {
+            config.session_feed_capacity = capacity;
+            config.session_feed_bytes = bytes;
+        })
+        .start()
+        .await;
     let session = open(&app, 6, json!({})).await;
     let mut worker = FakeWorker::connect(&app, 64);
     assert!(matches!(
@@ -405,8 +419,7 @@ async fn a_consumer_that_does_not_read_loses_its_socket_not_the_servers_memory_a
         outgoing.send(text).await.map_err(|_| "gone".to_owned())?;
         Ok::<_, String>(outgoing)
     }));
-    let conversation =
-        tokio::spawn(session_socket::run(app.coordinator.clone(), 1, session, u64::MAX, feed, stream, sink));
+    let conversation = tokio::spawn(session_socket::run(app.coordinator.clone(), 1, session, None, feed, stream, sink));
     from_server.recv().await.unwrap(); // ready
     to_server.send(Incoming::Text(json!({ "round": { "round": 1, "broadcast": "" } }).to_string())).await.unwrap();
     let assigned = assignments(&mut worker).await;
