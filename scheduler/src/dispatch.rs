@@ -228,7 +228,7 @@ impl Scheduler {
                 self.lose(lost, replica, actions);
             }
         }
-        self.back_up_slow_replicas();
+        self.back_up_slow_replicas(actions);
         self.fill_all(actions);
     }
 }
@@ -238,30 +238,37 @@ impl Scheduler {
     /// out [`Config::backup_slowness`] times the job's typical chunk time gets its chunk one backup
     /// replica, for another volunteer. Whichever agreeing results come first are accepted; the rest are
     /// revoked and not paid. Checked on every tick for every job, and on each report for its job.
-    fn back_up_slow_replicas(&mut self) {
+    fn back_up_slow_replicas(&mut self, actions: &mut Vec<Action>) {
         let jobs: Vec<JobId> = self.jobs.iter().filter(|(_, job)| job.backups).map(|(id, _)| *id).collect();
         for job in jobs {
-            self.back_up_stragglers(job);
+            self.back_up_stragglers(job, actions);
         }
     }
 
     /// [`Self::back_up_slow_replicas`] for one job: O(its replicas out). The typical time is the job's
     /// round trips as the scheduler measured them (never a volunteer's word), and patience is at least
     /// [`MIN_BACKUP_PATIENCE_MS`].
-    pub(crate) fn back_up_stragglers(&mut self, job_id: JobId) {
+    pub(crate) fn back_up_stragglers(&mut self, job_id: JobId, actions: &mut Vec<Action>) {
         let Some(job) = self.jobs.get(&job_id) else { return };
         let Some(typical_ms) = job.round_trip_ms.filter(|_| job.backups) else { return };
         let patience_ms = typical_ms.saturating_mul(u64::from(self.config.backup_slowness)).max(MIN_BACKUP_PATIENCE_MS);
         let now = self.now;
-        let slow: Vec<ChunkIndex> = job
-            .out
-            .iter()
-            .filter_map(|replica| self.replicas.get(replica))
-            .filter(|replica| now >= replica.sent_at.plus(patience_ms))
-            .map(|replica| replica.chunk)
-            .collect();
+        let mut slow = Vec::new();
+        let mut next_check: Option<Millis> = None;
+        for replica in job.out.iter().filter_map(|replica| self.replicas.get(replica)) {
+            let due = replica.sent_at.plus(patience_ms);
+            if now >= due {
+                slow.push(replica.chunk);
+            } else if !job.chunks[replica.chunk as usize].backup {
+                next_check = Some(next_check.map_or(due, |earliest| earliest.min(due)));
+            }
+        }
         for chunk in slow {
             self.back_up(job_id, chunk);
+        }
+        // Without a report to look again, the edge wakes the scheduler when the next one is due.
+        if let Some(at) = next_check {
+            actions.push(Action::WakeAt { at });
         }
     }
 

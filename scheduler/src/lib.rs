@@ -261,6 +261,8 @@ pub enum FailureReason {
 pub enum Action {
     /// Send this replica of this chunk to the worker.
     Assign { worker: WorkerId, replica: ReplicaId, job: JobId, chunk: ChunkIndex },
+    /// Send a [`Event::Tick`] at `at` (or soon after): a replica then becomes a straggler to back up.
+    WakeAt { at: Millis },
     /// Tell the worker to drop the replica without reporting it.
     Revoke { worker: WorkerId, replica: ReplicaId },
     /// Close the worker's connection: it went silent and its leases are gone.

@@ -49,7 +49,7 @@ impl Scheduler {
                     self.program_chunk_time_us.insert(job.program.clone(), estimate);
                 }
                 self.evaluate(held.job, held.chunk, actions);
-                self.back_up_stragglers(held.job);
+                self.back_up_stragglers(held.job, actions);
             }
             Report::Error => {
                 withdraw_trust(chunk, job.policy);

@@ -28,6 +28,9 @@ const MODULE_CACHE: &str = "distributivecom-modules-v1";
 /// The Cache API cache that keeps blobs across reloads, and the most it holds.
 const BLOB_CACHE: &str = "distributivecom-blobs-v1";
 const BLOB_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+/// Blobs an executor keeps in memory too, so that a session's shards are not read back from the Cache
+/// API for every round.
+const RECENT_BLOB_BYTES: usize = 32 * 1024 * 1024;
 /// What a WASI import throws to unwind the program after `proc_exit`.
 const STOP: &str = "distributivecom: the program stopped itself";
 
@@ -60,6 +63,8 @@ struct Executor {
     modules: RefCell<HashMap<String, WebAssembly::Module>>,
     /// Blobs this executor has used since it started (each is moved to the young end of the cache once).
     touched_blobs: RefCell<HashSet<String>>,
+    /// The blobs it used last, verified, in memory.
+    recent_blobs: RefCell<crate::recent::RecentBlobs>,
     runner: Runner,
     /// Replicas received and not yet run, in order (the courier sends the next one ahead).
     pending: RefCell<VecDeque<(String, Assignment)>>,
@@ -76,6 +81,7 @@ pub fn start_executor(early: Array) -> Result<(), JsValue> {
         scope: scope.clone(),
         modules: RefCell::new(HashMap::new()),
         touched_blobs: RefCell::new(HashSet::new()),
+        recent_blobs: RefCell::new(crate::recent::RecentBlobs::new(RECENT_BLOB_BYTES)),
         runner: Runner::new()?,
         pending: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
@@ -218,6 +224,9 @@ impl Executor {
     /// fetched with the replica's capability; verified by hash either way. What the cache gains and loses
     /// goes to the courier, which tells the server.
     async fn blob_bytes(&self, server: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
+        if let Some(bytes) = self.recent_blobs.borrow_mut().get(&blob.sha256) {
+            return Ok(bytes);
+        }
         let key = format!("{server}/blobs/{}", blob.sha256);
         let url = format!("{key}?capability={}", blob.capability);
         let cache = Kept { cache: BLOB_CACHE, key: &key, max_bytes: Some(BLOB_CACHE_BYTES) };
@@ -240,6 +249,7 @@ impl Executor {
             Source::Cache(_) => {}
         }
         self.touched_blobs.borrow_mut().insert(blob.sha256.clone());
+        self.recent_blobs.borrow_mut().keep(&blob.sha256, &bytes);
         Ok(bytes)
     }
 

@@ -5,6 +5,7 @@
 //! - [`messages`]: what the page, the courier and the executors say to each other (they live in
 //!   `distributivecom-protocol` so that the page can use them without linking the volunteer);
 //! - [`volunteer`]: the courier as an IO-free state machine (tested on the host);
+//! - [`recent`]: the blobs an executor used last, kept in its memory;
 //! - `courier` and `executor` (wasm32 only): the glue to `web-sys`, with the entry points
 //!   `start_courier` and `start_executor` called by `volunteer-worker.js`.
 //!
@@ -12,6 +13,7 @@
 //! implementation as the native worker, so a chunk gives the same bytes in a browser and natively.
 
 pub use distributivecom_protocol::browser as messages;
+pub mod recent;
 pub mod traps;
 
 pub mod volunteer;

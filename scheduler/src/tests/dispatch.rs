@@ -586,6 +586,7 @@ fn a_replica_out_three_times_longer_than_the_rounds_chunks_gets_a_backup() {
     // Two of four done (not near the end), each 10 ms after it went out, as the scheduler's clock says
     // (what a volunteer reports about its own time does not count).
     harness.advance(10);
+    let mut wake = None;
     for (worker, replica, _, _) in &fast[..2] {
         let answered = harness.feed(Event::ReplicaReported {
             worker: *worker,
@@ -594,7 +595,13 @@ fn a_replica_out_three_times_longer_than_the_rounds_chunks_gets_a_backup() {
             compute_us: 0,
         });
         assert!(assigns(&answered).is_empty());
+        wake = answered.iter().find_map(|action| match action {
+            Action::WakeAt { at } => Some(*at),
+            _ => None,
+        });
     }
+    // The edge is asked to look again when the slow replica is due: three round trips after it left.
+    assert_eq!(wake, Some(harness.now_at(-10).plus(30)));
     harness.advance(19);
     assert!(assigns(&harness.feed(Event::Tick)).is_empty(), "29 ms is not yet three times 10 ms");
     harness.advance(2);

@@ -44,6 +44,11 @@ impl Harness {
         Harness { scheduler: Scheduler::new(config, 1000), now: 0, prefetch: prefetch_per_slot }
     }
 
+    /// The harness's clock, moved by `offset` milliseconds.
+    pub(super) fn now_at(&self, offset: i64) -> Millis {
+        Millis(self.now.saturating_add_signed(offset))
+    }
+
     pub(super) fn advance(&mut self, milliseconds: u64) {
         self.now += milliseconds;
     }

@@ -251,6 +251,8 @@ struct Core {
     usage: HashMap<u64, Usage>,
     /// The open sessions.
     sessions: HashMap<u64, sessions::LiveSession>,
+    /// When the scheduler asked to be woken next (see `Action::WakeAt`).
+    next_wake: Option<Millis>,
     /// How often each leased replica's capability fetched each blob (see [`MAX_BLOB_FETCHES`]); entries of
     /// replicas no longer leased are dropped on each tick.
     blob_fetches: HashMap<(u64, String), u32>,
@@ -357,6 +359,7 @@ impl Coordinator {
                 held_report_bytes: HashMap::new(),
                 blob_fetches: HashMap::new(),
                 sessions: HashMap::new(),
+                next_wake: None,
                 worker_volunteers: HashMap::new(),
                 usage: HashMap::new(),
                 next_worker: 1,
@@ -578,8 +581,28 @@ impl Coordinator {
                 Action::JobFinished { job } => {
                     tracing::debug!(job, "every chunk has a final outcome");
                 }
+                Action::WakeAt { at } => self.wake_at(core, at),
             }
         }
+    }
+
+    /// Ticks the scheduler at `at` (a straggler then becomes due for a backup), unless a wake-up at or
+    /// before it is already set.
+    fn wake_at(&self, core: &mut Core, at: Millis) {
+        if core.next_wake.is_some_and(|set| set <= at && set >= self.now()) {
+            return;
+        }
+        core.next_wake = Some(at);
+        let Some(coordinator) = self.this.upgrade() else { return };
+        let delay = std::time::Duration::from_millis(at.0.saturating_sub(self.now().0));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut core = coordinator.lock();
+            if core.next_wake == Some(at) {
+                core.next_wake = None;
+            }
+            coordinator.run(&mut core, Event::Tick);
+        });
     }
 
     /// A fresh id for a worker connection, taken when its socket opens (before its hello).
