@@ -132,13 +132,7 @@ async fn a_slow_volunteer_is_overtaken_by_backups_and_its_rounds_do_not_wait_for
     let stats = server.client().stats().await.unwrap();
     assert!(stats.backup_replicas > 0, "{stats:?}");
     let connection = read_only(&server.database());
-    let paid: i64 = connection
-        .query_row(
-            "SELECT COUNT(DISTINCT account) FROM ledger WHERE kind = 'payment' AND amount > 0 AND account LIKE 'volunteer:%'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let paid = volunteers_paid(&connection);
     assert_eq!(paid, 2, "only the two quick volunteers ran replicas that counted");
     assert_ledger_conserved(&server.database());
 }
@@ -156,13 +150,7 @@ async fn training_on_a_browser_tab_and_a_native_worker_gives_the_weights_of_a_lo
     assert_eq!(report["identical_to_local"], true, "{report}");
     assert_eq!(report["accuracy"], report["local_accuracy"]);
     let connection = read_only(&server.database());
-    let paid: i64 = connection
-        .query_row(
-            "SELECT COUNT(DISTINCT account) FROM ledger WHERE kind = 'payment' AND amount > 0 AND account LIKE 'volunteer:%'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let paid = volunteers_paid(&connection);
     assert_eq!(paid, 2, "the tab and the native worker both ran every round");
 }
 
@@ -205,4 +193,15 @@ async fn the_live_page_shows_a_training_session_round_by_round_to_its_owner() {
     browser.screenshot(&tab, &workspace_root().join("docs/screenshots/session-live.png")).await.unwrap();
     // Another number, or someone else's session, is simply not found.
     browser.visit(&tab, &format!("{}/sessions/99", server.url), "not-found").await.unwrap();
+}
+
+/// How many distinct anonymous volunteers the ledger paid.
+fn volunteers_paid(connection: &rusqlite::Connection) -> i64 {
+    connection
+        .query_row(
+            "SELECT COUNT(DISTINCT account) FROM ledger WHERE kind = 'payment' AND amount > 0 AND account LIKE 'volunteer:%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
 }

@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use distributivecom_protocol::api::ErrorBody;
 use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::AppState;
 use super::error::{AppError, read_body};
 use super::extract::{Caller, Path, Query, Via};
-use super::workers::handshake_accept_key;
+use super::workers::{handshake_accept_key, switching_protocols};
 use crate::session_socket::{self, Incoming};
 
 /// Opens a session: its shards are checked as a job's chunks would be and its budget is escrowed.
@@ -210,13 +210,5 @@ pub async fn socket(
         let outgoing = sink.with(|text: String| async move { Ok::<_, tungstenite::Error>(Message::Text(text.into())) });
         session_socket::run(coordinator, owner, id, from_round, feed, Box::pin(incoming), Box::pin(outgoing)).await;
     });
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|error| AppError::Internal(error.to_string()))?,
-    );
-    Ok(response)
+    switching_protocols(&accept)
 }

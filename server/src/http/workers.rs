@@ -59,13 +59,18 @@ pub async fn socket(State(state): State<AppState>, mut request: Request) -> Resu
         let socket = WebSocketStream::from_raw_socket(gated, Role::Server, Some(config)).await;
         serve_socket(coordinator, identity, worker, socket).await;
     });
+    switching_protocols(&accept)
+}
+
+/// The answer that completes a WebSocket handshake whose `Sec-WebSocket-Accept` is `accept`.
+pub(super) fn switching_protocols(accept: &str) -> Result<Response, AppError> {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|error| AppError::Internal(error.to_string()))?,
+        HeaderValue::from_str(accept).map_err(|error| AppError::Internal(error.to_string()))?,
     );
     Ok(response)
 }

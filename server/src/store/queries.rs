@@ -250,34 +250,50 @@ pub struct ResultsSpan {
 /// The stored results with index from `first` to `last`, in chunk order.
 pub fn results(connection: &Connection, id: u64, first: u32, last: u32) -> Result<Vec<ChunkResult>, StoreError> {
     let mut statement = connection.prepare_cached(
-        "SELECT idx, status, attempts, work_units, output FROM results
+        "SELECT 0, idx, status, attempts, work_units, output FROM results
          WHERE job_id = ?1 AND idx >= ?2 AND idx <= ?3 ORDER BY idx",
     )?;
-    let rows = statement.query_map(params![id as i64, first, last], |row| {
-        Ok((
-            row.get::<_, u32>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, u32>(2)?,
-            row.get::<_, i64>(3)?,
-            row.get::<_, Vec<u8>>(4)?,
-        ))
-    })?;
-    let mut results = Vec::new();
-    for row in rows {
-        let (index, status, attempts, work_units, output) = row?;
-        let status = encoding::status_from_column(&status)?;
-        let output = encoding::output_from_column(&output)?;
-        results.push(ChunkResult {
-            index,
+    let rows = statement.query_map(params![id as i64, first, last], raw_result)?;
+    rows.map(|row| Ok(row?.decode()?.1)).collect()
+}
+
+/// A results row (its place in completion order first) before its columns are decoded.
+struct RawResult {
+    seq: i64,
+    index: u32,
+    status: String,
+    attempts: u32,
+    work_units: i64,
+    output: Vec<u8>,
+}
+
+/// Reads `seq, idx, status, attempts, work_units, output`.
+fn raw_result(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawResult> {
+    Ok(RawResult {
+        seq: row.get(0)?,
+        index: row.get(1)?,
+        status: row.get(2)?,
+        attempts: row.get(3)?,
+        work_units: row.get(4)?,
+        output: row.get(5)?,
+    })
+}
+
+impl RawResult {
+    fn decode(self) -> Result<(u64, ChunkResult), StoreError> {
+        let status = encoding::status_from_column(&self.status)?;
+        let output = encoding::output_from_column(&self.output)?;
+        let result = ChunkResult {
+            index: self.index,
             succeeded: status.is_success(),
             reason: status.describe(),
             status,
-            attempts,
-            work_units: work_units as u64,
+            attempts: self.attempts,
+            work_units: self.work_units as u64,
             output,
-        });
+        };
+        Ok((self.seq as u64, result))
     }
-    Ok(results)
 }
 
 /// Which of the job's results that completed after the `after`-th fit a page: at most `limit`, and as
@@ -319,33 +335,8 @@ pub fn results_completed_between(
          WHERE job_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
     )?;
     let bound = |place: u64| place.min(i64::MAX as u64) as i64;
-    let rows = statement.query_map(params![id as i64, bound(after), bound(last)], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, u32>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, u32>(3)?,
-            row.get::<_, i64>(4)?,
-            row.get::<_, Vec<u8>>(5)?,
-        ))
-    })?;
-    let mut results = Vec::new();
-    for row in rows {
-        let (seq, index, status, attempts, work_units, output) = row?;
-        let status = encoding::status_from_column(&status)?;
-        let output = encoding::output_from_column(&output)?;
-        let result = ChunkResult {
-            index,
-            succeeded: status.is_success(),
-            reason: status.describe(),
-            status,
-            attempts,
-            work_units: work_units as u64,
-            output,
-        };
-        results.push((seq as u64, result));
-    }
-    Ok(results)
+    let rows = statement.query_map(params![id as i64, bound(after), bound(last)], raw_result)?;
+    rows.map(|row| row?.decode()).collect()
 }
 
 /// A session round's broadcast (every chunk's stdin), or `None` for a job that is not a round.
