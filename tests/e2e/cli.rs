@@ -234,3 +234,24 @@ fn the_benchmark_prints_its_figures_as_json() {
         (figures["session_bytes_per_round"].as_u64(), figures["session_bytes_per_round_without_affinity"].as_u64());
     assert!(cached.unwrap() * 10 < inline.unwrap(), "{figures}");
 }
+
+#[tokio::test]
+async fn a_worker_given_an_identity_volunteers_as_it_even_with_a_token_in_the_environment() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let identity = dir.path().join("a.json");
+    // As the README's training demo does: the token exported for the commands, two workers by identity.
+    let mut worker = Command::new(binary())
+        .args(["worker", "--server", &server.url, "--slots", "1", "--identity", identity.to_str().unwrap()])
+        .env("DISTRIBUTIVECOM_TOKEN", &server.admin_token)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = worker.stderr.take().unwrap();
+    let first = std::io::BufReader::new(stderr).lines().next().unwrap().unwrap();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(first.contains("as anonymous volunteer"), "{first}");
+    assert!(identity.exists(), "the identity was registered and kept");
+}

@@ -110,6 +110,8 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
         );
     }
 
+    // A round that waits says why (too few distinct volunteers for the replication, say), once in a while.
+    let watchdog = (!args.json).then(|| tokio::spawn(explain_waits(client.clone(), session.id())));
     let mut weights = vec![0f32; PARAMETERS];
     let mut loss = f32::NAN;
     let mut round_ms = Vec::new();
@@ -139,6 +141,9 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
                 round_ms[round as usize - 1]
             );
         }
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     let session_id = session.id();
     session.close().await?;
@@ -175,6 +180,29 @@ pub async fn run(remote: &Remote, args: TrainArgs) -> anyhow::Result<Outcome> {
         );
     }
     Ok(if report.identical_to_local { Outcome::Success } else { Outcome::ChunksFailed })
+}
+
+/// Every 5 s, says why a round that has been running that long waits.
+async fn explain_waits(client: distributivecom_client::Client, session: u64) {
+    let mut said = String::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let Ok(rounds) = client.session_rounds(session, 1).await else { continue };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let stuck = rounds
+            .rounds
+            .iter()
+            .find(|round| round.state == "running" && now.saturating_sub(round.started_at_ms) > 5_000);
+        let Some(round) = stuck else { continue };
+        let Ok(status) = client.status(round.job).await else { continue };
+        let reason = status.waiting_reason.unwrap_or_else(|| "its shards are still running".to_owned());
+        if reason != said {
+            eprintln!("round {} is waiting: {reason}", round.round);
+            said = reason;
+        }
+    }
 }
 
 fn bar(done: u32, total: u32) -> String {

@@ -19,8 +19,9 @@ pub struct WorkerArgs {
     /// How many chunks to run at once (default: the number of cores).
     #[arg(long)]
     slots: Option<u32>,
-    /// Without --token: the file that keeps this machine's anonymous volunteer identity (created on
-    /// first use). Default: $XDG_CONFIG_HOME/distributivecom/volunteer.json (or ~/.config/...).
+    /// The file that keeps an anonymous volunteer identity (created on first use); given, it wins over a
+    /// token (so one machine can run several distinct volunteers). Without it and without --token:
+    /// $XDG_CONFIG_HOME/distributivecom/volunteer.json (or ~/.config/...).
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
     /// Where blobs (input files that jobs name by hash) are kept once fetched. Default:
@@ -40,7 +41,10 @@ pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
     let slots = args.slots.unwrap_or(cores);
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "native".to_owned());
-    let (credential, who) = match remote.token.as_deref().map(str::trim).filter(|token| !token.is_empty()) {
+    // An identity asked for by name wins over a token in the environment: `--identity` says "volunteer as
+    // this anonymous volunteer", which is how one machine runs several distinct volunteers.
+    let token = remote.token.as_deref().map(str::trim).filter(|token| !token.is_empty() && args.identity.is_none());
+    let (credential, who) = match token {
         Some(token) => (Credential::Token(token.to_owned()), "your account".to_owned()),
         None => {
             let path = match args.identity {
