@@ -75,33 +75,35 @@ impl Harness {
         policy: ReplicationPolicy,
         chunk_blobs: Vec<Vec<BlobName>>,
     ) -> Vec<Action> {
+        self.add("program", id, chunk_count, policy, chunk_blobs, false)
+    }
+
+    /// A session's round: a job whose slow chunks get backups (a program of its own, so that other jobs'
+    /// chunk times do not carry over).
+    pub(super) fn add_round(&mut self, id: JobId, chunk_count: u32, policy: ReplicationPolicy) -> Vec<Action> {
+        self.add("round", id, chunk_count, policy, Vec::new(), true)
+    }
+
+    fn add(
+        &mut self,
+        program: &str,
+        id: JobId,
+        chunk_count: u32,
+        policy: ReplicationPolicy,
+        chunk_blobs: Vec<Vec<BlobName>>,
+        backups: bool,
+    ) -> Vec<Action> {
         self.feed(Event::JobAdded(JobParams {
             id,
             chunk_count,
             policy,
             time_limit_ms: TIME_LIMIT,
             memory_bytes: MEMORY,
-            program: "program".into(),
+            program: program.into(),
             owner: "user:1".into(),
             finished: Vec::new(),
             chunk_blobs,
-            backups: false,
-        }))
-    }
-
-    /// A session's round: a job whose slow chunks get backups.
-    pub(super) fn add_round(&mut self, id: JobId, chunk_count: u32, policy: ReplicationPolicy) -> Vec<Action> {
-        self.feed(Event::JobAdded(JobParams {
-            id,
-            chunk_count,
-            policy,
-            time_limit_ms: TIME_LIMIT,
-            memory_bytes: MEMORY,
-            program: "round".into(),
-            owner: "user:1".into(),
-            finished: Vec::new(),
-            chunk_blobs: Vec::new(),
-            backups: true,
+            backups,
         }))
     }
 

@@ -23,15 +23,26 @@ fn base64(bytes: &[u8]) -> String {
 struct FakeConsumer {
     to_server: mpsc::Sender<Incoming>,
     from_server: mpsc::Receiver<String>,
+    conversation: tokio::task::JoinHandle<()>,
 }
 
 impl FakeConsumer {
     /// Attaches to `session` as `owner` (refused like a second socket would be) and starts the conversation.
-    fn connect(app: &TestApp, owner: u64, session: u64, from_round: u64) -> Result<FakeConsumer, String> {
-        let from_round = (from_round != u64::MAX).then_some(from_round);
+    fn connect(app: &TestApp, owner: u64, session: u64, from_round: Option<u64>) -> Result<FakeConsumer, String> {
+        FakeConsumer::start(app, owner, session, from_round, 1024)
+    }
+
+    /// The same, with room for `capacity` messages unread at the consumer.
+    fn start(
+        app: &TestApp,
+        owner: u64,
+        session: u64,
+        from_round: Option<u64>,
+        capacity: usize,
+    ) -> Result<FakeConsumer, String> {
         let feed = app.coordinator.attach_session(owner, session).map_err(|refusal| refusal.to_string())?;
         let (to_server, incoming) = mpsc::channel(64);
-        let (outgoing, from_server) = mpsc::channel(1024);
+        let (outgoing, from_server) = mpsc::channel(capacity);
         let stream =
             Box::pin(futures_util::stream::unfold(incoming, |mut incoming: mpsc::Receiver<Incoming>| async move {
                 incoming.recv().await.map(|frame| (frame, incoming))
@@ -41,8 +52,9 @@ impl FakeConsumer {
             Ok::<_, String>(outgoing)
         }));
         let coordinator = app.coordinator.clone();
-        tokio::spawn(session_socket::run(coordinator, owner, session, from_round, feed, stream, sink));
-        Ok(FakeConsumer { to_server, from_server })
+        let conversation =
+            tokio::spawn(session_socket::run(coordinator, owner, session, from_round, feed, stream, sink));
+        Ok(FakeConsumer { to_server, from_server, conversation })
     }
 
     async fn send(&self, message: Value) {
@@ -145,13 +157,13 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
         worker.hello(Credential::Token(app.admin_token.clone()), 4).await,
         Some(ServerMessage::Welcome(_))
     ));
-    let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
+    let mut consumer = FakeConsumer::connect(&app, 1, session, None).unwrap();
     assert_eq!(
         consumer.receive().await,
         json!({ "ready": { "session": session, "shards": 2, "next_round": 1, "rounds_running": [] } })
     );
     assert!(
-        FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap_err().contains("another socket"),
+        FakeConsumer::connect(&app, 1, session, None).unwrap_err().contains("another socket"),
         "one consumer per session"
     );
 
@@ -233,7 +245,7 @@ async fn a_consumer_that_reconnects_gets_what_it_missed_and_a_session_left_alone
         worker.hello(Credential::Token(app.admin_token.clone()), 2).await,
         Some(ServerMessage::Welcome(_))
     ));
-    let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
+    let mut consumer = FakeConsumer::connect(&app, 1, session, None).unwrap();
     consumer.receive().await;
     consumer.round(1, b"w").await;
     let assigned = assignments(&mut worker).await;
@@ -246,7 +258,7 @@ async fn a_consumer_that_reconnects_gets_what_it_missed_and_a_session_left_alone
     let mut reconnected = None;
     for _ in 0..500 {
         // Until the conversation has noticed the consumer left.
-        match FakeConsumer::connect(&app, 1, session, 1) {
+        match FakeConsumer::connect(&app, 1, session, Some(1)) {
             Ok(consumer) => {
                 reconnected = Some(consumer);
                 break;
@@ -276,7 +288,7 @@ async fn a_consumer_that_reconnects_gets_what_it_missed_and_a_session_left_alone
     let spent = state["spent_millicredits"].as_i64().unwrap();
     assert_eq!(spent, 2 * app.config.pricing.cost(5_000_000));
     assert_eq!(balance(&app).await, before - spent + shares(&app, 2, 5_000_000));
-    assert!(FakeConsumer::connect(&app, 1, session, 1).unwrap_err().contains("no open session"));
+    assert!(FakeConsumer::connect(&app, 1, session, Some(1)).unwrap_err().contains("no open session"));
 }
 
 #[tokio::test]
@@ -326,7 +338,7 @@ async fn bad_session_requests_get_clear_answers() {
         assert_eq!(answer.status, 404, "{method} {path}");
     }
     let bobs_id = app.identity.api_token(&bob).await.unwrap().unwrap().0.id;
-    assert!(FakeConsumer::connect(&app, bobs_id, session, 1).unwrap_err().contains("no open session"));
+    assert!(FakeConsumer::connect(&app, bobs_id, session, Some(1)).unwrap_err().contains("no open session"));
     let closed = app.admin("DELETE", &format!("/api/sessions/{session}")).send().await;
     assert_eq!((closed.status, closed.json()["state"].as_str()), (200, Some("closed")));
     // A WebSocket handshake is required for the socket.
@@ -343,7 +355,7 @@ async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for
         worker.hello(Credential::Token(app.admin_token.clone()), 2).await,
         Some(ServerMessage::Welcome(_))
     ));
-    let mut consumer = FakeConsumer::connect(&app, 1, session, u64::MAX).unwrap();
+    let mut consumer = FakeConsumer::connect(&app, 1, session, None).unwrap();
     consumer.receive().await;
     let rounds = |query: String| app.admin("GET", &format!("/api/sessions/{session}/rounds{query}")).send();
     let empty = rounds(String::new()).await.json();
@@ -408,20 +420,9 @@ async fn behind_by(capacity: usize, bytes: u64) {
         Some(ServerMessage::Welcome(_))
     ));
     // A consumer whose socket takes one message and then is never read.
-    let feed = app.coordinator.attach_session(1, session).map_err(|refusal| refusal.to_string()).unwrap();
-    let (to_server, incoming) = mpsc::channel(64);
-    let (outgoing, mut from_server) = mpsc::channel::<String>(1);
-    let stream =
-        Box::pin(futures_util::stream::unfold(incoming, |mut incoming: mpsc::Receiver<Incoming>| async move {
-            incoming.recv().await.map(|frame| (frame, incoming))
-        }));
-    let sink = Box::pin(futures_util::sink::unfold(outgoing, |outgoing: mpsc::Sender<String>, text| async move {
-        outgoing.send(text).await.map_err(|_| "gone".to_owned())?;
-        Ok::<_, String>(outgoing)
-    }));
-    let conversation = tokio::spawn(session_socket::run(app.coordinator.clone(), 1, session, None, feed, stream, sink));
-    from_server.recv().await.unwrap(); // ready
-    to_server.send(Incoming::Text(json!({ "round": { "round": 1, "broadcast": "" } }).to_string())).await.unwrap();
+    let mut behind = FakeConsumer::start(&app, 1, session, None, 1).unwrap();
+    behind.from_server.recv().await.unwrap(); // ready
+    behind.send(json!({ "round": { "round": 1, "broadcast": "" } })).await;
     let assigned = assignments(&mut worker).await;
     worker.send(&WorkerMessage::Results(assigned.iter().map(answer).collect())).await;
     // Six results and a round_done do not fit: the server drops the feed, and the conversation, stuck on a
@@ -429,11 +430,11 @@ async fn behind_by(capacity: usize, bytes: u64) {
     // task waits; it is paused only once every result is stored.)
     eventually_stored(&app, session).await;
     tokio::time::pause();
-    tokio::time::timeout(Duration::from_secs(600), conversation).await.expect("the conversation ends").unwrap();
+    tokio::time::timeout(Duration::from_secs(600), behind.conversation).await.expect("the conversation ends").unwrap();
     tokio::time::resume();
-    drop(from_server);
+    drop(behind.from_server);
     // Reconnected, the consumer gets every result of the round from the store.
-    let mut consumer = FakeConsumer::connect(&app, 1, session, 1).expect("the session takes a new socket");
+    let mut consumer = FakeConsumer::connect(&app, 1, session, Some(1)).expect("the session takes a new socket");
     consumer.receive().await;
     let results = until_done(&mut consumer, &[1]).await;
     assert_eq!(results.len(), 6);
