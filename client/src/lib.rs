@@ -373,7 +373,7 @@ impl Client {
     /// The account's newest ledger entries.
     pub async fn ledger(&self, limit: u32) -> Result<LedgerPage, ClientError> {
         let url = self.url("/api/account/ledger");
-        self.send(self.http.get(&url).query(&LedgerQuery { limit: Some(limit) }), url).await
+        self.send(self.http.get(&url).query(&LedgerQuery { limit: Some(limit), before: None }), url).await
     }
 
     pub async fn pricing(&self) -> Result<Pricing, ClientError> {

@@ -280,6 +280,12 @@ pub struct JobStatus {
     /// volunteers; 1 is connected". Absent while the job runs or once it is over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_reason: Option<String>,
+    /// Credits still held in escrow for this job, in millicredits (0 once it is over and refunded).
+    #[serde(default)]
+    pub escrowed_millicredits: i64,
+    /// Distinct volunteers holding a replica of this job right now.
+    #[serde(default)]
+    pub volunteers: u32,
 }
 
 impl JobStatus {
@@ -438,6 +444,82 @@ pub struct LedgerEntry {
 pub struct LedgerPage {
     pub balance_millicredits: i64,
     pub entries: Vec<LedgerEntry>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
+/// `GET /api/modules`: a program the caller uploaded, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModuleSummary {
+    pub sha256: String,
+    pub size: u64,
+    /// The file name given at upload (`POST /api/modules?name=`), if any.
+    pub name: Option<String>,
+    pub uploaded_at_ms: u64,
+}
+
+/// The query of `POST /api/modules`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ModuleUploadQuery {
+    /// A name to list the program under, such as its file name (at most 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `GET /api/account/volunteering`: what the account's volunteers (its workers and the anonymous
+/// identities it claimed) have done.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VolunteeringStats {
+    /// Replicas whose result agreed with the quorum (and were paid).
+    pub validated_replicas: u64,
+    /// Replicas whose result disagreed with the quorum, or was malformed.
+    pub invalid_replicas: u64,
+    /// Work units of the validated replicas.
+    pub work_units: u64,
+    /// Validated replicas in a row since the last invalid one: the reputation the scheduler trusts.
+    pub consecutive_valid: u64,
+    /// Credits earned by volunteering, in millicredits.
+    pub earned_millicredits: i64,
+}
+
+/// `GET /api/stats/history`: the public statistics page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommunityStats {
+    /// Volunteers (worker connections and browser tabs) connected now.
+    pub volunteers_online: u32,
+    pub slots: u32,
+    pub running_jobs: u32,
+    /// The last 30 days (UTC), oldest first, days without work included.
+    pub days: Vec<DayTotals>,
+    /// The volunteers with the most validated work units, best first (at most 20).
+    pub leaderboard: Vec<LeaderboardEntry>,
+}
+
+/// One UTC day's validated work.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DayTotals {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Chunks that got their final result that day.
+    pub chunks: u64,
+    /// Work units of the replicas validated that day.
+    pub work_units: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaderboardEntry {
+    pub rank: u32,
+    /// The account's username, or `anonymous <first 8 characters of the identity>`.
+    pub name: String,
+    pub validated_replicas: u64,
+    pub work_units: u64,
 }
 
 /// `POST /api/account/tokens`.
@@ -497,6 +579,26 @@ pub struct Pricing {
     pub default_quorum: u32,
 }
 
+/// `GET /api/limits`: what the server accepts, so that a client can say so before an upload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerLimits {
+    /// The largest program `POST /api/modules` takes.
+    pub max_module_bytes: u64,
+    /// The largest body `POST /api/jobs` takes (inline inputs included).
+    pub max_job_request_bytes: u64,
+    pub max_chunks_per_job: u32,
+    /// The largest blob `POST /api/blobs` takes, and how many blob bytes one account may keep.
+    pub max_blob_bytes: u64,
+    pub max_blob_bytes_per_account: u64,
+    /// A job's limits when its request names none, and the most it may ask for.
+    pub default_limits: LimitsRequest,
+    pub max_limits: LimitsRequest,
+    pub default_max_retries: u32,
+    pub max_retries: u32,
+    pub max_replicas: u32,
+}
+
 /// The query of `GET /api/jobs/{id}`: wait for progress instead of polling.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
@@ -530,6 +632,21 @@ pub struct ResultsQuery {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct LedgerQuery {
     /// The most entries to return (at most 500; 100 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only entries older than this entry id (a page's `next_before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+}
+
+/// The query of `GET /api/jobs`: the caller's jobs, newest first, a page at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct JobsQuery {
+    /// Only jobs older than this job id (the last id of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// The most jobs to return (at most 100, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }

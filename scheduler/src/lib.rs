@@ -485,21 +485,29 @@ impl Scheduler {
         self.fill_all(actions);
     }
 
-    /// Records a replica sent out: in flight, by deadline, and at its worker.
+    /// Records a replica sent out: in flight, by deadline, at its worker and among its job's volunteers.
+    /// Every replica enters flight here and leaves it in [`Scheduler::unhold_replica`].
     fn hold_replica(&mut self, replica: ReplicaId, record: state::Replica) {
         self.deadlines.insert((record.deadline, replica));
         if let Some(state) = self.workers.get_mut(&record.worker) {
             state.hold(replica, record.job);
         }
+        if let Some(job) = self.jobs.get_mut(&record.job) {
+            job.volunteer_holds(&record.volunteer);
+        }
         self.replicas.insert(replica, record);
     }
 
-    /// Forgets a replica in flight everywhere but in its job's records (which the caller updates).
+    /// Forgets a replica in flight everywhere but in its job's chunk records (which the caller updates);
+    /// its job's count of volunteers follows here.
     fn unhold_replica(&mut self, replica: ReplicaId) -> Option<state::Replica> {
         let record = self.replicas.remove(&replica)?;
         self.deadlines.remove(&(record.deadline, replica));
         if let Some(state) = self.workers.get_mut(&record.worker) {
             state.unhold(replica, record.job);
+        }
+        if let Some(job) = self.jobs.get_mut(&record.job) {
+            job.volunteer_released(&record.volunteer);
         }
         Some(record)
     }

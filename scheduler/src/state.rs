@@ -30,6 +30,9 @@ pub(crate) struct Job {
     pub(crate) in_flight: u32,
     /// Chunks with at least one replica in flight, kept as replicas come and go so that progress is O(1).
     pub(crate) running_chunks: u32,
+    /// How many of this job's replicas in flight each volunteer holds, kept as replicas go out and come
+    /// back (see `Scheduler::hold_replica`), so that the volunteers working on a job are counted in O(1).
+    pub(crate) volunteers: HashMap<Volunteer, u32>,
     /// Whether the job is in the scheduler's round-robin ring.
     pub(crate) in_ring: bool,
     /// The blobs each chunk reads (empty if none does), for affinity.
@@ -73,6 +76,7 @@ impl Job {
             under_way: VecDeque::new(),
             in_flight: 0,
             running_chunks: 0,
+            volunteers: HashMap::new(),
             in_ring: true,
             chunk_blobs: params.chunk_blobs.iter().map(|blobs| blobs.clone().into_boxed_slice()).collect(),
             affinity_waiting_since: None,
@@ -124,6 +128,26 @@ impl Job {
             self.running_chunks -= 1;
         }
         out
+    }
+
+    /// Counts a replica of this job that went out to `volunteer`.
+    pub(crate) fn volunteer_holds(&mut self, volunteer: &Volunteer) {
+        match self.volunteers.get_mut(volunteer) {
+            Some(held) => *held += 1,
+            None => {
+                self.volunteers.insert(volunteer.clone(), 1);
+            }
+        }
+    }
+
+    /// Counts a replica of this job that `volunteer` no longer holds.
+    pub(crate) fn volunteer_released(&mut self, volunteer: &Volunteer) {
+        if let Some(held) = self.volunteers.get_mut(volunteer) {
+            *held -= 1;
+            if *held == 0 {
+                self.volunteers.remove(volunteer);
+            }
+        }
     }
 
     /// Folds a replica's run time into the job's estimate (weight 1/8, so one odd chunk does not swing it).
@@ -305,6 +329,8 @@ pub struct JobProgress {
     pub pending: u32,
     /// Chunks with a replica at a volunteer.
     pub running: u32,
+    /// Distinct volunteers holding a replica of the job.
+    pub volunteers: u32,
 }
 
 /// Totals for operators.
@@ -324,7 +350,11 @@ impl Scheduler {
     pub fn job_progress(&self, job: JobId) -> Option<JobProgress> {
         self.jobs
             .get(&job)
-            .map(|job| JobProgress { pending: job.unfinished - job.running_chunks, running: job.running_chunks })
+            .map(|job| JobProgress {
+                pending: job.unfinished - job.running_chunks,
+                running: job.running_chunks,
+                volunteers: job.volunteers.len() as u32,
+            })
     }
 
     pub fn stats(&self) -> Stats {

@@ -123,7 +123,7 @@ fn chunks_waiting_for_another_volunteer_never_hide_fresh_chunks_from_a_worker() 
         held.extend(assigns(&harness.report(1, replica, chunk.is_multiple_of(2))).iter().map(|sent| sent.1));
     }
     assert_eq!(ran.len(), 200, "the lone volunteer ran every chunk's first replica");
-    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 200, running: 0 }));
+    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 200, running: 0, volunteers: 0 }));
     // A second volunteer then gets the chunks under way, each once.
     let mut second: Vec<ReplicaId> = assigns(&harness.join(2, 1)).iter().map(|sent| sent.1).collect();
     let mut finished = 0;
@@ -235,7 +235,7 @@ fn released_replicas_go_back_without_counting_as_attempts() {
             harness.feed(Event::ReplicaReleased { worker: 1, replica: *replica });
         }
     }
-    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 3, running: 0 }));
+    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 3, running: 0, volunteers: 0 }));
     // Releasing many times never abandons anything, and a fresh worker gets all three chunks.
     let again = assigns(&harness.join(2, 1));
     assert_eq!(again.len(), 3);

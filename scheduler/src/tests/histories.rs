@@ -96,6 +96,14 @@ fn random_histories_finish_every_chunk_exactly_once() {
                 let finished = final_outcomes.keys().filter(|(of, _)| *of == job).count() as u32;
                 assert_eq!(progress.running, running.len() as u32, "seed {seed}: running chunks of job {job}");
                 assert_eq!(progress.pending, chunk_count - finished - progress.running, "seed {seed}: job {job}");
+                let volunteers: BTreeSet<&str> = harness
+                    .scheduler
+                    .replicas
+                    .values()
+                    .filter(|replica| replica.job == job)
+                    .map(|replica| replica.volunteer.as_str())
+                    .collect();
+                assert_eq!(progress.volunteers, volunteers.len() as u32, "seed {seed}: volunteers of job {job}");
             }
         }
         // Finish everything with one reliable worker.

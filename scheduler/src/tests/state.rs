@@ -16,7 +16,7 @@ fn a_chunk_that_errored_on_every_connected_volunteer_says_so_and_waits() {
     assert_ne!(retry[0].0, sent[0].0);
     assert!(assigns(&harness.report(retry[0].0, retry[0].1, false)).is_empty());
     assert_eq!(harness.scheduler.waiting(1), Some(Waiting::TriedEverywhere));
-    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 1, running: 0 }));
+    assert_eq!(harness.scheduler.job_progress(1), Some(JobProgress { pending: 1, running: 0, volunteers: 0 }));
 }
 
 #[test]
@@ -50,4 +50,21 @@ fn a_recovered_job_only_dispatches_unfinished_chunks() {
         backups: false,
     }));
     assert_eq!(all_done, [Action::JobFinished { job: 6 }]);
+}
+
+#[test]
+fn a_jobs_volunteers_are_the_distinct_volunteers_holding_its_replicas_now() {
+    let mut harness = Harness::with_prefetch(0);
+    // Two workers of one account and one of another volunteer.
+    harness.join_as(1, "user:7", 2);
+    harness.join_as(2, "user:7", 1);
+    harness.join(3, 1);
+    let sent = assigns(&harness.add_job_with(1, 4, replicated()));
+    assert!(sent.iter().any(|assigned| assigned.0 == 3) && sent.iter().any(|assigned| assigned.0 != 3));
+    assert_eq!(harness.scheduler.job_progress(1).unwrap().volunteers, 2, "user:7 counts once");
+    harness.feed(Event::WorkerLeft { worker: 3 });
+    assert_eq!(harness.scheduler.job_progress(1).unwrap().volunteers, 1);
+    harness.feed(Event::WorkerLeft { worker: 1 });
+    harness.feed(Event::WorkerLeft { worker: 2 });
+    assert_eq!(harness.scheduler.job_progress(1).unwrap().volunteers, 0);
 }

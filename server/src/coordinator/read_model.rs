@@ -35,6 +35,7 @@ impl Coordinator {
             let mut status = status_of(&active.row, progress, scheduled.pending, scheduled.running);
             if status.state == JobState::Running {
                 status.waiting_reason = waiting.map(|waiting| waiting_reason(&waiting));
+                status.volunteers = scheduled.volunteers;
             }
             return Ok(Some(status));
         }
@@ -141,6 +142,12 @@ fn status_of(row: &JobRow, progress: Progress, pending: u32, running: u32) -> Jo
         JobState::Cancelled => row.cancelled_at_ms.or(progress.last_finished_at_ms),
         JobState::Succeeded | JobState::Failed => progress.last_finished_at_ms,
     };
+    // While the job runs its escrow holds the budget less what it paid (the store moves both in the result's
+    // transaction); once it is over the rest was refunded.
+    let escrowed_millicredits = match state {
+        JobState::Running => row.budget.saturating_sub(progress.spent).max(0),
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => 0,
+    };
     JobStatus {
         id: row.id,
         name: row.name.clone(),
@@ -159,5 +166,7 @@ fn status_of(row: &JobRow, progress: Progress, pending: u32, running: u32) -> Jo
         quorum: row.quorum,
         stop_reason: row.stop_reason.clone().or_else(|| (state == JobState::Cancelled).then(|| "cancelled".to_owned())),
         waiting_reason: None,
+        escrowed_millicredits,
+        volunteers: 0,
     }
 }

@@ -200,7 +200,7 @@ pub async fn ledger(
             created_at_ms: entry.created_at_ms,
         })
         .collect();
-    Ok(Json(LedgerPage { balance_millicredits: balance, entries }))
+    Ok(Json(LedgerPage { balance_millicredits: balance, entries, next_before: None }))
 }
 
 /// The caller's API tokens (never their secrets), newest first.
