@@ -1,11 +1,12 @@
-//! Writing results to disk: `DIR/<chunk index>/{stdout, stderr, exit_code, status, files/<name>}`.
+//! Writing results to disk: `DIR/<chunk index>/{stdout, stderr, exit_code, status, files/<name>}`, the
+//! layout of `distributivecom_protocol::layout` (which the server's results.zip shares).
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
 use distributivecom_protocol::api::ChunkResult;
-use distributivecom_protocol::worker::RunStatus;
+use distributivecom_protocol::layout::{is_plain_relative_path, result_files};
 
 /// Writes every result under `dir`, replacing earlier copies of the same chunks.
 pub fn write_results(dir: &Path, results: &[ChunkResult]) -> anyhow::Result<()> {
@@ -21,36 +22,30 @@ fn write_result(dir: &Path, result: &ChunkResult) -> anyhow::Result<()> {
         fs::remove_dir_all(&chunk_dir).with_context(|| format!("could not replace {}", chunk_dir.display()))?;
     }
     fs::create_dir_all(&chunk_dir).with_context(|| format!("could not create {}", chunk_dir.display()))?;
-    fs::write(chunk_dir.join("stdout"), &result.output.stdout)?;
-    fs::write(chunk_dir.join("stderr"), &result.output.stderr)?;
-    if let RunStatus::Exited { code } = result.status {
-        fs::write(chunk_dir.join("exit_code"), format!("{code}\n"))?;
+    // The layout is the protocol's, shared with the server's ZIP of a job's results.
+    let laid_out = result_files(result);
+    for name in &laid_out.refused {
+        eprintln!("chunk {}: left out an output file named {name:?}: it is not a plain relative path", result.index);
     }
-    let mut status = format!("{}\n", result.reason);
-    if result.output.stdout_truncated {
-        status.push_str("stdout was truncated at the job's limit\n");
-    }
-    if result.output.stderr_truncated {
-        status.push_str("stderr was truncated at the job's limit\n");
-    }
-    fs::write(chunk_dir.join("status"), status)?;
-    for (name, contents) in &result.output.files {
-        let path = chunk_dir.join("files").join(safe_relative_path(name)?);
+    for file in &laid_out.files {
+        let path = dir.join(local_path(&file.path)?);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::write(&path, contents).with_context(|| format!("could not write {}", path.display()))?;
+        fs::write(&path, &file.contents).with_context(|| format!("could not write {}", path.display()))?;
     }
     Ok(())
 }
 
-/// A file name from the server, as a path that cannot leave the chunk's directory.
-fn safe_relative_path(name: &str) -> anyhow::Result<PathBuf> {
-    let path = Path::new(name);
-    if name.is_empty() || !path.components().all(|component| matches!(component, Component::Normal(_))) {
-        bail!("refusing to write an output file named {name:?}: it is not a plain relative path");
+/// A layout's `/`-separated relative path as a path of this system that cannot leave the output directory.
+fn local_path(relative: &str) -> anyhow::Result<PathBuf> {
+    let path: PathBuf = relative.split('/').collect();
+    if !is_plain_relative_path(relative)
+        || !path.components().all(|component| matches!(component, Component::Normal(_)))
+    {
+        bail!("refusing to write a result file named {relative:?}: it is not a plain relative path here");
     }
-    Ok(path.to_owned())
+    Ok(path)
 }
 
 /// Tells the user which chunks failed and why (the first ten).
@@ -75,12 +70,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_file_names_cannot_escape_the_chunk_directory() {
-        assert!(safe_relative_path("out.bin").is_ok());
-        assert!(safe_relative_path("sub/dir/out.bin").is_ok());
-        assert!(safe_relative_path("../evil").is_err());
-        assert!(safe_relative_path("/etc/passwd").is_err());
-        assert!(safe_relative_path("a/../../b").is_err());
-        assert!(safe_relative_path("").is_err());
+    fn result_paths_cannot_escape_the_output_directory() {
+        assert_eq!(
+            local_path("3/files/sub/out.bin").unwrap(),
+            Path::new("3").join("files").join("sub").join("out.bin")
+        );
+        assert!(local_path("../evil").is_err());
+        assert!(local_path("/etc/passwd").is_err());
+        assert!(local_path("").is_err());
     }
 }

@@ -7,6 +7,9 @@
 //!   [`worker::ServerMessage`] (see [`encode`] and [`decode`]). It is documented in `docs/protocol.md`.
 //! - [`api`]: the JSON bodies of the REST API used by the CLI, the SDK and the web app.
 //!
+//! [`layout`] is how a chunk's result is laid out as files, shared by the CLI's `--out` directory and the
+//! server's ZIP of a job's results.
+//!
 //! Byte strings use [`Bytes`]: raw binary in MessagePack, base64 in JSON.
 //!
 //! Architecture Invariant: internal state (scheduler, store) never derives `Serialize`; it converts to and
@@ -18,6 +21,7 @@ mod bounded;
 pub mod browser;
 mod bytes;
 pub mod determinism;
+pub mod layout;
 
 pub mod metering;
 pub mod session;
