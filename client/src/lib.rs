@@ -44,9 +44,9 @@ mod session;
 pub use session::{Session, SessionEvent};
 
 use distributivecom_protocol::api::{
-    AccountInfo, BlobInfo, ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, LedgerPage,
-    LedgerQuery, ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential,
-    VolunteerInfo,
+    AccountInfo, BlobInfo, ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, JobsQuery,
+    LedgerPage, LedgerQuery, ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery,
+    VolunteerCredential, VolunteerInfo,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -340,6 +340,13 @@ impl Client {
         })
     }
 
+    /// A page of the account's jobs, newest first: at most `limit` (the server gives at most 100), older
+    /// than job `before` (the last id of the previous page; `None` for the newest). Empty at the end.
+    pub async fn jobs_page(&self, before: Option<u64>, limit: u32) -> Result<Vec<JobStatus>, ClientError> {
+        let url = self.url("/api/jobs");
+        self.send(self.http.get(&url).query(&JobsQuery { before, limit: Some(limit) }), url).await
+    }
+
     /// Every finished chunk's result, in chunk order.
     pub async fn all_results(&self, job: u64) -> Result<Vec<ChunkResult>, ClientError> {
         let mut results = Vec::new();
@@ -372,8 +379,14 @@ impl Client {
 
     /// The account's newest ledger entries.
     pub async fn ledger(&self, limit: u32) -> Result<LedgerPage, ClientError> {
+        self.ledger_page(None, limit).await
+    }
+
+    /// A page of the account's ledger entries, newest first, older than entry `before` (a page's
+    /// `next_before`; `None` for the newest).
+    pub async fn ledger_page(&self, before: Option<u64>, limit: u32) -> Result<LedgerPage, ClientError> {
         let url = self.url("/api/account/ledger");
-        self.send(self.http.get(&url).query(&LedgerQuery { limit: Some(limit), before: None }), url).await
+        self.send(self.http.get(&url).query(&LedgerQuery { limit: Some(limit), before }), url).await
     }
 
     pub async fn pricing(&self) -> Result<Pricing, ClientError> {

@@ -348,13 +348,11 @@ pub struct Stats {
 impl Scheduler {
     /// Pending and running chunks of a job that is still active; `None` once every chunk is final.
     pub fn job_progress(&self, job: JobId) -> Option<JobProgress> {
-        self.jobs
-            .get(&job)
-            .map(|job| JobProgress {
-                pending: job.unfinished - job.running_chunks,
-                running: job.running_chunks,
-                volunteers: job.volunteers.len() as u32,
-            })
+        self.jobs.get(&job).map(|job| JobProgress {
+            pending: job.unfinished - job.running_chunks,
+            running: job.running_chunks,
+            volunteers: job.volunteers.len() as u32,
+        })
     }
 
     pub fn stats(&self) -> Stats {

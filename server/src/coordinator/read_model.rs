@@ -4,9 +4,9 @@
 use distributivecom_protocol::api::{JobState, JobStatus, ServerStats};
 use distributivecom_scheduler::Waiting;
 
-use super::Coordinator;
+use super::{ActiveJob, Coordinator};
 use crate::format::human_bytes;
-use crate::store::{JobRow, StoreError, accounts, queries};
+use crate::store::{JobCounts, JobRow, StoreError, accounts, queries};
 
 /// Durable progress of a job, as clients see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,17 +27,7 @@ impl Coordinator {
             if active.row.owner != Some(owner) {
                 return Ok(None);
             }
-            let progress = *active.progress.borrow();
-            let (scheduled, waiting) = {
-                let core = self.lock();
-                (core.scheduler.job_progress(job).unwrap_or_default(), core.scheduler.waiting(job))
-            };
-            let mut status = status_of(&active.row, progress, scheduled.pending, scheduled.running);
-            if status.state == JobState::Running {
-                status.waiting_reason = waiting.map(|waiting| waiting_reason(&waiting));
-                status.volunteers = scheduled.volunteers;
-            }
-            return Ok(Some(status));
+            return Ok(Some(self.active_status(&active)));
         }
         let stored = self
             .store
@@ -53,18 +43,38 @@ impl Coordinator {
                 Ok(Some((row, counts, spent)))
             })
             .await?;
-        Ok(stored.map(|(row, counts, spent)| {
-            let progress = Progress {
-                succeeded: counts.succeeded,
-                failed: counts.failed,
-                cancelled: row.cancelled_at_ms.is_some(),
-                last_finished_at_ms: counts.last_finished_at_ms,
-                spent,
-            };
-            // A job that is not active has no pending or running chunks, whatever the counts say: it is either
-            // finished or cancelled (or, between a crash and the restart, about to be resumed).
-            status_of(&row, progress, 0, 0)
-        }))
+        // A job that is not active has no pending or running chunks, whatever the counts say: it is either
+        // finished or cancelled (or, between a crash and the restart, about to be resumed).
+        Ok(stored.map(|(row, counts, spent)| status_of(&row, stored_progress(&row, counts, spent), 0, 0)))
+    }
+
+    /// The status of an active job: durable progress, and what the scheduler is doing with it now.
+    fn active_status(&self, active: &ActiveJob) -> JobStatus {
+        let job = active.row.id;
+        let progress = *active.progress.borrow();
+        let (scheduled, waiting) = {
+            let core = self.lock();
+            (core.scheduler.job_progress(job).unwrap_or_default(), core.scheduler.waiting(job))
+        };
+        let mut status = status_of(&active.row, progress, scheduled.pending, scheduled.running);
+        if status.state == JobState::Running {
+            status.waiting_reason = waiting.map(|waiting| waiting_reason(&waiting));
+            status.volunteers = scheduled.volunteers;
+        }
+        status
+    }
+
+    /// A page of `owner`'s jobs (not sessions' rounds), newest first: at most `limit`, older than job
+    /// `before`. One read of the store; active jobs then show their live progress.
+    pub async fn jobs_page(&self, owner: u64, before: Option<u64>, limit: u32) -> Result<Vec<JobStatus>, StoreError> {
+        let listed = self.store.read(move |connection| queries::list_jobs(connection, owner, before, limit)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|listed| match self.active_job(listed.row.id) {
+                Some(active) => self.active_status(&active),
+                None => status_of(&listed.row, stored_progress(&listed.row, listed.counts, listed.spent), 0, 0),
+            })
+            .collect())
     }
 
     /// Waits until `owner`'s job has more than `known_finished` durable results, finishes or is cancelled,
@@ -99,6 +109,17 @@ impl Coordinator {
             backup_replicas: stats.backup_replicas,
             bytes_to_workers: self.bytes_to_workers.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+}
+
+/// A job's progress as its row keeps it.
+fn stored_progress(row: &JobRow, counts: JobCounts, spent: i64) -> Progress {
+    Progress {
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: row.cancelled_at_ms.is_some(),
+        last_finished_at_ms: counts.last_finished_at_ms,
+        spent,
     }
 }
 

@@ -1,13 +1,14 @@
-//! Accounts: sign-up, log-in and log-out, the account's balance, ledger and API tokens, anonymous
-//! volunteer identities, and the published pricing.
+//! Accounts: sign-up, log-in and log-out, the account's balance, ledger, API tokens and volunteering,
+//! anonymous volunteer identities, and the published pricing and limits.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::{
-    AccountInfo, Credentials, ErrorBody, LedgerEntry, LedgerPage, LedgerQuery, NewToken, Pricing, TokenCreated,
-    TokenInfo, UserInfo, VolunteerClaim, VolunteerCredential, VolunteerInfo, WebSessionInfo,
+    AccountInfo, Credentials, ErrorBody, LedgerEntry, LedgerPage, LedgerQuery, LimitsRequest, NewToken, Pricing,
+    ServerLimits, TokenCreated, TokenInfo, UserInfo, VolunteerClaim, VolunteerCredential, VolunteerInfo,
+    VolunteeringStats, WebSessionInfo,
 };
 
 use super::AppState;
@@ -166,12 +167,14 @@ pub async fn account(State(state): State<AppState>, caller: Caller) -> Result<Js
     }))
 }
 
-/// The caller's ledger entries, newest first.
+/// The caller's ledger entries, newest first, a page at a time: pass a page's `next_before` as `before`
+/// for the next (older) page.
 #[utoipa::path(
     get, path = "/api/account/ledger", tag = "accounts",
     params(LedgerQuery),
     responses(
-        (status = 200, description = "The newest entries", body = LedgerPage),
+        (status = 200, description = "The newest entries older than `before`", body = LedgerPage),
+        (status = 400, description = "A query parameter is not a whole number", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
     )
 )]
@@ -182,12 +185,15 @@ pub async fn ledger(
 ) -> Result<Json<LedgerPage>, AppError> {
     let account = caller.account();
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LEDGER_ENTRIES);
+    let before = query.before;
     let (balance, entries) = state
         .store
         .read(move |connection| {
-            Ok((ledger::balance(connection, &account)?, accounts::entries(connection, &account, limit)?))
+            Ok((ledger::balance(connection, &account)?, accounts::entries(connection, &account, before, limit)?))
         })
         .await?;
+    // A full page may have older entries after it; a short one is the last.
+    let next_before = (entries.len() == limit as usize).then(|| entries.last().map(|entry| entry.id)).flatten();
     let entries = entries
         .into_iter()
         .map(|entry| LedgerEntry {
@@ -200,7 +206,27 @@ pub async fn ledger(
             created_at_ms: entry.created_at_ms,
         })
         .collect();
-    Ok(Json(LedgerPage { balance_millicredits: balance, entries, next_before: None }))
+    Ok(Json(LedgerPage { balance_millicredits: balance, entries, next_before }))
+}
+
+/// What the caller's volunteers did: the account's own workers and the anonymous identities it claimed.
+#[utoipa::path(
+    get, path = "/api/account/volunteering", tag = "accounts",
+    responses(
+        (status = 200, description = "Validated and invalid replicas, work units and credits earned", body = VolunteeringStats),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
+)]
+pub async fn volunteering(State(state): State<AppState>, caller: Caller) -> Result<Json<VolunteeringStats>, AppError> {
+    let id = caller.user.id;
+    let totals = state.store.read(move |connection| accounts::volunteering(connection, id)).await?;
+    Ok(Json(VolunteeringStats {
+        validated_replicas: totals.validated,
+        invalid_replicas: totals.invalid,
+        work_units: totals.work_units,
+        consecutive_valid: totals.consecutive_valid,
+        earned_millicredits: totals.earned,
+    }))
 }
 
 /// The caller's API tokens (never their secrets), newest first.
@@ -340,5 +366,35 @@ pub async fn pricing(State(state): State<AppState>) -> Json<Pricing> {
         starter_grant_millicredits: config.starter_grant_millicredits,
         default_replicas: config.default_replicas,
         default_quorum: config.default_quorum,
+    })
+}
+
+/// What the server accepts: the largest program, job request, blob and job, and the limits a job gets by
+/// default and may ask for, so that a client can tell before an upload.
+#[utoipa::path(
+    get, path = "/api/limits", tag = "accounts",
+    responses((status = 200, description = "The server's limits", body = ServerLimits))
+)]
+pub async fn limits(State(state): State<AppState>) -> Json<ServerLimits> {
+    let config = &state.config;
+    let limits_of = |limits: &distributivecom_protocol::worker::Limits| LimitsRequest {
+        time_limit_ms: Some(limits.time_limit_ms),
+        memory_limit_bytes: Some(limits.memory_bytes),
+        max_stdout_bytes: Some(limits.max_stdout_bytes),
+        max_stderr_bytes: Some(limits.max_stderr_bytes),
+        max_data_bytes: Some(limits.max_data_bytes),
+        max_work_units: Some(limits.max_work_units),
+    };
+    Json(ServerLimits {
+        max_module_bytes: config.max_module_bytes,
+        max_job_request_bytes: config.max_job_request_bytes,
+        max_chunks_per_job: config.max_chunks_per_job,
+        max_blob_bytes: config.max_blob_bytes,
+        max_blob_bytes_per_account: config.max_blob_bytes_per_account,
+        default_limits: limits_of(&config.default_limits),
+        max_limits: limits_of(&config.max_limits),
+        default_max_retries: config.default_max_retries,
+        max_retries: config.max_retries_cap,
+        max_replicas: config.max_replicas,
     })
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use distributivecom_protocol::api::{
-    ErrorBody, JobCreated, JobRequest, JobStatus, ResultsPage, ResultsQuery, StatusQuery,
+    ErrorBody, JobCreated, JobRequest, JobStatus, JobsQuery, ResultsPage, ResultsQuery, StatusQuery,
 };
 
 use super::AppState;
@@ -82,24 +82,28 @@ fn no_job(id: u64) -> AppError {
     AppError::NotFound(format!("you have no job {id}"))
 }
 
-/// The caller's newest jobs first (at most 100).
+/// The most jobs one page lists (and the default).
+const MAX_JOBS_PAGE: u32 = 100;
+
+/// The caller's jobs, newest first, a page at a time: at most `limit` (100 by default and at most), older
+/// than job `before` (pass the last id of a page for the next). Sessions' rounds are their session's and
+/// are not listed.
 #[utoipa::path(
     get, path = "/api/jobs", tag = "jobs",
+    params(JobsQuery),
     responses(
-        (status = 200, description = "The caller's recent jobs, newest first", body = [JobStatus]),
+        (status = 200, description = "The caller's jobs older than `before`, newest first", body = [JobStatus]),
+        (status = 400, description = "A query parameter is not a whole number", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<JobStatus>>, AppError> {
-    let owner = caller.user.id;
-    let rows = state.store.read(move |connection| queries::list_jobs(connection, owner, 100)).await?;
-    let mut statuses = Vec::with_capacity(rows.len());
-    for row in rows {
-        if let Some(status) = state.coordinator.job_status(row.id, owner).await? {
-            statuses.push(status);
-        }
-    }
-    Ok(Json(statuses))
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<JobsQuery>,
+) -> Result<Json<Vec<JobStatus>>, AppError> {
+    let limit = query.limit.unwrap_or(MAX_JOBS_PAGE).clamp(1, MAX_JOBS_PAGE);
+    Ok(Json(state.coordinator.jobs_page(caller.user.id, query.before, limit).await?))
 }
 
 /// Finished chunks' results in chunk order, one page at a time.

@@ -4,6 +4,7 @@
 
 mod account;
 mod blobs;
+mod community;
 mod error;
 pub mod extract;
 mod frame_gate;
@@ -51,6 +52,7 @@ pub struct AppState {
     uploads: Arc<modules::Uploads>,
     blob_uploads: Arc<blobs::UploadReservations>,
     results_memory: Arc<page_memory::PageMemory>,
+    history: Arc<community::HistoryCache>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             uploads: Arc::new(modules::Uploads::new()),
             blob_uploads: Arc::default(),
             results_memory: Arc::new(page_memory::PageMemory::new(RESULTS_MEMORY_BYTES)),
+            history: Arc::default(),
         }
     }
 }
@@ -82,12 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/session", get(account::session))
         .route("/api/account", get(account::account))
         .route("/api/account/ledger", get(account::ledger))
+        .route("/api/account/volunteering", get(account::volunteering))
         .route("/api/account/tokens", get(account::tokens).post(account::create_token))
         .route("/api/account/tokens/{id}", delete(account::revoke_token))
         .route("/api/volunteers", post(account::register_volunteer))
         .route("/api/volunteers/me", get(account::volunteer_info))
         .route("/api/pricing", get(account::pricing))
-        .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/limits", get(account::limits))
+        .route("/api/modules", post(modules::upload).layer(DefaultBodyLimit::disable()).get(modules::list))
         .route("/modules/{sha256}", get(modules::download))
         .route("/api/blobs", post(blobs::upload).layer(DefaultBodyLimit::disable()))
         .route("/api/blobs/{sha256}", get(blobs::download))
@@ -101,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/ws", get(sessions::socket))
         .route("/api/sessions/{id}/rounds", get(sessions::rounds))
         .route("/api/stats", get(workers::stats))
+        .route("/api/stats/history", get(community::history))
         .route("/api/workers/ws", get(workers::socket))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()))
         .merge(web::routes())

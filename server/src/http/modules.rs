@@ -1,4 +1,5 @@
-//! Programs: upload (`POST /api/modules`) and download by content hash (`GET /modules/{sha256}`).
+//! Programs: upload (`POST /api/modules`), the caller's list (`GET /api/modules`) and download by content
+//! hash (`GET /modules/{sha256}`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use distributivecom_protocol::api::{ErrorBody, ModuleInfo};
+use distributivecom_protocol::api::{ErrorBody, ModuleInfo, ModuleSummary, ModuleUploadQuery};
 use distributivecom_protocol::is_sha256_hex;
 use distributivecom_protocol::worker::ModuleRef;
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::{AppError, read_body};
 use super::extract::Caller;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use crate::clock::unix_ms;
 
 use crate::store::{NewModule, Store, queries};
@@ -90,12 +91,37 @@ impl Uploads {
     }
 }
 
+/// The longest name a program may be listed under.
+const MAX_PROGRAM_NAME_CHARS: usize = 128;
+/// The most programs `GET /api/modules` lists.
+const MAX_LISTED_PROGRAMS: u32 = 100;
+
+/// The name to list an upload under, checked: 1 to 128 characters, none of them a control character.
+fn program_name(query: ModuleUploadQuery) -> Result<Option<String>, AppError> {
+    let Some(name) = query.name else { return Ok(None) };
+    let characters = name.chars().count();
+    if characters == 0 || characters > MAX_PROGRAM_NAME_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "a program's name has 1 to {MAX_PROGRAM_NAME_CHARS} characters; this one has {characters}"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(
+            "a program's name must be printable: no control characters such as line breaks or tabs".to_owned(),
+        ));
+    }
+    Ok(Some(name))
+}
+
 /// Uploads a program. It must be a WASI preview 1 command module; otherwise the answer says why not.
+/// `name` (such as its file name) lists it in `GET /api/modules`.
 #[utoipa::path(
     post, path = "/api/modules", tag = "modules",
+    params(ModuleUploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The program's bytes"),
     responses(
         (status = 201, description = "Stored (or already stored)", body = ModuleInfo),
+        (status = 400, description = "The name is empty, longer than 128 characters or not printable", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 413, description = "Larger than the server's module limit", body = ErrorBody),
         (status = 422, description = "Not a WASI preview 1 command module; the message says why", body = ErrorBody),
@@ -104,8 +130,11 @@ impl Uploads {
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    Query(query): Query<ModuleUploadQuery>,
     body: Body,
 ) -> Result<(StatusCode, Json<ModuleInfo>), AppError> {
+    // The name is checked before the body is read: a bad one costs no upload.
+    let name = program_name(query)?;
     let limit = state.config.max_module_bytes;
     let bytes = read_body(body, limit, "the program").await?;
     // Validation parses the whole module: keep it off the async threads.
@@ -130,12 +159,38 @@ pub async fn upload(
         instrumented_sha256: instrumented_sha256.clone(),
         instrumented: instrumented.into(),
         created_at_ms: unix_ms(),
+        name,
     };
     state.store.put_module(module).await?;
     let run_module = ModuleRef { sha256: instrumented_sha256.clone(), size: instrumented_size };
     state.uploads.remember((sha256.clone(), caller.user.id), run_module);
 
     Ok((StatusCode::CREATED, Json(ModuleInfo { sha256, size, imports: info.imports, instrumented_sha256 })))
+}
+
+/// The programs the caller uploaded, the most recently uploaded first (at most 100).
+#[utoipa::path(
+    get, path = "/api/modules", tag = "modules",
+    responses(
+        (status = 200, description = "The caller's programs", body = [ModuleSummary]),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
+)]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ModuleSummary>>, AppError> {
+    let user = caller.user.id;
+    let programs =
+        state.store.read(move |connection| queries::uploaded_programs(connection, user, MAX_LISTED_PROGRAMS)).await?;
+    Ok(Json(
+        programs
+            .into_iter()
+            .map(|program| ModuleSummary {
+                sha256: program.sha256,
+                size: program.size,
+                name: program.name,
+                uploaded_at_ms: program.uploaded_at_ms,
+            })
+            .collect(),
+    ))
 }
 
 /// Downloads a module by its hash. The instrumented module (what workers run, `instrumented_sha256` in

@@ -1,8 +1,9 @@
 //! The OpenAPI description of the REST API, served at `/api/openapi.json` and browsable at `/api/docs`.
 
 use distributivecom_protocol::api::{
-    BlobInfo, ChunkRequest, ChunkResult, ErrorBody, FileInput, JobCreated, JobRequest, JobState, JobStatus,
-    LimitsRequest, ModuleInfo, ReplicationRequest, ResultsPage, ServerStats,
+    BlobInfo, ChunkRequest, ChunkResult, CommunityStats, DayTotals, ErrorBody, FileInput, JobCreated, JobRequest,
+    JobState, JobStatus, LeaderboardEntry, LedgerEntry, LedgerPage, LimitsRequest, ModuleInfo, ModuleSummary,
+    ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteeringStats,
 };
 use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
@@ -16,6 +17,7 @@ use distributivecom_protocol::worker::{Output, RunStatus};
     ),
     paths(
         super::modules::upload,
+        super::modules::list,
         super::modules::download,
         super::blobs::upload,
         super::blobs::download,
@@ -32,6 +34,10 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::sessions::socket,
         super::workers::socket,
         super::workers::stats,
+        super::community::history,
+        super::account::ledger,
+        super::account::volunteering,
+        super::account::limits,
     ),
     components(schemas(
         ModuleInfo,
@@ -54,7 +60,15 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         SessionStatus,
         SessionRounds,
         RoundInfo,
-        ReplicationRequest
+        ReplicationRequest,
+        ModuleSummary,
+        LedgerPage,
+        LedgerEntry,
+        VolunteeringStats,
+        CommunityStats,
+        DayTotals,
+        LeaderboardEntry,
+        ServerLimits
     ))
 )]
 pub struct ApiDoc;

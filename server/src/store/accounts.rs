@@ -152,13 +152,20 @@ pub struct EntryRow {
     pub created_at_ms: u64,
 }
 
-/// The newest `limit` entries of an account.
-pub fn entries(connection: &Connection, account: &str, limit: u32) -> Result<Vec<EntryRow>, StoreError> {
-    let mut statement = connection.prepare(
-        "SELECT id, kind, amount, job_id, chunk, memo, created_at_ms FROM ledger
-         WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![account, limit], |row| {
+pub(super) const ENTRIES_SQL: &str = "SELECT id, kind, amount, job_id, chunk, memo, created_at_ms FROM ledger
+     WHERE account = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3";
+
+/// The newest `limit` entries of an account older than entry `before` (all, without it): one range of
+/// the `ledger_by_account` index.
+pub fn entries(
+    connection: &Connection,
+    account: &str,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Vec<EntryRow>, StoreError> {
+    let before = before.map_or(i64::MAX, |before| i64::try_from(before).unwrap_or(i64::MAX));
+    let mut statement = connection.prepare_cached(ENTRIES_SQL)?;
+    let rows = statement.query_map(params![account, before, limit], |row| {
         Ok(EntryRow {
             id: row.get::<_, i64>(0)? as u64,
             kind: row.get(1)?,
@@ -191,4 +198,107 @@ pub fn job_money(connection: &Connection, job: u64) -> Result<(i64, i64), StoreE
         .query_row([job as i64], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
         .unwrap_or((0, 0)))
+}
+
+/// A stored count read as a `u64`: SQLite turns an integer sum that overflows into a float, and a forged
+/// report could push a volunteer's work units that far, so such a value saturates instead of failing.
+fn count(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    Ok(match row.get::<_, rusqlite::types::Value>(index)? {
+        rusqlite::types::Value::Integer(value) => value.max(0) as u64,
+        rusqlite::types::Value::Real(value) => value as u64,
+        _ => 0,
+    })
+}
+
+/// What an account's volunteers did: its own key's and those of the anonymous identities it claimed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Volunteering {
+    pub validated: u64,
+    pub invalid: u64,
+    pub work_units: u64,
+    /// The run of validated replicas of the account's own key (the one its workers use).
+    pub consecutive_valid: u64,
+    pub earned: i64,
+}
+
+pub(super) const VOLUNTEERING_SQL: &str =
+    "SELECT volunteer, consecutive_valid, validated, invalid, work_units, earned FROM reputation
+     WHERE volunteer = 'user:' || ?1
+        OR volunteer IN (SELECT 'volunteer:' || id FROM volunteers WHERE user_id = ?1)";
+
+/// The sums over the account's volunteer keys (`user:<id>` and each claimed `volunteer:<id>`): one row per
+/// key, each kept as results are stored, so this reads as many rows as the account has keys, never their
+/// history.
+pub fn volunteering(connection: &Connection, user: u64) -> Result<Volunteering, StoreError> {
+    let mut statement = connection.prepare_cached(VOLUNTEERING_SQL)?;
+    let own = super::ledger::user(user);
+    let mut rows = statement.query([user as i64])?;
+    let mut totals = Volunteering::default();
+    while let Some(row) = rows.next()? {
+        totals.validated = totals.validated.saturating_add(count(row, 2)?);
+        totals.invalid = totals.invalid.saturating_add(count(row, 3)?);
+        totals.work_units = totals.work_units.saturating_add(count(row, 4)?);
+        totals.earned = totals.earned.saturating_add(i64::try_from(count(row, 5)?).unwrap_or(i64::MAX));
+        if row.get::<_, String>(0)? == own {
+            totals.consecutive_valid = count(row, 1)?;
+        }
+    }
+    Ok(totals)
+}
+
+/// A place on the leaderboard: a volunteer key and who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub volunteer: String,
+    /// The account's username: the key's own (`user:<id>`) or the one that claimed the identity.
+    pub username: Option<String>,
+    pub validated: u64,
+    pub work_units: u64,
+}
+
+pub(super) const LEADERBOARD_SQL: &str = "SELECT reputation.volunteer, reputation.validated, reputation.work_units,
+            COALESCE(own.username, claimer.username)
+     FROM reputation
+     LEFT JOIN users AS own
+       ON reputation.volunteer LIKE 'user:%' AND own.id = CAST(substr(reputation.volunteer, 6) AS INTEGER)
+     LEFT JOIN volunteers
+       ON reputation.volunteer LIKE 'volunteer:%' AND volunteers.id = substr(reputation.volunteer, 11)
+     LEFT JOIN users AS claimer ON claimer.id = volunteers.user_id
+     WHERE reputation.work_units > 0
+     ORDER BY reputation.work_units DESC LIMIT ?1";
+
+/// The `limit` volunteer keys with the most validated work units, best first (read down the
+/// `reputation_by_work_units` index).
+pub fn leaderboard(connection: &Connection, limit: u32) -> Result<Vec<Leader>, StoreError> {
+    let mut statement = connection.prepare_cached(LEADERBOARD_SQL)?;
+    let rows = statement.query_map([limit], |row| {
+        Ok(Leader {
+            volunteer: row.get(0)?,
+            validated: count(row, 1)?,
+            work_units: count(row, 2)?,
+            username: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One UTC day's totals: results stored and validated work units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    /// Days since the Unix epoch.
+    pub day: u64,
+    pub chunks: u64,
+    pub work_units: u64,
+}
+
+/// The days from `first` to `last` that had results, oldest first (days without any have no row).
+pub fn daily_totals(connection: &Connection, first: u64, last: u64) -> Result<Vec<DayTotals>, StoreError> {
+    let bound = |day: u64| i64::try_from(day).unwrap_or(i64::MAX);
+    let mut statement = connection.prepare_cached(
+        "SELECT day, chunks, work_units FROM daily_totals WHERE day >= ?1 AND day <= ?2 ORDER BY day",
+    )?;
+    let rows = statement.query_map(params![bound(first), bound(last)], |row| {
+        Ok(DayTotals { day: count(row, 0)?, chunks: count(row, 1)?, work_units: count(row, 2)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

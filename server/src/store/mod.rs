@@ -63,7 +63,10 @@ pub struct NewModule {
     pub imports: Vec<String>,
     pub instrumented_sha256: String,
     pub instrumented: bytes::Bytes,
+    /// When it was uploaded (the first upload's time is the module's; each upload's is its uploader's).
     pub created_at_ms: u64,
+    /// The name the uploader lists it under (such as its file name), if given.
+    pub name: Option<String>,
 }
 
 /// A job to store, with all its chunks.

@@ -171,16 +171,79 @@ pub fn job(connection: &Connection, id: u64) -> Result<Option<JobRow>, StoreErro
     connection.prepare_cached(&sql)?.query_row([id as i64], raw_job).optional()?.map(RawJob::decode).transpose()
 }
 
-/// A user's newest jobs first.
-pub fn list_jobs(connection: &Connection, owner: u64, limit: u32) -> Result<Vec<JobRow>, StoreError> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs JOIN modules ON modules.sha256 = jobs.module
-         WHERE jobs.owner_id = ?1 ORDER BY jobs.id DESC LIMIT ?2"
-    );
-    let mut statement = connection.prepare(&sql)?;
-    let rows = statement.query_map(params![owner as i64, limit], raw_job)?;
+/// A job as listed: its row, its counts and what it paid, all kept on the row.
+#[derive(Clone, Debug)]
+pub struct ListedJob {
+    pub row: JobRow,
+    pub counts: JobCounts,
+    pub spent: i64,
+}
 
-    rows.map(|row| row?.decode()).collect()
+/// A user's newest jobs first, older than job `before` (all, without it), at most `limit`. Sessions'
+/// rounds are not listed (they are their session's). One range of the `jobs_by_owner_without_rounds`
+/// index, each row carrying its counts, so a page costs the same whatever the account's history.
+pub fn list_jobs(
+    connection: &Connection,
+    owner: u64,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Vec<ListedJob>, StoreError> {
+    let sql = list_jobs_sql();
+    let before = before.map_or(i64::MAX, |before| i64::try_from(before).unwrap_or(i64::MAX));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(params![owner as i64, before, limit], |row| {
+        let counts = JobCounts {
+            succeeded: row.get(19)?,
+            failed: row.get(20)?,
+            last_finished_at_ms: row.get::<_, Option<i64>>(21)?.map(|at| at as u64),
+        };
+        Ok((raw_job(row)?, counts, row.get::<_, i64>(22)?))
+    })?;
+    rows.map(|row| {
+        let (raw, counts, spent) = row?;
+        Ok(ListedJob { row: raw.decode()?, counts, spent })
+    })
+    .collect()
+}
+
+/// The statement of [`list_jobs`] (its query plan is tested).
+pub(super) fn list_jobs_sql() -> String {
+    format!(
+        "SELECT {JOB_COLUMNS}, jobs.results_succeeded, jobs.results_stored - jobs.results_succeeded,
+                jobs.last_finished_at_ms, jobs.spent
+         FROM jobs JOIN modules ON modules.sha256 = jobs.module
+         WHERE jobs.owner_id = ?1 AND jobs.session_id IS NULL AND jobs.id < ?2
+         ORDER BY jobs.id DESC LIMIT ?3"
+    )
+}
+
+/// A program as its uploader lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedProgram {
+    pub sha256: String,
+    pub size: u64,
+    pub name: Option<String>,
+    pub uploaded_at_ms: u64,
+}
+
+pub(super) const UPLOADED_PROGRAMS_SQL: &str =
+    "SELECT module_uploads.sha256, modules.size, module_uploads.name, module_uploads.uploaded_at_ms
+     FROM module_uploads JOIN modules ON modules.sha256 = module_uploads.sha256
+     WHERE module_uploads.user_id = ?1
+     ORDER BY module_uploads.uploaded_at_ms DESC, module_uploads.sha256 DESC LIMIT ?2";
+
+/// The programs `user` uploaded, the most recently uploaded first, at most `limit`.
+pub fn uploaded_programs(connection: &Connection, user: u64, limit: u32) -> Result<Vec<UploadedProgram>, StoreError> {
+    let mut statement = connection.prepare_cached(UPLOADED_PROGRAMS_SQL)?;
+    let rows = statement.query_map(params![user as i64, limit], |row| {
+        Ok(UploadedProgram {
+            sha256: row.get(0)?,
+            size: row.get::<_, i64>(1)?.max(0) as u64,
+            name: row.get(2)?,
+            uploaded_at_ms: row.get::<_, i64>(3)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The job's counts, kept on its row as results are stored.

@@ -212,6 +212,45 @@ const MIGRATIONS: &[&str] = &[
         WHERE results.job_id = numbered.job_id AND results.idx = numbered.idx;
     CREATE INDEX results_by_completion ON results (job_id, seq);
     "#,
+    // 6: the consumer's web app. Programs are listed by the name and time of their upload. A page of an
+    // account's jobs leaves sessions' rounds out through its own index. Each volunteer key keeps the work
+    // units and credits of its validated replicas, and each UTC day its results and validated work units,
+    // in the same transaction as each result, so that statistics never sum over history; what came before
+    // is summed once, here.
+    r#"
+    ALTER TABLE module_uploads ADD COLUMN name TEXT;
+    ALTER TABLE module_uploads ADD COLUMN uploaded_at_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE module_uploads SET uploaded_at_ms =
+        (SELECT created_at_ms FROM modules WHERE modules.sha256 = module_uploads.sha256);
+    CREATE INDEX module_uploads_by_user ON module_uploads (user_id, uploaded_at_ms, sha256);
+    CREATE INDEX jobs_by_owner_without_rounds ON jobs (owner_id, id) WHERE session_id IS NULL;
+    CREATE INDEX volunteers_by_user ON volunteers (user_id) WHERE user_id IS NOT NULL;
+    ALTER TABLE reputation ADD COLUMN work_units INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reputation ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;  -- millicredits paid for its replicas
+    CREATE INDEX reputation_by_work_units ON reputation (work_units);
+    CREATE TABLE daily_totals (
+        day INTEGER PRIMARY KEY,        -- days since the Unix epoch, UTC
+        chunks INTEGER NOT NULL,        -- results stored that day
+        work_units INTEGER NOT NULL     -- work units of the validated replicas paid that day
+    );
+    -- A validated replica's payment credits its volunteer's account (a claimed identity's went to the
+    -- identity's account until it was claimed), and its work units are its chunk's result's.
+    CREATE TEMPORARY TABLE paid AS
+        SELECT ledger.account AS volunteer, ledger.amount AS earned, results.work_units AS work_units,
+               ledger.created_at_ms / 86400000 AS day
+        FROM ledger JOIN results ON results.job_id = ledger.job_id AND results.idx = ledger.chunk
+        WHERE ledger.kind = 'payment' AND ledger.amount > 0
+          AND (ledger.account LIKE 'user:%' OR ledger.account LIKE 'volunteer:%');
+    INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
+        SELECT volunteer, 0, 0, 0, SUM(work_units), SUM(earned) FROM paid GROUP BY volunteer
+        ON CONFLICT (volunteer) DO UPDATE SET work_units = excluded.work_units, earned = excluded.earned;
+    INSERT INTO daily_totals (day, chunks, work_units)
+        SELECT finished_at_ms / 86400000, COUNT(*), 0 FROM results GROUP BY finished_at_ms / 86400000;
+    UPDATE daily_totals SET work_units = by_day.work_units
+        FROM (SELECT day, SUM(work_units) AS work_units FROM paid GROUP BY day) AS by_day
+        WHERE by_day.day = daily_totals.day;
+    DROP TABLE paid;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

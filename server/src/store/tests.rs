@@ -32,6 +32,7 @@ fn module(sha256: &str, owner: u64) -> NewModule {
         instrumented_sha256: format!("{sha256}-instrumented"),
         instrumented: bytes::Bytes::from_static(b"\0asm instrumented"),
         created_at_ms: 1,
+        name: None,
     }
 }
 
@@ -217,7 +218,8 @@ async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest()
     assert_eq!(balance(&store, ledger::escrow(id)).await, 0);
     assert_eq!(balance(&store, ledger::user(owner)).await, 10_000 - 4_000);
     assert_eq!(store.read(move |connection| accounts::job_money(connection, id)).await.unwrap(), (6_000, 4_000));
-    let entries = store.read(move |connection| accounts::entries(connection, &ledger::user(owner), 10)).await.unwrap();
+    let entries =
+        store.read(move |connection| accounts::entries(connection, &ledger::user(owner), None, 10)).await.unwrap();
     let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind.as_str()).collect();
     assert_eq!(kinds, ["refund", "escrow", "grant"]);
     assert!(totals(&store).await.conserved());
@@ -258,7 +260,7 @@ async fn a_job_the_owner_cannot_afford_is_not_stored() {
     // Now nothing is left: even a budget-less job is refused.
     let broke = store.insert_job(job(&sha, owner, 1, None)).await.unwrap();
     assert_eq!(broke, Admission::InsufficientCredits { balance: 0, budget: 0 });
-    let jobs = store.read(move |connection| queries::list_jobs(connection, owner, 10)).await.unwrap();
+    let jobs = store.read(move |connection| queries::list_jobs(connection, owner, None, 10)).await.unwrap();
     assert_eq!(jobs.len(), 1);
 }
 
@@ -306,7 +308,7 @@ async fn programs_and_jobs_are_visible_only_to_their_owner() {
             Ok((
                 queries::module_info(connection, &key, alice)?,
                 queries::module_info(connection, &key, bob)?,
-                queries::list_jobs(connection, bob, 10)?,
+                queries::list_jobs(connection, bob, None, 10)?,
             ))
         })
         .await
@@ -539,4 +541,133 @@ async fn results_stored_before_completion_order_was_kept_get_it_from_their_times
     store_result(&store, result(7, 1, RunStatus::Exited { code: 0 }, vec![])).unwrap();
     let span = store.read(|connection| queries::completed_span(connection, 7, 2, 10, 1 << 20)).await.unwrap();
     assert_eq!(span.map(|(last, _)| last), Some(3));
+}
+
+/// The query plan of `sql`, one line per step.
+fn query_plan(connection: &rusqlite::Connection, sql: &str) -> String {
+    let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let parameters = vec![rusqlite::types::Null; statement.parameter_count()];
+    let steps = statement.query_map(rusqlite::params_from_iter(parameters), |row| row.get::<_, String>(3)).unwrap();
+    steps.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn the_web_apps_pages_are_read_by_index_not_by_scanning_history() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let plans = store
+        .read(|connection| {
+            Ok([
+                ("jobs", query_plan(connection, &queries::list_jobs_sql()), "jobs_by_owner_without_rounds"),
+                ("ledger", query_plan(connection, accounts::ENTRIES_SQL), "ledger_by_account"),
+                ("programs", query_plan(connection, queries::UPLOADED_PROGRAMS_SQL), "module_uploads_by_user"),
+                ("volunteering", query_plan(connection, accounts::VOLUNTEERING_SQL), "volunteers_by_user"),
+                ("leaderboard", query_plan(connection, accounts::LEADERBOARD_SQL), "reputation_by_work_units"),
+            ])
+        })
+        .await
+        .unwrap();
+    for (page, plan, index) in plans {
+        assert!(plan.contains(index), "{page} does not use {index}:\n{plan}");
+        assert!(!plan.contains("ORDER BY"), "{page} sorts its rows instead of reading them in order:\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_result_keeps_its_volunteers_work_and_earnings_and_its_days_totals() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 1_000_000).await;
+    let sha = "6".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 3, Some(100_000))).await;
+    store.transact(|connection| writes::register_volunteer(connection, "anon", "hash", 1)).await.unwrap();
+    let (me, anonymous) = (ledger::user(owner), ledger::volunteer("anon"));
+    let day = 19_675;
+    let at = day * writes::MS_PER_DAY + 5;
+    let mut first = result(id, 0, RunStatus::Exited { code: 0 }, vec![pay(&me, 1, 2_000), pay(&anonymous, 2, 2_000)]);
+    first.finished_at_ms = at;
+    store_result(&store, first).unwrap();
+    let mut second = result(id, 1, RunStatus::Exited { code: 1 }, vec![pay(&anonymous, 3, 3_000)]);
+    second.finished_at_ms = at + writes::MS_PER_DAY;
+    store_result(&store, second).unwrap();
+    // An identity the owner claims counts toward the owner's volunteering, its earnings included.
+    store.transact(move |connection| writes::claim_volunteer(connection, "anon", owner, 9)).await.unwrap();
+    let (volunteering, days) = store
+        .read(move |connection| {
+            Ok((accounts::volunteering(connection, owner)?, accounts::daily_totals(connection, day - 1, day + 5)?))
+        })
+        .await
+        .unwrap();
+    let share = |work_units: u64| (PRICING.cost(work_units) * 90 + 99) / 100;
+    assert_eq!(volunteering.work_units, 7_000);
+    assert_eq!(volunteering.validated, 3);
+    assert_eq!(volunteering.earned, 2 * share(2_000) + share(3_000));
+    assert_eq!(volunteering.consecutive_valid, 1, "the owner's own key's run");
+    let days: Vec<(u64, u64, u64)> = days.iter().map(|day| (day.day, day.chunks, day.work_units)).collect();
+    assert_eq!(days, [(day, 1, 4_000), (day + 1, 1, 3_000)]);
+    let leaders = store.read(|connection| accounts::leaderboard(connection, 10)).await.unwrap();
+    let leaders: Vec<(&str, Option<&str>, u64)> = leaders
+        .iter()
+        .map(|leader| (leader.volunteer.as_str(), leader.username.as_deref(), leader.work_units))
+        .collect();
+    assert_eq!(leaders, [("volunteer:anon", Some("owner"), 5_000), ("user:1", Some("owner"), 2_000)]);
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_web_app_gets_its_volunteers_work_and_days_from_history() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        // Schema version 5: a paid result two days ago, a program uploaded before names were kept.
+        let connection = rusqlite::Connection::open(directory.path().join(DATABASE_FILE)).unwrap();
+        schema::configure(&connection).unwrap();
+        schema::migrate_to(&connection, 5).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO users (id, username, password_hash, created_at_ms) VALUES (1, 'old', 'h', 1);
+                 INSERT INTO modules VALUES ('m', 1, '[]', x'00', 'mi', 1, x'00', 1234);
+                 INSERT INTO module_uploads (sha256, user_id) VALUES ('m', 1);
+                 INSERT INTO volunteers (id, secret_hash, user_id, created_at_ms) VALUES ('v', 'h', NULL, 1);
+                 INSERT INTO reputation VALUES ('volunteer:v', 1, 1, 0);
+                 INSERT INTO jobs (id, module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+                                   owner_id, budget, replicas, quorum, results_stored, results_succeeded, spent)
+                     VALUES (7, 'm', 'p.wasm', '{}', '{}', 2, 2, 1, 1, 500, 2, 2, 2, 2, 30);
+                 INSERT INTO results VALUES (7, 0, 1, '{}', 2, 10, x'80', 172800005, 1);
+                 INSERT INTO results VALUES (7, 1, 1, '{}', 2, 20, x'80', 259200005, 2);
+                 INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, created_at_ms) VALUES
+                     (1, 'mint', -1000, 'grant', NULL, NULL, 1), (1, 'user:1', 1000, 'grant', NULL, NULL, 1),
+                     (2, 'user:1', -500, 'escrow', 7, NULL, 2), (2, 'escrow:job:7', 500, 'escrow', 7, NULL, 2),
+                     (3, 'escrow:job:7', -10, 'payment', 7, 0, 172800005),
+                     (3, 'volunteer:v', 9, 'payment', 7, 0, 172800005), (3, 'burn', 1, 'payment', 7, 0, 172800005),
+                     (4, 'escrow:job:7', -20, 'payment', 7, 1, 259200005),
+                     (4, 'volunteer:v', 9, 'payment', 7, 1, 259200005),
+                     (4, 'user:1', 9, 'payment', 7, 1, 259200005), (4, 'burn', 2, 'payment', 7, 1, 259200005);",
+            )
+            .unwrap();
+    }
+    let store = Store::open(directory.path()).unwrap();
+    let (old, anonymous, days, programs) = store
+        .read(|connection| {
+            let reputation = |key: &str| -> Result<(i64, i64, i64), StoreError> {
+                Ok(connection.query_row(
+                    "SELECT validated, work_units, earned FROM reputation WHERE volunteer = ?1",
+                    [key],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?)
+            };
+            Ok((
+                reputation("user:1")?,
+                reputation("volunteer:v")?,
+                accounts::daily_totals(connection, 0, 10)?,
+                queries::uploaded_programs(connection, 1, 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(anonymous, (1, 30, 18), "its reputation row keeps its counts and gains its work and earnings");
+    assert_eq!(old, (0, 20, 9), "a key paid before it had a reputation row gets one");
+    let days: Vec<(u64, u64, u64)> = days.iter().map(|day| (day.day, day.chunks, day.work_units)).collect();
+    assert_eq!(days, [(2, 1, 10), (3, 1, 40)]);
+    assert_eq!(programs[0].uploaded_at_ms, 1234, "an upload from before is dated by its module");
+    assert_eq!(programs[0].name, None);
 }

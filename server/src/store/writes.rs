@@ -12,7 +12,7 @@ fn encoding_error(error: impl std::fmt::Display) -> StoreError {
 }
 
 /// Stores a module unless one with the same hash is there already, and records that `module.owner`
-/// uploaded it.
+/// uploaded it, when and under which name.
 pub fn insert_module(connection: &Connection, module: &NewModule) -> Result<(), StoreError> {
     let imports = serde_json::to_string(&module.imports).map_err(encoding_error)?;
     connection.execute(
@@ -31,9 +31,12 @@ pub fn insert_module(connection: &Connection, module: &NewModule) -> Result<(), 
             module.created_at_ms as i64
         ],
     )?;
+    // Uploading a program again brings it to the top of the uploader's list, under its new name if it has one.
     connection.execute(
-        "INSERT INTO module_uploads (sha256, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        params![module.sha256, module.owner as i64],
+        "INSERT INTO module_uploads (sha256, user_id, name, uploaded_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sha256, user_id) DO UPDATE SET
+           name = COALESCE(excluded.name, name), uploaded_at_ms = excluded.uploaded_at_ms",
+        params![module.sha256, module.owner as i64, module.name, module.created_at_ms as i64],
     )?;
     Ok(())
 }
@@ -151,6 +154,7 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     // for the chunk is refused by its primary key, which undoes this whole write.
     let escrow = ledger::escrow(result.job);
     let mut paid = 0;
+    let mut paid_work_units = 0u64;
     let mut short = false;
     // Read once: this write is the only one moving the escrow now (writes are serialised).
     let mut available = ledger::balance(connection, &escrow)?;
@@ -177,7 +181,25 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
             result.finished_at_ms,
         )?;
         paid += amount;
+        paid_work_units = paid_work_units.saturating_add(payment.work_units);
+        // The volunteer key's validated work and earnings, kept as they happen (see `accounts::volunteering`).
+        connection
+            .prepare_cached(
+                "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
+                 VALUES (?1, 0, 0, 0, ?2, ?3)
+                 ON CONFLICT (volunteer) DO UPDATE SET
+                   work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
+            )?
+            .execute(params![payment.volunteer, sql_integer(payment.work_units), share])?;
     }
+    // The day's totals move with the result, for the statistics page.
+    connection
+        .prepare_cached(
+            "INSERT INTO daily_totals (day, chunks, work_units) VALUES (?1, 1, ?2)
+             ON CONFLICT (day) DO UPDATE SET
+               chunks = chunks + 1, work_units = work_units + excluded.work_units",
+        )?
+        .execute(params![sql_integer(result.finished_at_ms / MS_PER_DAY), sql_integer(paid_work_units)])?;
     for change in &result.reputation {
         record_validation(connection, &change.volunteer, change.valid, change.run)?;
     }
@@ -220,6 +242,15 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     let budget_spent = budget > 0 && !complete && (short || available <= 0);
 
     Ok(Settlement { paid, budget_spent })
+}
+
+/// Milliseconds in a UTC day: `daily_totals` is keyed by days since the Unix epoch.
+pub const MS_PER_DAY: u64 = 86_400_000;
+
+/// A count as SQLite's signed integer, saturating rather than wrapping (work units come from volunteers,
+/// capped by the job's limit, which may be near `u64::MAX` only in a forged report).
+fn sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The account a volunteer's credits go to: a claimed anonymous volunteer's are its account's.
@@ -400,8 +431,8 @@ pub fn claim_volunteer(
 pub fn adopt_orphans(connection: &Connection, admin: u64) -> Result<(), StoreError> {
     connection.execute("UPDATE jobs SET owner_id = ?1 WHERE owner_id IS NULL", [admin as i64])?;
     connection.execute(
-        "INSERT INTO module_uploads (sha256, user_id)
-         SELECT sha256, ?1 FROM modules WHERE sha256 NOT IN (SELECT sha256 FROM module_uploads)",
+        "INSERT INTO module_uploads (sha256, user_id, uploaded_at_ms)
+         SELECT sha256, ?1, created_at_ms FROM modules WHERE sha256 NOT IN (SELECT sha256 FROM module_uploads)",
         [admin as i64],
     )?;
     Ok(())

@@ -11,6 +11,7 @@ async fn nothing_is_written_or_read_without_authentication() {
     let app = TestApp::new().start().await;
     let endpoints = [
         ("POST", "/api/modules"),
+        ("GET", "/api/modules"),
         ("POST", "/api/jobs"),
         ("GET", "/api/jobs"),
         ("GET", "/api/jobs/1"),
@@ -18,6 +19,7 @@ async fn nothing_is_written_or_read_without_authentication() {
         ("POST", "/api/jobs/1/cancel"),
         ("GET", "/api/account"),
         ("GET", "/api/account/ledger"),
+        ("GET", "/api/account/volunteering"),
         ("GET", "/api/account/tokens"),
         ("POST", "/api/account/tokens"),
         ("DELETE", "/api/account/tokens/1"),
@@ -105,6 +107,7 @@ async fn nobody_reads_or_runs_another_accounts_jobs_and_programs() {
     assert!(refused.error().contains("has not been uploaded by this account"), "{}", refused.error());
     assert_eq!(app.get(&format!("/modules/{module}")).token(&bob).send().await.status, 404);
     assert_eq!(app.get(&format!("/modules/{module}")).token(&alice).send().await.body, NOOP_MODULE);
+    assert_eq!(app.get("/api/modules").token(&bob).send().await.json(), json!([]), "nor see it listed");
 }
 
 #[tokio::test]

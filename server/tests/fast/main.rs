@@ -19,3 +19,6 @@ mod worker_socket;
 mod blobs;
 // Sessions: rounds over kept shards, results by round, the escrow, reconnects, bad input.
 mod sessions;
+// The consumer's web app: pages of jobs and ledger entries, a job's events and results archive, programs,
+// volunteering, the public statistics and limits.
+mod web_app;

@@ -187,6 +187,27 @@ fn run(actors: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
             .await
             .unwrap();
         prop_assert_eq!(miscounted, 0);
+        // What volunteers earned and each day's totals, kept with each result, agree with the history: the
+        // volunteers' shares of payments in the ledger, the stored results, and the same work units.
+        let (earned, shares, days_chunks, results, volunteers_work, days_work): (i64, i64, i64, i64, i64, i64) = store
+            .read(|connection| {
+                Ok(connection.query_row(
+                    "SELECT (SELECT COALESCE(SUM(earned), 0) FROM reputation),
+                            (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'payment'
+                               AND (account LIKE 'user:%' OR account LIKE 'volunteer:%')),
+                            (SELECT COALESCE(SUM(chunks), 0) FROM daily_totals),
+                            (SELECT COUNT(*) FROM results),
+                            (SELECT COALESCE(SUM(work_units), 0) FROM reputation),
+                            (SELECT COALESCE(SUM(work_units), 0) FROM daily_totals)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        prop_assert_eq!(earned, shares);
+        prop_assert_eq!(days_chunks, results);
+        prop_assert_eq!(volunteers_work, days_work);
         Ok(())
     })
 }
