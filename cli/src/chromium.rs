@@ -184,6 +184,35 @@ impl Chromium {
         Ok(self.client.find(Locator::Id(id)).await?.text().await?)
     }
 
+    /// Chooses these files in the `<input type="file">` with this id, as a person picking them would.
+    pub async fn choose_files(&self, tab: &WindowHandle, id: &str, paths: &[&Path]) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        let input = self.client.find(Locator::Id(id)).await?;
+        // ChromeDriver takes several files as one string of paths, one per line.
+        let paths: Vec<String> = paths.iter().map(|path| path.display().to_string()).collect();
+        input.send_keys(&paths.join("\n")).await?;
+        Ok(())
+    }
+
+    /// Runs an asynchronous script in the tab: it calls `arguments[0]` with its answer.
+    pub async fn run_async_script(&self, tab: &WindowHandle, script: &str) -> anyhow::Result<serde_json::Value> {
+        self.client.switch_to_window(tab.clone()).await?;
+        Ok(self.client.execute_async(script, vec![]).await?)
+    }
+
+    /// Resizes the browser's window, e.g. to a phone's width for a screenshot.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.client.set_window_size(width, height).await?;
+        Ok(())
+    }
+
+    /// Opens `url` in a new tab and waits for the element with id `ready`.
+    pub async fn open_tab(&self, url: &str, ready: &str) -> anyhow::Result<WindowHandle> {
+        let handle = self.client.new_window(true).await?.handle;
+        self.visit(&handle, url, ready).await?;
+        Ok(handle)
+    }
+
     /// Saves a PNG screenshot of the tab.
     pub async fn screenshot(&self, tab: &WindowHandle, path: &Path) -> anyhow::Result<()> {
         self.client.switch_to_window(tab.clone()).await?;

@@ -1,28 +1,22 @@
-//! The account page: balance and escrow, the pricing formula, API tokens (create, revoke) and the
-//! ledger. Signed-out visitors are sent to the log-in page.
+//! The account page: balance and escrow, the pricing formula, what the account's volunteers did, API
+//! tokens (create, revoke) and the ledger history, a page at a time, each entry linking its job.
+//! Signed-out visitors are sent to the log-in page.
 
-use std::cmp::Reverse;
-
-use distributivecom_protocol::api::{AccountInfo, LedgerPage, NewToken, Pricing, TokenCreated, TokenInfo};
+use distributivecom_protocol::api::{
+    AccountInfo, LedgerEntry, LedgerPage, NewToken, Pricing, TokenCreated, TokenInfo, VolunteeringStats,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local_scoped_with_cancellation;
-use leptos_router::NavigateOptions;
-use leptos_router::hooks::use_navigate;
 
 use crate::api::{self, ApiError};
 use crate::format;
-use crate::session::Session;
+use crate::session::{Session, require_sign_in};
 use crate::validate;
 
 #[component]
 pub fn AccountPage() -> impl IntoView {
     let session = Session::get();
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if session.checked() && session.user().is_none() {
-            navigate("/login", NavigateOptions { replace: true, ..NavigateOptions::default() });
-        }
-    });
+    require_sign_in(session, "/account");
     view! {
         <main class="account">
             <Show
@@ -41,6 +35,8 @@ struct AccountData {
     account: RwSignal<Option<AccountInfo>>,
     pricing: RwSignal<Option<Pricing>>,
     tokens: RwSignal<Option<Vec<TokenInfo>>>,
+    volunteering: RwSignal<Option<VolunteeringStats>>,
+    /// The ledger's newest page (reloaded with the balance); older pages are added by `Ledger`.
     ledger: RwSignal<Option<LedgerPage>>,
     /// The last failure's message, shown in `#error`.
     error: RwSignal<Option<String>>,
@@ -73,9 +69,13 @@ impl AccountData {
     fn reload(self) {
         self.load("/api/account", self.account);
         self.load("/api/account/tokens", self.tokens);
-        self.load("/api/account/ledger", self.ledger);
+        self.load(LEDGER_FIRST_PAGE, self.ledger);
     }
 }
+
+/// Ledger entries per page.
+const LEDGER_PAGE: u32 = 25;
+const LEDGER_FIRST_PAGE: &str = "/api/account/ledger?limit=25";
 
 #[component]
 fn AccountDetails() -> impl IntoView {
@@ -84,12 +84,14 @@ fn AccountDetails() -> impl IntoView {
         account: RwSignal::new(None),
         pricing: RwSignal::new(None),
         tokens: RwSignal::new(None),
+        volunteering: RwSignal::new(None),
         ledger: RwSignal::new(None),
         error: RwSignal::new(None),
         session,
     };
     data.reload();
     data.load("/api/pricing", data.pricing);
+    data.load("/api/account/volunteering", data.volunteering);
 
     let username = move || session.user().map(|user| user.username).unwrap_or_default();
     let amount = move |pick: fn(&AccountInfo) -> i64| {
@@ -111,6 +113,7 @@ fn AccountDetails() -> impl IntoView {
             </dl>
             <p id="pricing" class="aside">{move || data.pricing.get().map(|pricing| format::pricing(&pricing))}</p>
         </section>
+        <Volunteering data />
         <Tokens data />
         <Ledger data />
     }
@@ -232,37 +235,91 @@ fn Tokens(data: AccountData) -> impl IntoView {
 }
 
 #[component]
+fn Volunteering(data: AccountData) -> impl IntoView {
+    let figure = move |pick: fn(&VolunteeringStats) -> String| {
+        move || data.volunteering.with(|stats| stats.as_ref().map_or_else(|| "—".to_owned(), pick))
+    };
+    view! {
+        <section class="panel">
+            <h2>"Volunteering"</h2>
+            <p class="aside">
+                "What this account's volunteers (its native workers, and the browsers it claimed) have done. "
+                <a href="/donate">"Donate from this browser"</a> " to add to it."
+            </p>
+            <dl>
+                <dt>"Validated replicas"</dt><dd id="validated-replicas">{figure(|s| format::count(s.validated_replicas))}</dd>
+                <dt>"Invalid replicas"</dt><dd id="invalid-replicas">{figure(|s| format::count(s.invalid_replicas))}</dd>
+                <dt>"Work units validated"</dt><dd id="work-units">{figure(|s| format::count(s.work_units))}</dd>
+                <dt>"Reputation"</dt><dd id="reputation">{figure(|s| format!("{} validated in a row", format::count(s.consecutive_valid)))}</dd>
+                <dt>"Earned"</dt><dd id="earned">{figure(|s| format::credits(s.earned_millicredits))}</dd>
+            </dl>
+        </section>
+    }
+}
+
+fn ledger_row(entry: LedgerEntry) -> impl IntoView {
+    let direction = if entry.amount_millicredits < 0 { "amount out" } else { "amount in" };
+    let reference = match entry.job {
+        Some(job) => view! { <a href=format!("/jobs/{job}")>{format::job_and_chunk(entry.job, entry.chunk)}</a> }.into_any(),
+        None => format::job_and_chunk(None, None).into_any(),
+    };
+    view! {
+        <tr>
+            <td>{format::date_time_utc(entry.created_at_ms)}</td>
+            <td>{entry.kind}</td>
+            <td class=direction>{format::signed_credits(entry.amount_millicredits)}</td>
+            <td>{reference}</td>
+            <td>{entry.memo}</td>
+        </tr>
+    }
+}
+
+#[component]
 fn Ledger(data: AccountData) -> impl IntoView {
-    let rows = move || {
-        let mut entries = data.ledger.get().map(|page| page.entries).unwrap_or_default();
-        // The server sends the newest first; sorting again keeps the table right whatever it sends.
-        entries.sort_by_key(|entry| Reverse((entry.created_at_ms, entry.id)));
-        entries
-            .into_iter()
-            .map(|entry| {
-                let direction = if entry.amount_millicredits < 0 { "amount out" } else { "amount in" };
-                view! {
-                    <tr>
-                        <td>{format::date_time_utc(entry.created_at_ms)}</td>
-                        <td>{entry.kind}</td>
-                        <td class=direction>{format::signed_credits(entry.amount_millicredits)}</td>
-                        <td>{format::job_and_chunk(entry.job, entry.chunk)}</td>
-                        <td>{entry.memo}</td>
-                    </tr>
+    // Older pages, loaded on demand; cleared whenever the newest page is reloaded.
+    let older = RwSignal::new(Vec::<LedgerEntry>::new());
+    let next_before = RwSignal::new(None::<u64>);
+    let loading = RwSignal::new(false);
+    Effect::new(move |_| {
+        let first = data.ledger.with(|page| page.as_ref().map(|page| page.next_before));
+        older.set(Vec::new());
+        next_before.set(first.flatten());
+    });
+    let load_older = move |_| {
+        let Some(before) = next_before.get_untracked() else { return };
+        loading.set(true);
+        spawn_local_scoped_with_cancellation(async move {
+            let path = format!("/api/account/ledger?limit={LEDGER_PAGE}&before={before}");
+            match api::get_json::<LedgerPage>(&path).await {
+                Ok(page) => {
+                    older.update(|entries| entries.extend(page.entries));
+                    next_before.set(page.next_before);
                 }
-            })
-            .collect_view()
+                Err(error) => data.fail(error),
+            }
+            loading.set(false);
+        });
+    };
+    let rows = move || {
+        let newest = data.ledger.get().map(|page| page.entries).unwrap_or_default();
+        newest.into_iter().chain(older.get()).map(ledger_row).collect_view()
     };
     view! {
         <section class="panel">
             <h2>"Ledger"</h2>
             <p class="aside">"Every movement of this account's credits, newest first. Amounts are in credits."</p>
-            <table id="ledger" class="data">
-                <thead>
-                    <tr><th>"Date"</th><th>"Kind"</th><th class="amount">"Amount"</th><th>"Job / chunk"</th><th>"Memo"</th></tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
+            <div class="table-scroll">
+                <table id="ledger" class="data">
+                    <caption class="visually-hidden">"Ledger entries, newest first"</caption>
+                    <thead>
+                        <tr><th scope="col">"Date"</th><th scope="col">"Kind"</th><th scope="col" class="amount">"Amount"</th><th scope="col">"Job / chunk"</th><th scope="col">"Reason"</th></tr>
+                    </thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            </div>
+            <Show when=move || next_before.get().is_some()>
+                <button id="older-entries" prop:disabled=move || loading.get() on:click=load_older>"Show older entries"</button>
+            </Show>
         </section>
     }
 }

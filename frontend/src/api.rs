@@ -53,7 +53,7 @@ pub fn error_message(status: u16, body: &str) -> String {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use fetch::{delete, get_json, get_json_as_volunteer, post, post_for_json, post_json};
+pub use fetch::{UploadBody, delete, get_json, get_json_as_volunteer, post, post_for_json, post_json, upload};
 
 #[cfg(target_arch = "wasm32")]
 mod fetch {
@@ -108,6 +108,63 @@ mod fetch {
     /// `DELETE path`, when only success matters.
     pub async fn delete(path: &str, csrf_token: Option<&str>) -> Result<(), ApiError> {
         send("DELETE", path, None, &csrf_header(csrf_token)).await.map(drop)
+    }
+
+    /// What [`upload`] sends.
+    pub enum UploadBody<'a> {
+        /// A file the visitor chose (a `File` is a `Blob`), streamed by the browser.
+        Blob(&'a web_sys::Blob),
+        Text(&'a str),
+    }
+
+    /// Sends `body` (a file or a string) with `XMLHttpRequest`, which, unlike `fetch`, reports
+    /// upload progress: `progress(sent, total)` is called as the bytes go. Answers the body of a 2xx answer.
+    pub async fn upload(
+        path: &str,
+        body: UploadBody<'_>,
+        content_type: &str,
+        csrf_token: Option<&str>,
+        progress: impl Fn(f64, f64) + 'static,
+    ) -> Result<String, ApiError> {
+        use wasm_bindgen::closure::Closure;
+        use web_sys::{ProgressEvent, XmlHttpRequest};
+
+        let request = XmlHttpRequest::new().map_err(|_| no_answer())?;
+        request.open("POST", path).map_err(|_| no_answer())?;
+        request.set_request_header("Content-Type", content_type).map_err(|_| no_answer())?;
+        request.set_request_header("Accept", "application/json").map_err(|_| no_answer())?;
+        for (name, value) in csrf_header(csrf_token) {
+            request.set_request_header(name, value).map_err(|_| no_answer())?;
+        }
+        let on_progress = Closure::<dyn Fn(ProgressEvent)>::new(move |event: ProgressEvent| {
+            if event.length_computable() {
+                progress(event.loaded(), event.total());
+            }
+        });
+        request.upload().map_err(|_| no_answer())?.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+
+        // The request ends in `load` (any answer) or in `error`/`abort` (none): a promise resolved by either.
+        let done = js_sys::Promise::new(&mut |resolve, _reject| {
+            let finish = Closure::<dyn Fn()>::new(move || {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);
+            });
+            request.set_onloadend(Some(finish.as_ref().unchecked_ref()));
+            finish.forget();
+        });
+        match body {
+            UploadBody::Blob(blob) => request.send_with_opt_blob(Some(blob)),
+            UploadBody::Text(text) => request.send_with_opt_str(Some(text)),
+        }
+        .map_err(|_| no_answer())?;
+        let _ = JsFuture::from(done).await;
+        drop(on_progress);
+
+        let status = request.status().map_err(|_| no_answer())?;
+        if status == 0 {
+            return Err(no_answer());
+        }
+        let text = request.response_text().ok().flatten().unwrap_or_default();
+        if (200..300).contains(&status) { Ok(text) } else { Err(ApiError::from_answer(status, &text)) }
     }
 
     /// No answer arrived: the network, or the browser refused the request.

@@ -11,8 +11,11 @@ use crate::account::AccountPage;
 use crate::api;
 use crate::auth::{LogInPage, SignUpPage};
 use crate::donate::{DonatePage, Donation};
+use crate::jobs::{JobPage, JobsPage};
 use crate::live::SessionPage;
 use crate::session::Session;
+use crate::stats::StatsPage;
+use crate::submit::SubmitPage;
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -27,6 +30,10 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/signup") view=SignUpPage />
                 <Route path=path!("/login") view=LogInPage />
                 <Route path=path!("/account") view=AccountPage />
+                <Route path=path!("/submit") view=SubmitPage />
+                <Route path=path!("/jobs") view=JobsPage />
+                <Route path=path!("/jobs/:id") view=JobPage />
+                <Route path=path!("/stats") view=StatsPage />
                 <Route path=path!("/sessions/:id") view=SessionPage />
             </Routes>
         </Router>
@@ -80,8 +87,11 @@ fn Header() -> impl IntoView {
     view! {
         <header class="top">
             <a class="brand" href="/">"Distributivecom"</a>
-            <nav>
+            <nav aria-label="Main">
                 <a href="/donate">"Donate"</a>
+                <a id="submit-link" href="/submit">"New job"</a>
+                <a id="jobs-link" href="/jobs">"Jobs"</a>
+                <a id="stats-link" href="/stats">"Stats"</a>
                 // `rel="external"` makes the router leave this link to the browser: the API docs are not
                 // a page of this app.
                 <a href="/api/docs/" rel="external">"API"</a>

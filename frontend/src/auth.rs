@@ -1,15 +1,15 @@
 //! The sign-up and log-in pages. Both send the browser's volunteer identity along, so that what this
-//! browser earned anonymously moves to the account, and both end on the account page.
+//! browser earned anonymously moves to the account, and both end on the account page, or on the page that sent the visitor to log in (`?next=`).
 
 use distributivecom_protocol::api::{Credentials, WebSessionInfo};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
-use leptos_router::hooks::use_navigate;
+use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::api;
 use crate::donate::Donation;
 use crate::session::Session;
-use crate::validate;
+use crate::validate::{self, after_sign_in};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
@@ -43,11 +43,21 @@ pub fn LogInPage() -> impl IntoView {
     view! { <AuthForm mode=AuthMode::LogIn /> }
 }
 
+/// `page` keeping the page to come back to after signing in.
+fn with_next(page: &str, next: Option<String>) -> String {
+    match next {
+        Some(next) => format!("{page}?next={}", js_sys::encode_uri_component(&next)),
+        None => page.to_owned(),
+    }
+}
+
 #[component]
 fn AuthForm(mode: AuthMode) -> impl IntoView {
     let session = Session::get();
     let donation = Donation::get();
     let navigate = use_navigate();
+    let query = use_query_map();
+    let next = Memo::new(move |_| query.with(|query| query.get("next")));
     let username = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
@@ -78,7 +88,7 @@ fn AuthForm(mode: AuthMode) -> impl IntoView {
             match answer {
                 Ok(info) => {
                     session.signed_in(info);
-                    navigate("/account", NavigateOptions::default());
+                    navigate(&after_sign_in(next.get_untracked()), NavigateOptions::default());
                 }
                 Err(failure) => error.set(Some(failure.message)),
             }
@@ -90,7 +100,7 @@ fn AuthForm(mode: AuthMode) -> impl IntoView {
             "Create an account",
             "Sign up",
             view! {
-                <p class="aside">"Already have an account? " <a href="/login">"Log in"</a></p>
+                <p class="aside">"Already have an account? " <a id="login-instead" href=move || with_next("/login", next.get())>"Log in"</a></p>
             }
             .into_any(),
         ),
@@ -98,7 +108,7 @@ fn AuthForm(mode: AuthMode) -> impl IntoView {
             "Log in",
             "Log in",
             view! {
-                <p class="aside">"No account yet? " <a href="/signup">"Sign up"</a></p>
+                <p class="aside">"No account yet? " <a id="signup-instead" href=move || with_next("/signup", next.get())>"Sign up"</a></p>
             }
             .into_any(),
         ),

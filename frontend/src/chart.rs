@@ -1,5 +1,5 @@
-//! Line charts as SVG: the points of a series scaled into a box, with the range it spans. Pure, so the
-//! host tests check the geometry; the live session page draws them.
+//! Charts as SVG: line charts (the points of a series scaled into a box, with the range it spans) and bar
+//! charts. Pure, so the host tests check the geometry; the live session and statistics pages draw them.
 
 /// A series drawn in a `width` × `height` box: the `points` attribute of an SVG `polyline`, and the
 /// smallest and largest values (the box's bottom and top).
@@ -24,9 +24,44 @@ pub fn line(series: &[(f64, f64)], width: f64, height: f64) -> Option<Line> {
     Some(Line { points, min, max })
 }
 
+/// One bar of a bar chart, in the box's coordinates (y grows downwards, as in SVG).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bar {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// Bars for `values` side by side in a `width` × `height` box, the largest value reaching the top, with a
+/// gap of a fifth of a slot between bars. A zero is a bar of no height.
+pub fn bars(values: &[u64], width: f64, height: f64) -> Vec<Bar> {
+    let largest = values.iter().copied().max().unwrap_or(0);
+    let slot = width / values.len().max(1) as f64;
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let bar_height = if largest == 0 { 0.0 } else { *value as f64 / largest as f64 * height };
+            Bar { x: index as f64 * slot + slot * 0.1, y: height - bar_height, width: slot * 0.8, height: bar_height }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bars_share_the_width_and_the_largest_fills_the_height() {
+        let drawn = bars(&[0, 5, 10], 30.0, 100.0);
+        assert_eq!(drawn.len(), 3);
+        assert_eq!(drawn[2], Bar { x: 21.0, y: 0.0, width: 8.0, height: 100.0 });
+        assert_eq!((drawn[1].y, drawn[1].height), (50.0, 50.0));
+        assert_eq!(drawn[0].height, 0.0);
+        assert!(bars(&[0, 0], 10.0, 10.0).iter().all(|bar| bar.height == 0.0));
+        assert!(bars(&[], 10.0, 10.0).is_empty());
+    }
 
     #[test]
     fn a_series_fills_the_box_from_its_first_to_its_last_point() {

@@ -1,10 +1,14 @@
 //! The Distributivecom web app: a Leptos app rendered in the browser (CSR) and served by
 //! `distributivecom serve`. It has the donate page (the volunteer itself runs in Web Workers,
-//! `distributivecom-web-worker`, which the page starts and talks to) and the account pages.
+//! `distributivecom-web-worker`, which the page starts and talks to), the consumer's pages (a new job,
+//! the jobs, a job live, a session live), the account pages and the public statistics.
 //!
 //! Pure modules, tested on the host:
 //! - [`format`]: numbers, durations, credits, dates and the pricing formula for people;
-//! - [`chart`]: line charts as SVG polylines;
+//! - [`chart`]: line charts as SVG polylines, and bar charts;
+//! - [`plan`]: the chunks a job made on the web becomes, and what it may cost;
+//! - [`progress`]: a running job's pace and time left;
+//! - [`image`]: previews of image outputs (PPM converted to BMP);
 //! - [`settings`]: the donate page's settings, kept in `localStorage`;
 //! - [`identity`]: the browser's anonymous volunteer identity, kept in `localStorage`;
 //! - [`validate`]: checks on the sign-up, log-in and token forms before they are sent;
@@ -16,13 +20,19 @@
 //! - `volunteer`: the handle on the courier Web Worker;
 //! - `donate`: the volunteering state and the donate page (`/`, `/donate`);
 //! - `auth`: the sign-up and log-in pages (`/signup`, `/login`);
-//! - `account`: the account page (`/account`);
+//! - `account`: the account page (`/account`): credits, volunteering, tokens, the ledger;
+//! - `submit`: the New job page (`/submit`);
+//! - `jobs`: the jobs (`/jobs`) and a job live (`/jobs/{id}`), over server-sent events;
+//! - `stats`: the public statistics (`/stats`);
 //! - `live`: a session's live page (`/sessions/{id}`): its rounds, the consumer's figures, round times.
 
 pub mod api;
 pub mod chart;
 pub mod format;
 pub mod identity;
+pub mod image;
+pub mod plan;
+pub mod progress;
 pub mod settings;
 pub mod validate;
 
@@ -35,9 +45,15 @@ mod auth;
 #[cfg(target_arch = "wasm32")]
 mod donate;
 #[cfg(target_arch = "wasm32")]
+mod jobs;
+#[cfg(target_arch = "wasm32")]
 mod live;
 #[cfg(target_arch = "wasm32")]
 mod session;
+#[cfg(target_arch = "wasm32")]
+mod stats;
+#[cfg(target_arch = "wasm32")]
+mod submit;
 #[cfg(target_arch = "wasm32")]
 mod volunteer;
 

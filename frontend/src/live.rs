@@ -6,13 +6,12 @@
 use distributivecom_protocol::session::{RoundInfo, SessionRounds};
 use leptos::prelude::*;
 use leptos::task::spawn_local_scoped_with_cancellation;
-use leptos_router::NavigateOptions;
-use leptos_router::hooks::{use_navigate, use_params_map};
+use leptos_router::hooks::{use_location, use_params_map};
 
 use crate::api;
 use crate::chart;
 use crate::format;
-use crate::session::Session;
+use crate::session::{Session, require_sign_in};
 
 /// The chart's box, in SVG units (it scales to the page's width).
 const WIDTH: f64 = 600.0;
@@ -23,12 +22,7 @@ const TABLE_ROUNDS: usize = 20;
 #[component]
 pub fn SessionPage() -> impl IntoView {
     let session = Session::get();
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if session.checked() && session.user().is_none() {
-            navigate("/login", NavigateOptions { replace: true, ..NavigateOptions::default() });
-        }
-    });
+    require_sign_in(session, &use_location().pathname.get_untracked());
     let params = use_params_map();
     let id = move || params.with(|params| params.get("id").and_then(|id| id.parse::<u64>().ok()));
     view! {

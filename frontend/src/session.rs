@@ -3,8 +3,21 @@
 
 use distributivecom_protocol::api::{UserInfo, WebSessionInfo};
 use leptos::prelude::*;
+use leptos_router::NavigateOptions;
+use leptos_router::hooks::use_navigate;
 
 use crate::api;
+
+/// Sends a signed-out visitor to the log-in page, which brings them back to `path` afterwards.
+pub fn require_sign_in(session: Session, path: &str) {
+    let navigate = use_navigate();
+    let target = format!("/login?next={}", js_sys::encode_uri_component(path));
+    Effect::new(move |_| {
+        if session.checked() && session.user().is_none() {
+            navigate(&target, NavigateOptions { replace: true, ..NavigateOptions::default() });
+        }
+    });
+}
 
 /// The session as this tab knows it. Copy it freely: it is a handle on signals.
 #[derive(Clone, Copy)]

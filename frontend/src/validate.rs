@@ -42,9 +42,26 @@ pub fn token_name_problem(name: &str) -> Option<&'static str> {
     name.trim().is_empty().then_some("Give the token a name, for example the machine that will use it.")
 }
 
+/// Where to go after signing up or logging in: `next` if it is a path of this site, else the account
+/// page. A full URL, `//host` or `/\\host` would make the log-in page an open redirect.
+pub fn after_sign_in(next: Option<String>) -> String {
+    next.filter(|next| next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'))
+        .unwrap_or_else(|| "/account".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_sign_in_goes_only_to_this_sites_pages() {
+        assert_eq!(after_sign_in(Some("/submit".to_owned())), "/submit");
+        assert_eq!(after_sign_in(Some("/jobs/7?x=1".to_owned())), "/jobs/7?x=1");
+        for outside in ["https://evil.example", "//evil.example", "/\\evil.example", "submit", ""] {
+            assert_eq!(after_sign_in(Some(outside.to_owned())), "/account", "{outside:?}");
+        }
+        assert_eq!(after_sign_in(None), "/account");
+    }
 
     #[test]
     fn usernames_follow_the_rules() {

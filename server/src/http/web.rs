@@ -1,4 +1,4 @@
-//! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, `/sessions/{id}`, all one Leptos app) and
+//! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, `/submit`, `/jobs`, `/jobs/{id}`, `/stats`, `/sessions/{id}`, all one Leptos app) and
 //! assets (`/assets/...`), embedded in the binary from `target/web/dist` (built by `cargo xtask build`),
 //! and the JSON 404 for unknown paths.
 
@@ -29,6 +29,10 @@ pub fn routes() -> Router<AppState> {
         .route("/signup", get(page))
         .route("/login", get(page))
         .route("/account", get(page))
+        .route("/submit", get(page))
+        .route("/jobs", get(page))
+        .route("/jobs/{id}", get(page))
+        .route("/stats", get(page))
         .route("/sessions/{id}", get(page))
         .route("/assets/{*path}", get(asset))
         .layer(CompressionLayer::new())
