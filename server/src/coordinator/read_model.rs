@@ -4,6 +4,8 @@
 use distributivecom_protocol::api::{JobState, JobStatus, ServerStats};
 use distributivecom_scheduler::Waiting;
 
+use tokio::sync::watch;
+
 use super::{ActiveJob, Coordinator};
 use crate::format::human_bytes;
 use crate::store::{JobCounts, JobRow, StoreError, accounts, queries};
@@ -75,6 +77,14 @@ impl Coordinator {
                 None => status_of(&listed.row, stored_progress(&listed.row, listed.counts, listed.spent), 0, 0),
             })
             .collect())
+    }
+
+    /// Durable progress of `owner`'s job to follow without holding the job: `None` once the job is not
+    /// active (its status then no longer changes but by a restart's recovery).
+    pub fn progress_updates(&self, job: u64, owner: u64) -> Option<watch::Receiver<Progress>> {
+        let core = self.lock();
+        let active = core.jobs.get(&job)?;
+        (active.row.owner == Some(owner)).then(|| active.progress.subscribe())
     }
 
     /// Waits until `owner`'s job has more than `known_finished` durable results, finishes or is cancelled,

@@ -1,4 +1,4 @@
-//! Jobs: submit, list, follow, fetch results, cancel.
+//! Jobs: submit, list, follow, fetch results, cancel. A job's event stream is `job_events.rs`.
 
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub async fn status(
 }
 
 /// Someone else's job and a job that does not exist get the same answer: nothing shows which ids exist.
-fn no_job(id: u64) -> AppError {
+pub(super) fn no_job(id: u64) -> AppError {
     AppError::NotFound(format!("you have no job {id}"))
 }
 

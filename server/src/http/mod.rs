@@ -8,6 +8,7 @@ mod community;
 mod error;
 pub mod extract;
 mod frame_gate;
+mod job_events;
 mod jobs;
 pub mod listener;
 mod modules;
@@ -52,6 +53,7 @@ pub struct AppState {
     uploads: Arc<modules::Uploads>,
     blob_uploads: Arc<blobs::UploadReservations>,
     results_memory: Arc<page_memory::PageMemory>,
+    event_streams: Arc<job_events::EventStreams>,
     history: Arc<community::HistoryCache>,
 }
 
@@ -67,6 +69,7 @@ impl AppState {
             uploads: Arc::new(modules::Uploads::new()),
             blob_uploads: Arc::default(),
             results_memory: Arc::new(page_memory::PageMemory::new(RESULTS_MEMORY_BYTES)),
+            event_streams: Arc::default(),
             history: Arc::default(),
         }
     }
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::disable()).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::status))
         .route("/api/jobs/{id}/results", get(jobs::results))
+        .route("/api/jobs/{id}/events", get(job_events::events))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/sessions", post(sessions::open).layer(DefaultBodyLimit::disable()))
         .route("/api/sessions/{id}", get(sessions::status).delete(sessions::close))

@@ -249,3 +249,124 @@ impl TestApp {
         self.create_token(&cookie, &csrf, "tests").await.1
     }
 }
+
+impl TestApp {
+    /// Serves the app on a loopback port, as `serve` does (its own accept loop over hyper), for what needs
+    /// a real connection: streams that stay open. Returns the address.
+    pub async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = distributivecom_server::http::listener::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.config.header_read_timeout_ms),
+            max_connections: 1024,
+            max_connections_per_address: 1024,
+        };
+        tokio::spawn(distributivecom_server::http::listener::serve(listener, self.router.clone(), limits));
+        address
+    }
+}
+
+/// What a Server-Sent Events stream delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sse {
+    Event { name: String, data: String },
+    Comment(String),
+}
+
+/// A GET read over a raw HTTP/1.1 connection on loopback, as a browser's EventSource reads it: the head
+/// first, then the body (chunked, or of a declared length) piece by piece as it arrives.
+pub struct RawResponse {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    chunked: bool,
+    /// Body bytes received and not yet parsed into events.
+    text: String,
+    ended: bool,
+}
+
+impl RawResponse {
+    pub async fn get(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let status = line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+        let mut response_headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await.unwrap();
+            let Some((name, value)) = line.trim_end().split_once(':') else { break };
+            response_headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let chunked = response_headers.iter().any(|(name, value)| name == "transfer-encoding" && value == "chunked");
+        RawResponse { reader, status, headers: response_headers, chunked, text: String::new(), ended: false }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(found, _)| found == name).map(|(_, value)| value.as_str())
+    }
+
+    /// The whole body of an answer with a declared length (an error's JSON).
+    pub async fn body(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let length: usize = self.header("content-length").expect("a declared length").parse().unwrap();
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).await.unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// Reads the next piece of a chunked body; false at its end.
+    async fn read_chunk(&mut self) -> bool {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        assert!(self.chunked, "a stream's body is chunked");
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).await.unwrap() == 0 {
+            return false;
+        }
+        let size = usize::from_str_radix(line.trim_end(), 16).unwrap_or_else(|_| panic!("chunk size {line:?}"));
+        let mut chunk = vec![0; size + 2];
+        self.reader.read_exact(&mut chunk).await.unwrap();
+        self.text.push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+        size > 0
+    }
+
+    /// The next event or comment of a Server-Sent Events stream, or `None` once the server ended it.
+    pub async fn next_event(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let (mut name, mut data, mut comment) = (String::new(), Vec::new(), None);
+                for line in block.lines() {
+                    if let Some(text) = line.strip_prefix(':') {
+                        comment = Some(text.trim().to_owned());
+                    } else if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "event" => name = value.to_owned(),
+                            "data" => data.push(value.to_owned()),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(match comment {
+                    Some(comment) if name.is_empty() && data.is_empty() => Sse::Comment(comment),
+                    _ => Sse::Event { name, data: data.join("\n") },
+                });
+            }
+            if self.ended || !self.read_chunk().await {
+                self.ended = true;
+                assert!(self.text.trim().is_empty(), "the stream ended inside an event: {:?}", self.text);
+                return None;
+            }
+        }
+    }
+}

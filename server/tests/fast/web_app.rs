@@ -1,5 +1,6 @@
-//! What the consumer's web app reads: pages of jobs and of the ledger, a job's escrow and volunteers, the
-//! programs an account uploaded, what its volunteers did, and the public statistics and limits.
+//! What the consumer's web app reads: pages of jobs and of the ledger, a job's escrow and volunteers, its
+//! status as Server-Sent Events (over a real loopback connection), the programs an account uploaded, what
+//! its volunteers did, and the public statistics and limits.
 
 use std::time::Duration;
 
@@ -305,3 +306,109 @@ async fn the_limits_are_public_and_are_the_servers() {
     assert_eq!(limits["max_replicas"], app.config.max_replicas);
 }
 
+/// The next status event of a stream, skipping keep-alive comments; `None` once the stream ended.
+async fn next_status(stream: &mut RawResponse) -> Option<Value> {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), stream.next_event()).await.expect("an event")?;
+        match item {
+            Sse::Event { name, data } => {
+                assert_eq!(name, "status");
+                return Some(serde_json::from_str(&data).unwrap());
+            }
+            Sse::Comment(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_events_follow_it_to_its_end_for_its_owner_only() {
+    let app = TestApp::new().with(|config| config.header_read_timeout_ms = 300).start().await;
+    let address = app.serve().await;
+    let mut worker = admins_worker(&app, 2).await;
+    let job = app.submit_noop(&app.admin_token, 2, json!({ "replication": { "replicas": 1, "quorum": 1 } })).await;
+    let assigned = assignments(&mut worker, 2).await;
+    let bearer = format!("Bearer {}", app.admin_token);
+    let path = format!("/api/jobs/{job}/events");
+    let mut stream = RawResponse::get(address, &path, &[("Authorization", &bearer)]).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    let first = next_status(&mut stream).await.expect("the status at once");
+    assert_eq!((first["id"].as_u64(), first["state"].as_str()), (Some(job), Some("running")));
+    assert_eq!(first["running"], 2);
+
+    // The stream outlives the header read timeout; each result changes the status.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    worker.send(&WorkerMessage::Results(vec![exited(&assigned[0], b"", 10)])).await;
+    let mut seen = vec![first];
+    let mut times = Vec::new();
+    while let Some(status) = next_status(&mut stream).await {
+        times.push(tokio::time::Instant::now());
+        if status["succeeded"] == 1 && seen.iter().all(|seen| seen["succeeded"] != 1) {
+            worker.send(&WorkerMessage::Results(vec![exited(&assigned[1], b"", 10)])).await;
+        }
+        seen.push(status);
+    }
+    let last = seen.last().unwrap();
+    assert_eq!((last["state"].as_str(), last["succeeded"].as_u64()), (Some("succeeded"), Some(2)), "{seen:?}");
+    assert!(seen.windows(2).all(|pair| pair[0] != pair[1]), "only changes are sent: {seen:?}");
+    assert!(times.windows(2).all(|pair| pair[1] - pair[0] >= Duration::from_millis(240)), "at most four a second");
+
+    // A finished job's stream sends its state and ends; another account's job is not found.
+    let mut again = RawResponse::get(address, &path, &[("Authorization", &bearer)]).await;
+    assert_eq!(next_status(&mut again).await.unwrap()["state"], "succeeded");
+    assert_eq!(next_status(&mut again).await, None);
+    let bob = app.user_token("bob").await;
+    let mut refused = RawResponse::get(address, &path, &[("Authorization", &format!("Bearer {bob}"))]).await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&refused.body().await).unwrap()["error"],
+        format!("you have no job {job}")
+    );
+    let anonymous = RawResponse::get(address, &path, &[]).await;
+    assert_eq!(anonymous.status, 401);
+}
+
+#[tokio::test]
+async fn an_account_holds_at_most_sixteen_event_streams_and_a_browser_opens_them_with_its_cookie() {
+    let app = TestApp::new().start().await;
+    let address = app.serve().await;
+    let (cookie, csrf) = app.sign_up("alice").await;
+    let (_, token) = app.create_token(&cookie, &csrf, "tests").await;
+    let job = app.submit_noop(&token, 1, json!({})).await;
+    let path = format!("/api/jobs/{job}/events");
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        // An EventSource sends the session cookie, and a GET needs no CSRF token.
+        let mut stream = RawResponse::get(address, &path, &[("Cookie", &cookie)]).await;
+        assert_eq!(stream.status, 200);
+        assert_eq!(next_status(&mut stream).await.unwrap()["state"], "running");
+        open.push(stream);
+    }
+    let mut refused = RawResponse::get(address, &path, &[("Authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(refused.status, 429);
+    let message = serde_json::from_str::<Value>(&refused.body().await).unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(message.contains("16 event streams open"), "{message}");
+    // Other accounts have their own.
+    let others = app.admin("GET", "/api/jobs").send().await;
+    assert_eq!(others.status, 200);
+    // Cancelling ends every stream (after its final state), and gives their places back.
+    let cancelled = app.post(&format!("/api/jobs/{job}/cancel")).token(&token).send().await;
+    assert_eq!(cancelled.status, 200);
+    for stream in &mut open {
+        let mut last = Value::Null;
+        while let Some(status) = next_status(stream).await {
+            last = status;
+        }
+        assert_eq!(last["state"], "cancelled");
+    }
+    let mut after = RawResponse::get(address, &path, &[("Authorization", &format!("Bearer {token}"))]).await;
+    for _ in 0..50 {
+        if after.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = RawResponse::get(address, &path, &[("Authorization", &format!("Bearer {token}"))]).await;
+    }
+    assert_eq!(after.status, 200);
+    assert_eq!(next_status(&mut after).await.unwrap()["state"], "cancelled");
+}
