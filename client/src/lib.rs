@@ -198,7 +198,11 @@ impl Client {
 
     /// Downloads a blob this account uploaded.
     pub async fn download_blob(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(&format!("/api/blobs/{sha256}"));
+        self.download(self.url(&format!("/api/blobs/{sha256}"))).await
+    }
+
+    /// The bytes of a `GET` that answers something other than JSON.
+    async fn download(&self, url: String) -> Result<Vec<u8>, ClientError> {
         let response = self
             .authorized(self.http.get(&url))
             .send()
@@ -345,6 +349,13 @@ impl Client {
     pub async fn jobs_page(&self, before: Option<u64>, limit: u32) -> Result<Vec<JobStatus>, ClientError> {
         let url = self.url("/api/jobs");
         self.send(self.http.get(&url).query(&JobsQuery { before, limit: Some(limit) }), url).await
+    }
+
+    /// The job's finished results as one ZIP archive, laid out as the CLI's `--out` directory (see
+    /// `distributivecom_protocol::layout`). Held in memory whole: for a large job, stream
+    /// `GET /api/jobs/{id}/results.zip` to a file instead.
+    pub async fn results_zip(&self, job: u64) -> Result<Vec<u8>, ClientError> {
+        self.download(self.url(&format!("/api/jobs/{job}/results.zip"))).await
     }
 
     /// Every finished chunk's result, in chunk order.

@@ -1,4 +1,5 @@
-//! Jobs: submit, list, follow, fetch results, cancel. A job's event stream is `job_events.rs`.
+//! Jobs: submit, list, follow, fetch results, cancel. A job's event stream is `job_events.rs`, its results
+//! as a ZIP archive `results_zip.rs`.
 
 use std::time::Duration;
 

@@ -14,9 +14,11 @@ pub mod listener;
 mod modules;
 mod openapi;
 mod page_memory;
+mod results_zip;
 mod sessions;
 mod web;
 mod workers;
+mod zip;
 
 use std::sync::Arc;
 
@@ -103,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", post(jobs::submit).layer(DefaultBodyLimit::disable()).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::status))
         .route("/api/jobs/{id}/results", get(jobs::results))
+        .route("/api/jobs/{id}/results.zip", get(results_zip::results_zip))
         .route("/api/jobs/{id}/events", get(job_events::events))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/sessions", post(sessions::open).layer(DefaultBodyLimit::disable()))

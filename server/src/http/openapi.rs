@@ -26,6 +26,7 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::jobs::list,
         super::jobs::status,
         super::jobs::results,
+        super::results_zip::results_zip,
         super::job_events::events,
         super::jobs::cancel,
         super::sessions::open,

@@ -369,10 +369,25 @@ pub fn completed_span(
     limit: u32,
     max_bytes: u64,
 ) -> Result<Option<(u64, u64)>, StoreError> {
+    completed_span_through(connection, id, after, u64::MAX, limit, max_bytes)
+}
+
+/// The same among the results that completed up to the `through`-th: a snapshot of a job that may still
+/// be running.
+pub fn completed_span_through(
+    connection: &Connection,
+    id: u64,
+    after: u64,
+    through: u64,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<Option<(u64, u64)>, StoreError> {
     let mut sizes = connection.prepare_cached(
-        "SELECT seq, length(output) + length(status) FROM results WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        "SELECT seq, length(output) + length(status) FROM results WHERE job_id = ?1 AND seq > ?2 AND seq <= ?3
+         ORDER BY seq LIMIT ?4",
     )?;
-    let mut rows = sizes.query(params![id as i64, after.min(i64::MAX as u64) as i64, limit])?;
+    let bound = |place: u64| place.min(i64::MAX as u64) as i64;
+    let mut rows = sizes.query(params![id as i64, bound(after), bound(through), limit])?;
     let (mut last, mut bytes) = (None, 0u64);
     while let Some(row) = rows.next()? {
         let (seq, size) = (row.get::<_, i64>(0)?, row.get::<_, i64>(1)?.max(0) as u64);

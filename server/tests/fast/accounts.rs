@@ -16,6 +16,7 @@ async fn nothing_is_written_or_read_without_authentication() {
         ("GET", "/api/jobs"),
         ("GET", "/api/jobs/1"),
         ("GET", "/api/jobs/1/results"),
+        ("GET", "/api/jobs/1/results.zip"),
         ("GET", "/api/jobs/1/events"),
         ("POST", "/api/jobs/1/cancel"),
         ("GET", "/api/account"),
@@ -89,6 +90,7 @@ async fn nobody_reads_or_runs_another_accounts_jobs_and_programs() {
     for (method, path) in [
         ("GET", format!("/api/jobs/{job}")),
         ("GET", format!("/api/jobs/{job}/results")),
+        ("GET", format!("/api/jobs/{job}/results.zip")),
         ("GET", format!("/api/jobs/{job}/events")),
         ("POST", format!("/api/jobs/{job}/cancel")),
     ] {

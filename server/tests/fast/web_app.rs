@@ -1,9 +1,12 @@
 //! What the consumer's web app reads: pages of jobs and of the ledger, a job's escrow and volunteers, its
-//! status as Server-Sent Events (over a real loopback connection), the programs an account uploaded, what
-//! its volunteers did, and the public statistics and limits.
+//! status as Server-Sent Events (over a real loopback connection), its results as a ZIP archive, the
+//! programs an account uploaded, what its volunteers did, and the public statistics and limits.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::time::Duration;
 
+use base64::Engine;
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::worker::WorkerMessage;
 use distributivecom_protocol::worker::{Assignment, Credential, Output, ReplicaReport, RunStatus, ServerMessage};
@@ -11,6 +14,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 use crate::worker_socket::FakeWorker;
+
+fn base64_decode(value: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(value.as_str().expect("base64 text")).unwrap()
+}
 
 /// Takes assignments the worker is sent until it has `count`.
 async fn assignments(worker: &mut FakeWorker, count: usize) -> Vec<Assignment> {
@@ -304,6 +311,118 @@ async fn the_limits_are_public_and_are_the_servers() {
     assert_eq!(limits["max_limits"]["max_work_units"], app.config.max_limits.max_work_units);
     assert_eq!(limits["max_retries"], app.config.max_retries_cap);
     assert_eq!(limits["max_replicas"], app.config.max_replicas);
+}
+
+/// The files a result should have in the archive, from its JSON: the `--out` directory's layout.
+fn expected_files(result: &Value) -> BTreeMap<String, Vec<u8>> {
+    let index = result["index"].as_u64().unwrap();
+    let output = &result["output"];
+    let mut files = BTreeMap::from([
+        (format!("{index}/stdout"), base64_decode(&output["stdout"])),
+        (format!("{index}/stderr"), base64_decode(&output["stderr"])),
+    ]);
+    if let Some(code) = result["status"]["exited"]["code"].as_u64() {
+        files.insert(format!("{index}/exit_code"), format!("{code}\n").into_bytes());
+    }
+    for (name, contents) in output["files"].as_object().unwrap() {
+        if !name.contains("..") {
+            files.insert(format!("{index}/files/{name}"), base64_decode(contents));
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn the_results_archive_holds_each_result_as_the_out_directory_lays_it_out() {
+    let app = TestApp::new().start().await;
+    let mut worker = admins_worker(&app, 4).await;
+    let job = app
+        .submit_noop(&app.admin_token, 4, json!({ "name": "archive", "replication": { "replicas": 1, "quorum": 1 } }))
+        .await;
+    let assigned = assignments(&mut worker, 4).await;
+    let report = |assignment: &Assignment| {
+        let (status, files): (RunStatus, Vec<(&str, Vec<u8>)>) = match assignment.chunk {
+            0 => (RunStatus::Exited { code: 0 }, vec![("a.txt", b"A".to_vec()), ("sub/b.bin", vec![0, 1, 2, 255])]),
+            1 => (RunStatus::Exited { code: 3 }, vec![("../evil", b"x".to_vec()), ("ok", Vec::new())]),
+            _ => (RunStatus::Trapped { message: "unreachable executed".to_owned() }, Vec::new()),
+        };
+        ReplicaReport {
+            replica: assignment.replica,
+            status,
+            output: Output {
+                stdout: format!("stdout of {}", assignment.chunk).as_bytes().into(),
+                stderr: vec![assignment.chunk as u8; 3].into(),
+                stdout_truncated: assignment.chunk == 1,
+                stderr_truncated: false,
+                files: files.into_iter().map(|(name, bytes)| (name.to_owned(), bytes.into())).collect(),
+            },
+            compute_us: 10,
+            work_units: 1_000,
+        }
+    };
+    // Three of the four chunks finish: a running job's archive holds what completed when it was asked for.
+    let (done, waiting): (Vec<&Assignment>, Vec<&Assignment>) = assigned.iter().partition(|a| a.chunk < 3);
+    worker.send(&WorkerMessage::Results(done.iter().map(|a| report(a)).collect())).await;
+    let mut known = 0;
+    while known < 3 {
+        let status =
+            app.admin("GET", &format!("/api/jobs/{job}?wait_ms=5000&known_finished={known}")).send().await.json();
+        known = status["succeeded"].as_u64().unwrap() + status["failed"].as_u64().unwrap();
+    }
+    let answer = app.admin("GET", &format!("/api/jobs/{job}/results.zip")).send().await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type").as_deref(), Some("application/zip"));
+    assert_eq!(
+        answer.header("content-disposition").as_deref(),
+        Some(format!("attachment; filename=\"job-{job}-results.zip\"").as_str())
+    );
+    let results = app.admin("GET", &format!("/api/jobs/{job}/results")).send().await.json();
+    let results = results["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(answer.body)).unwrap();
+    let mut archived = BTreeMap::new();
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).unwrap();
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents).unwrap();
+        archived.insert(file.name().to_owned(), contents);
+    }
+    let mut expected = BTreeMap::new();
+    for result in &results {
+        expected.extend(expected_files(result));
+        // The status file says how the run ended, and what was truncated or left out.
+        let index = result["index"].as_u64().unwrap();
+        let status = String::from_utf8(archived.remove(&format!("{index}/status")).unwrap()).unwrap();
+        assert!(status.starts_with(&format!("{}\n", result["reason"].as_str().unwrap())), "{status}");
+        assert_eq!(status.contains("stdout was truncated"), index == 1, "{status}");
+        assert_eq!(status.contains(r#""../evil" was left out"#), index == 1, "{status}");
+    }
+    assert_eq!(archived, expected, "every entry, byte for byte");
+    assert!(archived.contains_key("0/files/sub/b.bin") && archived.contains_key("1/files/ok"));
+    assert!(!archived.contains_key("2/exit_code"), "a trapped run has no exit code");
+
+    // Not someone else's, and not without credentials.
+    let bob = app.user_token("bob").await;
+    let refused = app.get(&format!("/api/jobs/{job}/results.zip")).token(&bob).send().await;
+    assert_eq!((refused.status, refused.error()), (404, format!("you have no job {job}")));
+    assert_eq!(app.get(&format!("/api/jobs/{job}/results.zip")).send().await.status, 401);
+
+    // Once the last chunk is in, the archive has all four.
+    worker.send(&WorkerMessage::Results(waiting.iter().map(|a| report(a)).collect())).await;
+    finished(&app, &app.admin_token, job).await;
+    let whole = app.admin("GET", &format!("/api/jobs/{job}/results.zip")).send().await;
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(whole.body)).unwrap();
+    assert!(archive.file_names().any(|name| name == "3/stdout"));
+}
+
+#[tokio::test]
+async fn the_results_archive_of_a_job_without_results_is_an_empty_zip() {
+    let app = TestApp::new().start().await;
+    let job = app.submit_noop(&app.admin_token, 2, json!({})).await;
+    let answer = app.admin("GET", &format!("/api/jobs/{job}/results.zip")).send().await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(zip::ZipArchive::new(std::io::Cursor::new(answer.body)).unwrap().len(), 0);
 }
 
 /// The next status event of a stream, skipping keep-alive comments; `None` once the stream ended.
