@@ -31,3 +31,5 @@ mod hostile;
 mod blobs;
 // Sessions: training over volunteers equals a local run, and survives crashes.
 mod sessions;
+// A job's status as Server-Sent Events, followed over a raw connection while a real worker runs it.
+mod events;
