@@ -531,3 +531,39 @@ async fn an_account_holds_at_most_sixteen_event_streams_and_a_browser_opens_them
     assert_eq!(after.status, 200);
     assert_eq!(next_status(&mut after).await.unwrap()["state"], "cancelled");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_web_apps_endpoints() {
+    let app = TestApp::new().start().await;
+    let document = app.get("/api/openapi.json").send().await.json();
+    let paths = document["paths"].as_object().unwrap();
+    for (method, path) in [
+        ("get", "/api/jobs"),
+        ("get", "/api/jobs/{id}/events"),
+        ("get", "/api/jobs/{id}/results.zip"),
+        ("get", "/api/modules"),
+        ("post", "/api/modules"),
+        ("get", "/api/account/ledger"),
+        ("get", "/api/account/volunteering"),
+        ("get", "/api/stats/history"),
+        ("get", "/api/limits"),
+    ] {
+        assert!(paths.get(path).and_then(|operations| operations.get(method)).is_some(), "{method} {path}");
+    }
+    let parameters = |path: &str, method: &str| -> Vec<String> {
+        paths[path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|parameter| parameter["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(parameters("/api/jobs", "get"), ["before", "limit"]);
+    assert_eq!(parameters("/api/account/ledger", "get"), ["limit", "before"]);
+    assert_eq!(parameters("/api/modules", "post"), ["name"]);
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for schema in ["JobStatus", "ModuleSummary", "LedgerPage", "VolunteeringStats", "CommunityStats", "ServerLimits"] {
+        assert!(schemas.contains_key(schema), "{schema}");
+    }
+    assert!(schemas["JobStatus"]["properties"].get("escrowed_millicredits").is_some());
+}
