@@ -212,6 +212,7 @@ fn Tokens(data: AccountData) -> impl IntoView {
                 </div>
             </Show>
             <form class="inline-form" on:submit=create>
+                <label class="visually-hidden" for="token-name">"Token name"</label>
                 <input
                     id="token-name"
                     type="text"
@@ -221,12 +222,14 @@ fn Tokens(data: AccountData) -> impl IntoView {
                 />
                 <button id="create-token" type="submit" prop:disabled=move || pending.get()>"Create token"</button>
             </form>
-            <table id="tokens" class="data">
-                <thead>
-                    <tr><th>"Name"</th><th>"Prefix"</th><th>"Created"</th><th>"Last used"</th><th></th></tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
+            <div class="table-scroll">
+                <table id="tokens" class="data">
+                    <thead>
+                        <tr><th>"Name"</th><th>"Prefix"</th><th>"Created"</th><th>"Last used"</th><th></th></tr>
+                    </thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            </div>
             <Show when=move || data.tokens.with(|tokens| tokens.as_ref().is_some_and(Vec::is_empty))>
                 <p class="aside">"No tokens yet."</p>
             </Show>

@@ -33,3 +33,5 @@ mod blobs;
 mod sessions;
 // A job's status as Server-Sent Events, followed over a raw connection while a real worker runs it.
 mod events;
+// The consumer's web app: submitting, following and downloading jobs, the ledger and statistics.
+mod web_app;
