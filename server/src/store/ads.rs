@@ -215,6 +215,14 @@ pub(super) const CANDIDATES_SQL: &str =
 pub(super) const OPEN_VIEWS_SQL: &str = "SELECT COUNT(*), MIN(expires_at_ms) FROM ad_views
      WHERE viewer = ?1 AND completed_at_ms IS NULL AND expires_at_ms > ?2";
 
+/// A view by its token's hash: the unique index on `token_hash`.
+pub(super) const VIEW_BY_TOKEN_SQL: &str =
+    "SELECT id, campaign_id, viewer, started_at_ms, expires_at_ms, completed_at_ms FROM ad_views WHERE token_hash = ?1";
+
+/// The views of a campaign paid to an account on a day: `ad_view_days`' primary key.
+pub(super) const COMPLETED_ON_SQL: &str =
+    "SELECT completed FROM ad_view_days WHERE campaign_id = ?1 AND account = ?2 AND day = ?3";
+
 fn campaign_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(CampaignRow, String, String)> {
     let unsigned = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)?.max(0) as u64) };
     let campaign = CampaignRow {
@@ -488,7 +496,7 @@ pub fn start_view(connection: &Connection, view: &NewView) -> Result<ViewStart, 
 /// The views of `campaign` paid to `account` on UTC day `day`: one primary-key lookup.
 fn completed_on(connection: &Connection, campaign: u64, account: &str, day: u64) -> Result<u32, StoreError> {
     Ok(connection
-        .prepare_cached("SELECT completed FROM ad_view_days WHERE campaign_id = ?1 AND account = ?2 AND day = ?3")?
+        .prepare_cached(COMPLETED_ON_SQL)?
         .query_row(params![sql_integer(campaign), account, sql_integer(day)], |row| row.get(0))
         .optional()?
         .unwrap_or(0))
@@ -590,10 +598,7 @@ pub fn complete_view(
     now_ms: u64,
 ) -> Result<Completion, StoreError> {
     let row: Option<(i64, i64, String, i64, i64, Option<i64>)> = connection
-        .prepare_cached(
-            "SELECT id, campaign_id, viewer, started_at_ms, expires_at_ms, completed_at_ms
-             FROM ad_views WHERE token_hash = ?1",
-        )?
+        .prepare_cached(VIEW_BY_TOKEN_SQL)?
         .query_row([token_hash], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
         })
