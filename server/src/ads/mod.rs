@@ -287,7 +287,8 @@ impl Ads {
     }
 
     /// An uploaded creative's media type and bytes: anyone's while its campaign runs (viewers' browsers
-    /// load it without credentials), otherwise only its sponsor's and administrators'.
+    /// load it without credentials), otherwise only its sponsor's and administrators' (until the campaign
+    /// ends: then its bytes are deleted).
     pub async fn creative(&self, caller: Option<&UserRow>, id: u64) -> Result<(String, Vec<u8>), AdRefusal> {
         let not_found = || AdRefusal::NotFound(format!("no campaign {id} with a creative you may see"));
         let Some(row) = self.store.read(move |connection| stored::campaign(connection, id)).await? else {
@@ -301,6 +302,12 @@ impl Ads {
         if row.media_url.is_some() {
             return Err(AdRefusal::NotFound(format!(
                 "campaign {id}'s creative is a VAST MediaFile, played from its own URL; this server keeps no copy"
+            )));
+        }
+        if row.status.is_over() {
+            return Err(AdRefusal::NotFound(format!(
+                "campaign {id} is {}; its creative was deleted when it ended",
+                state_name(row.status)
             )));
         }
         let bytes = self.store.read(move |connection| stored::creative(connection, id)).await?.ok_or_else(not_found)?;

@@ -358,8 +358,8 @@ pub fn end(connection: &Connection, id: u64, sponsor: Option<u64>, at_ms: u64) -
     }
 }
 
-/// Stops a pending or running campaign as `state` and refunds what its escrow holds to its sponsor.
-/// `None` if it was over already.
+/// Stops a pending or running campaign as `state`, refunds what its escrow holds to its sponsor and
+/// deletes its creative's bytes (its numbers stay). `None` if it was over already.
 fn finish(connection: &Connection, id: u64, state: CampaignState, at_ms: u64) -> Result<Option<i64>, StoreError> {
     let escrow = escrow(id);
     let left = ledger::balance(connection, &escrow)?;
@@ -374,6 +374,10 @@ fn finish(connection: &Connection, id: u64, state: CampaignState, at_ms: u64) ->
     let Some(sponsor) = sponsor else {
         return Ok(None);
     };
+    // A finished campaign is shown to nobody: its uploaded bytes and its VAST document go, so that what a
+    // sponsor keeps stored is bounded by its open campaigns, however many it has run.
+    connection.prepare_cached("DELETE FROM campaign_creatives WHERE campaign_id = ?1")?.execute([sql_integer(id)])?;
+    connection.prepare_cached("UPDATE campaigns SET vast = NULL WHERE id = ?1")?.execute([sql_integer(id)])?;
     let memo = match state {
         CampaignState::Exhausted => format!("the rest of campaign {id}'s budget, too little for one more reward"),
         _ => format!("the rest of campaign {id}'s budget"),

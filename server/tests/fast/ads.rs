@@ -190,6 +190,12 @@ async fn a_campaign_pays_verified_views_from_its_escrow_and_refunds_the_rest_whe
     let again = app.post(&format!("/api/campaigns/{id}/end")).token(&sponsor).send().await;
     assert_eq!(again.status, 409, "{}", again.error());
     assert_eq!(app.get(&format!("/api/campaigns/{id}/creative")).send().await.status, 404, "no longer public");
+    let deleted = app.get(&format!("/api/campaigns/{id}/creative")).token(&sponsor).send().await;
+    assert_eq!(deleted.status, 404, "a finished campaign's creative is deleted");
+    assert!(deleted.error().contains("deleted when it ended"), "{}", deleted.error());
+    let connection = rusqlite::Connection::open(app.database()).unwrap();
+    let kept: i64 = connection.query_row("SELECT COUNT(*) FROM campaign_creatives", [], |row| row.get(0)).unwrap();
+    assert_eq!(kept, 0);
     let gone = start(&app, &bearer(&viewer), json!({ "campaign": id })).await;
     assert_eq!(gone.status, 410, "{}", gone.error());
     assert_conserved(&app);
