@@ -36,7 +36,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Iterative work goes through sessions: see [`Session`].
+//! Iterative work goes through sessions: see [`Session`]. Rewarded ads (campaigns and views) have their
+//! methods too: [`Client::create_campaign`], [`Client::start_ad_view`] and the rest.
 
 use std::time::Duration;
 
@@ -44,9 +45,10 @@ mod session;
 pub use session::{Session, SessionEvent};
 
 use distributivecom_protocol::api::{
-    AccountInfo, BlobInfo, ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, JobsQuery,
-    LedgerPage, LedgerQuery, ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery,
-    VolunteerCredential, VolunteerInfo,
+    AccountInfo, AdViewCompleted, AdViewRequest, AdViewStarted, BlobInfo, CampaignInfo, CampaignRequest,
+    CampaignsQuery, ChunkRequest, ChunkResult, ErrorBody, JobCreated, JobRequest, JobStatus, JobsQuery, LedgerPage,
+    LedgerQuery, ModuleInfo, Pricing, ResultsPage, ResultsQuery, ServerStats, StatusQuery, VolunteerCredential,
+    VolunteerInfo,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -414,9 +416,73 @@ impl Client {
     /// What an anonymous volunteer identity has earned.
     pub async fn volunteer_info(&self, credential: &VolunteerCredential) -> Result<VolunteerInfo, ClientError> {
         let url = self.url("/api/volunteers/me");
-        let authorization = format!("Volunteer {}:{}", credential.id, credential.secret);
         // Sent without the token: the identity speaks for itself.
-        let response = self.http.get(&url).header("authorization", authorization);
+        let response = self.http.get(&url).header("authorization", volunteer_authorization(credential));
         Client { token: None, ..self.clone() }.send(response, url).await
     }
+
+    /// Creates a rewarded-ad campaign (pending until an administrator approves it); its budget moves into
+    /// escrow at once.
+    pub async fn create_campaign(&self, campaign: &CampaignRequest) -> Result<CampaignInfo, ClientError> {
+        let url = self.url("/api/campaigns");
+        self.send(self.http.post(&url).json(campaign), url).await
+    }
+
+    /// The account's campaigns, newest first, with their impressions, completed views and spending (an
+    /// administrator's `pending: Some(true)`: every campaign waiting for approval).
+    pub async fn campaigns(&self, query: CampaignsQuery) -> Result<Vec<CampaignInfo>, ClientError> {
+        let url = self.url("/api/campaigns");
+        self.send(self.http.get(&url).query(&query), url).await
+    }
+
+    /// Approves a pending campaign (administrators only).
+    pub async fn approve_campaign(&self, campaign: u64) -> Result<CampaignInfo, ClientError> {
+        let url = self.url(&format!("/api/campaigns/{campaign}/approve"));
+        self.send(self.http.post(&url), url).await
+    }
+
+    /// Ends one of the account's campaigns; the rest of its escrow is refunded.
+    pub async fn end_campaign(&self, campaign: u64) -> Result<CampaignInfo, ClientError> {
+        let url = self.url(&format!("/api/campaigns/{campaign}/end"));
+        self.send(self.http.post(&url), url).await
+    }
+
+    /// Starts watching an ad as the token's account: of `campaign`, or of any the account may watch.
+    pub async fn start_ad_view(&self, campaign: Option<u64>) -> Result<AdViewStarted, ClientError> {
+        let url = self.url("/api/ad-views");
+        self.send(self.http.post(&url).json(&AdViewRequest { campaign }), url).await
+    }
+
+    /// Completes a view started with [`Client::start_ad_view`], once its `min_view_ms` passed.
+    pub async fn complete_ad_view(&self, token: &str) -> Result<AdViewCompleted, ClientError> {
+        let url = self.url(&format!("/api/ad-views/{token}/complete"));
+        self.send(self.http.post(&url), url).await
+    }
+
+    /// Starts watching an ad as an anonymous volunteer identity (what it earns is the identity's).
+    pub async fn start_ad_view_as(
+        &self,
+        volunteer: &VolunteerCredential,
+        campaign: Option<u64>,
+    ) -> Result<AdViewStarted, ClientError> {
+        let url = self.url("/api/ad-views");
+        let request = self.http.post(&url).header("authorization", volunteer_authorization(volunteer));
+        Client { token: None, ..self.clone() }.send(request.json(&AdViewRequest { campaign }), url).await
+    }
+
+    /// Completes a view the identity started with [`Client::start_ad_view_as`].
+    pub async fn complete_ad_view_as(
+        &self,
+        volunteer: &VolunteerCredential,
+        token: &str,
+    ) -> Result<AdViewCompleted, ClientError> {
+        let url = self.url(&format!("/api/ad-views/{token}/complete"));
+        let request = self.http.post(&url).header("authorization", volunteer_authorization(volunteer));
+        Client { token: None, ..self.clone() }.send(request, url).await
+    }
+}
+
+/// `Authorization: Volunteer <id>:<secret>`, how an anonymous volunteer identity speaks for itself.
+fn volunteer_authorization(volunteer: &VolunteerCredential) -> String {
+    format!("Volunteer {}:{}", volunteer.id, volunteer.secret)
 }

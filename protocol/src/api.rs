@@ -420,7 +420,7 @@ pub struct AccountInfo {
     pub user: UserInfo,
     /// Credits available to spend, in millicredits.
     pub balance_millicredits: i64,
-    /// Credits held in escrow for the user's running jobs.
+    /// Credits held in escrow for the user's running jobs and open ad campaigns.
     pub escrowed_millicredits: i64,
 }
 
@@ -429,7 +429,8 @@ pub struct AccountInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub id: u64,
-    /// `grant`, `escrow`, `payment`, `refund`, `fee` or `claim`.
+    /// `grant`, `escrow`, `payment`, `refund`, `fee`, `claim` or `ad_reward` (a completed view of a
+    /// rewarded ad, paid from its campaign's escrow).
     pub kind: String,
     pub amount_millicredits: i64,
     pub job: Option<u64>,
@@ -651,6 +652,211 @@ pub struct JobsQuery {
     pub limit: Option<u32>,
 }
 
+/// `POST /api/campaigns`: a sponsor's rewarded-ad campaign. Its budget moves into escrow at once; each
+/// completed view pays `reward_millicredits` from it to the viewer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRequest {
+    /// 1 to 100 characters, shown to the administrator who approves it.
+    pub name: String,
+    pub creative: CreativeRequest,
+    /// Moved from the sponsor's balance into the campaign's escrow; what is left when the campaign ends
+    /// is refunded.
+    pub budget_millicredits: i64,
+    /// Paid from the escrow to the viewer for each completed view; at most the budget.
+    pub reward_millicredits: i64,
+    /// How long a view must last on the server's clock before it can be completed (1 000 to 600 000).
+    pub min_view_ms: u64,
+    /// Completed views one viewer may be paid for per UTC day (1 to 100).
+    pub daily_cap_per_viewer: u32,
+}
+
+/// The creative of a campaign: an image or video uploaded with the campaign (served from this server's
+/// origin), or an IAB VAST 4 InLine document whose `MediaFile` the viewer's browser plays. In JSON:
+/// `{"kind": "image" | "video", "mime": "image/png", "data": "<base64>"}` or `{"vast": "<VAST XML>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged, try_from = "CreativeFields")]
+pub enum CreativeRequest {
+    Uploaded {
+        kind: CreativeKind,
+        /// `image/png`, `image/jpeg`, `image/gif`, `image/webp`, `video/mp4` or `video/webm`; the bytes
+        /// must be of that type.
+        mime: String,
+        data: Bytes,
+    },
+    Vast {
+        /// A VAST 4 (or 3) document with an `<InLine>` linear ad.
+        vast: String,
+    },
+}
+
+/// The fields either form of a creative may have, read first so that a mix of the two is refused with
+/// a message that says which forms there are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreativeFields {
+    #[serde(default)]
+    kind: Option<CreativeKind>,
+    #[serde(default)]
+    mime: Option<String>,
+    #[serde(default)]
+    data: Option<Bytes>,
+    #[serde(default)]
+    vast: Option<String>,
+}
+
+impl TryFrom<CreativeFields> for CreativeRequest {
+    type Error = String;
+
+    fn try_from(fields: CreativeFields) -> Result<CreativeRequest, String> {
+        match fields {
+            CreativeFields { kind: Some(kind), mime: Some(mime), data: Some(data), vast: None } => {
+                Ok(CreativeRequest::Uploaded { kind, mime, data })
+            }
+            CreativeFields { kind: None, mime: None, data: None, vast: Some(vast) } => Ok(CreativeRequest::Vast { vast }),
+            _ => Err(
+                r#"a creative is either {"kind": "image" | "video", "mime", "data": "<base64>"} or {"vast": "<VAST XML>"}"#
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// What a creative shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CreativeKind {
+    Image,
+    Video,
+}
+
+/// Where a campaign stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    /// Waiting for an administrator's approval; shown to nobody.
+    Pending,
+    /// Shown to viewers while its escrow can pay a reward.
+    Approved,
+    /// Ended by its sponsor (or an administrator); the rest of its escrow was refunded.
+    Ended,
+    /// Its escrow could not pay one more reward; the rest was refunded.
+    Exhausted,
+}
+
+/// A campaign's creative as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreativeInfo {
+    /// `image` or `video` for an upload, `vast` for a VAST document.
+    pub source: String,
+    /// The media type the viewer's browser plays.
+    pub mime: String,
+    /// What to play: this server's `/api/campaigns/{id}/creative` for an upload, the `MediaFile` URL of
+    /// a VAST document (which this server never fetches).
+    pub url: String,
+    /// An upload's size in bytes (0 for VAST).
+    pub bytes: u64,
+    /// The VAST `<Duration>` in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The VAST `<Impression>` URLs (empty for an upload).
+    #[serde(default)]
+    pub impression_urls: Vec<String>,
+}
+
+/// A campaign: `201` to `POST /api/campaigns`, and an entry of `GET /api/campaigns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CampaignInfo {
+    pub id: u64,
+    pub name: String,
+    /// The sponsor's username.
+    pub sponsor: String,
+    pub status: CampaignStatus,
+    pub creative: CreativeInfo,
+    pub budget_millicredits: i64,
+    pub reward_millicredits: i64,
+    pub min_view_ms: u64,
+    pub daily_cap_per_viewer: u32,
+    /// Views issued (`POST /api/ad-views`).
+    pub impressions: u64,
+    /// Views completed and paid.
+    pub completed_views: u64,
+    /// Paid to viewers from the escrow.
+    pub spent_millicredits: i64,
+    /// What the escrow holds now (0 once the campaign is over).
+    pub escrowed_millicredits: i64,
+    /// Given back to the sponsor when the campaign ended.
+    pub refunded_millicredits: i64,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+}
+
+/// The query of `GET /api/campaigns`: the caller's campaigns (or, for administrators with
+/// `pending=true`, every campaign waiting for approval), newest first, a page at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct CampaignsQuery {
+    /// Administrators only: every sponsor's campaigns waiting for approval instead of the caller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
+    /// Only campaigns older than this campaign id (the last id of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// The most campaigns to return (at most 100, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST /api/ad-views`: start watching an ad, of the named campaign or of any the viewer may watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdViewRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<u64>,
+}
+
+/// `201` to `POST /api/ad-views`: a view token, valid once, for this viewer, until `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdViewStarted {
+    /// Send it back with `POST /api/ad-views/{token}/complete` once the creative has played for
+    /// `min_view_ms`; the server keeps only its hash.
+    pub token: String,
+    pub campaign: u64,
+    /// What to play: this server's `/api/campaigns/{id}/creative`, or a VAST creative's `MediaFile` URL.
+    pub creative_url: String,
+    /// `image`, `video` or `vast`.
+    pub creative_source: String,
+    pub creative_mime: String,
+    /// A VAST creative's `<Impression>` URLs, for the player to request as VAST says (the server never
+    /// does).
+    #[serde(default)]
+    pub impression_urls: Vec<String>,
+    pub min_view_ms: u64,
+    pub reward_millicredits: i64,
+    /// The server's clock when it issued the token, and when the token stops being accepted.
+    pub started_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// `200` to `POST /api/ad-views/{token}/complete`: what the viewer was paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdViewCompleted {
+    pub credited_millicredits: i64,
+    pub campaign: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,6 +871,27 @@ mod tests {
         let back: ChunkRequest = serde_json::from_str(&serde_json::to_string(&chunk).unwrap()).unwrap();
         assert_eq!(back, chunk);
         assert_eq!(chunk.inline_bytes(), (5 + 2 + 9 + 64) as u64);
+    }
+
+    #[test]
+    fn a_creative_is_an_upload_or_a_vast_document_and_never_a_mix() {
+        let upload: CreativeRequest =
+            serde_json::from_str(r#"{"kind": "image", "mime": "image/png", "data": "iVBORw=="}"#).unwrap();
+        assert!(matches!(upload, CreativeRequest::Uploaded { kind: CreativeKind::Image, .. }));
+        let back: CreativeRequest = serde_json::from_str(&serde_json::to_string(&upload).unwrap()).unwrap();
+        assert_eq!(back, upload);
+        let vast: CreativeRequest = serde_json::from_str(r#"{"vast": "<VAST/>"}"#).unwrap();
+        assert_eq!(vast, CreativeRequest::Vast { vast: "<VAST/>".to_owned() });
+        for json in [
+            r#"{"kind": "image", "mime": "image/png", "data": "", "vast": "<VAST/>"}"#,
+            r#"{"kind": "image", "data": ""}"#,
+            r#"{}"#,
+        ] {
+            let error = serde_json::from_str::<CreativeRequest>(json).unwrap_err().to_string();
+            assert!(error.contains(r#"a creative is either {"kind""#), "{json}: {error}");
+        }
+        let error = serde_json::from_str::<CreativeRequest>(r#"{"url": "x"}"#).unwrap_err().to_string();
+        assert!(error.contains("unknown field `url`"), "{error}");
     }
 
     #[test]

@@ -97,6 +97,15 @@ pub struct ServerConfig {
     /// backup replica on another volunteer (see `distributivecom_scheduler::Config`).
     pub backup_when_done_percent: u32,
     pub backup_slowness: u32,
+    /// Rewarded ads: the largest uploaded creative (an image or a video, before base64).
+    pub max_creative_bytes: u64,
+    /// Campaigns one sponsor may have pending or running at once (each may hold a creative).
+    pub max_open_campaigns_per_sponsor: u32,
+    /// How long an ad view's token may be completed after it was issued.
+    pub ad_view_ttl_ms: u64,
+    /// Ad views one viewer may hold open (issued, not completed, not expired) at once, so that nobody
+    /// can make the server store views without end.
+    pub max_open_ad_views_per_viewer: u32,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +172,10 @@ impl Default for ServerConfig {
             session_feed_bytes: 64 * MIB,
             backup_when_done_percent: 90,
             backup_slowness: 3,
+            max_creative_bytes: 8 * MIB,
+            max_open_campaigns_per_sponsor: 16,
+            ad_view_ttl_ms: 3_600_000,
+            max_open_ad_views_per_viewer: 4,
         }
     }
 }

@@ -6,14 +6,16 @@
 //!   `AppState`, `AppError` and every extractor;
 //! - [`worker_socket`]: the server's side of one worker's WebSocket;
 //! - [`coordinator`]: the edge around the IO-free scheduler (`distributivecom-scheduler`), which turns
-//!   its actions into messages and store writes, and the read model clients see;
+//!   its actions into messages and store writes, and the read model clients see; beside it, [`ads`]:
+//!   rewarded-ad campaigns and verified views, paid from sponsors' escrow;
 //! - [`identity`]: passwords, tokens, web sessions, volunteer credentials, the first administrator;
 //! - [`store`]: the SQLite database, written in group commits;
 //! - leaves anyone may use: [`config`], [`clock`], [`format`], [`report_limits`].
 //!
-//! Errors: the store's `StoreError` and this crate's `ServerError` are `thiserror` types; HTTP handlers
+//! Errors: the store's `StoreError`, the ads' `AdRefusal` and this crate's `ServerError` are `thiserror` types; HTTP handlers
 //! convert everything into `http::AppError`, which picks the status code and the message users see.
 
+pub mod ads;
 pub mod clock;
 pub mod config;
 pub mod coordinator;

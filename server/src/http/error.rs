@@ -29,8 +29,16 @@ pub enum AppError {
     RequestTimeout(String),
     /// The body's size was not declared with Content-Length (411).
     LengthRequired(String),
-    /// The name is taken (409).
+    /// The name is taken, the campaign is not in a state that allows it, the token was used (409).
     Conflict(String),
+    /// It existed and is no more: an expired ad view, a campaign that ended (410).
+    Gone(String),
+    /// Asked before the server's clock allows it: an ad view completed before its minimum view time
+    /// (425, with `Retry-After`).
+    TooEarly {
+        message: String,
+        retry_after_secs: u64,
+    },
     PayloadTooLarge(String),
     /// The body is not in the format the endpoint takes (415).
     UnsupportedMediaType(String),
@@ -57,6 +65,8 @@ impl AppError {
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Gone(_) => StatusCode::GONE,
+            AppError::TooEarly { .. } => StatusCode::TOO_EARLY,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -80,7 +90,8 @@ impl IntoResponse for AppError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 message
             }
-            AppError::TooManyRequests { message, retry_after_secs } => {
+            AppError::TooManyRequests { message, retry_after_secs }
+            | AppError::TooEarly { message, retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 message
             }
@@ -92,6 +103,7 @@ impl IntoResponse for AppError {
             | AppError::RequestTimeout(message)
             | AppError::LengthRequired(message)
             | AppError::Conflict(message)
+            | AppError::Gone(message)
             | AppError::PayloadTooLarge(message)
             | AppError::UnsupportedMediaType(message)
             | AppError::Unprocessable(message)
@@ -184,6 +196,27 @@ impl From<crate::coordinator::Refusal> for AppError {
             Refusal::Round(message) => AppError::Conflict(message),
             Refusal::UnknownSession(message) => AppError::NotFound(message),
             Refusal::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::ads::AdRefusal> for AppError {
+    fn from(refusal: crate::ads::AdRefusal) -> AppError {
+        use crate::ads::AdRefusal;
+        match refusal {
+            AdRefusal::Invalid(message) => AppError::BadRequest(message),
+            AdRefusal::TooLarge(message) => AppError::PayloadTooLarge(message),
+            AdRefusal::Unprocessable(message) => AppError::Unprocessable(message),
+            AdRefusal::InsufficientCredits(message) => AppError::PaymentRequired(message),
+            AdRefusal::Forbidden(message) => AppError::Forbidden(message),
+            AdRefusal::NotFound(message) => AppError::NotFound(message),
+            AdRefusal::Conflict(message) => AppError::Conflict(message),
+            AdRefusal::Gone(message) => AppError::Gone(message),
+            AdRefusal::TooEarly { message, remaining_ms } => {
+                AppError::TooEarly { message, retry_after_secs: remaining_ms.div_ceil(1000).max(1) }
+            }
+            AdRefusal::TooMany { message, retry_after_secs } => AppError::TooManyRequests { message, retry_after_secs },
+            AdRefusal::Store(error) => error.into(),
         }
     }
 }

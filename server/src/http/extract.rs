@@ -151,6 +151,45 @@ impl FromRequestParts<AppState> for VolunteerCaller {
     }
 }
 
+/// Who watches a rewarded ad: a signed-in user (an API token, or the web session's cookie with its CSRF
+/// header on writes) or an anonymous volunteer identity (`Authorization: Volunteer <id>:<secret>`).
+#[derive(Clone, Debug)]
+pub enum Viewer {
+    User(Caller),
+    Volunteer(VolunteerRow),
+}
+
+impl Viewer {
+    /// The key views are bound to: `user:<id>` or `volunteer:<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Viewer::User(caller) => caller.account(),
+            Viewer::Volunteer(volunteer) => ledger::volunteer(&volunteer.id),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let volunteer =
+            parts.headers.get(header::AUTHORIZATION).is_some_and(|value| value.as_bytes().starts_with(b"Volunteer "));
+        if volunteer {
+            let VolunteerCaller(volunteer) = VolunteerCaller::from_request_parts(parts, state).await?;
+            return Ok(Viewer::Volunteer(volunteer));
+        }
+        match identify(parts, state).await? {
+            Some(caller) => Ok(Viewer::User(caller)),
+            None => Err(AppError::Unauthorized(
+                "sign in, send an API token as `Authorization: Bearer <token>`, or an anonymous volunteer \
+                 identity as `Authorization: Volunteer <id>:<secret>` (from POST /api/volunteers)"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
 /// The `Set-Cookie` value that starts a web session.
 pub fn session_cookie_header(value: &str, config: &ServerConfig) -> String {
     let secure = if config.secure_cookies { "; Secure" } else { "" };
@@ -251,6 +290,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let body = read_body(request.into_body(), SMALL_BODY_LIMIT, "the request body").await?;
         serde_json::from_slice(&body)
             .map(JsonBody)
+            .map_err(|error| AppError::BadRequest(format!("could not read the request: {error}")))
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`; any other is read as [`JsonBody`]
+/// reads it (JSON, with its content type).
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers());
+        let body = read_body(request.into_body(), SMALL_BODY_LIMIT, "the request body").await?;
+        if body.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(AppError::UnsupportedMediaType(
+                "send the body as JSON, with Content-Type: application/json".to_owned(),
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJsonBody)
             .map_err(|error| AppError::BadRequest(format!("could not read the request: {error}")))
     }
 }

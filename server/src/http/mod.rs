@@ -3,6 +3,7 @@
 //! `router` builds the whole app from its state, so tests can drive it with `oneshot` or on a real port.
 
 mod account;
+mod ads;
 mod blobs;
 mod community;
 mod error;
@@ -33,6 +34,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::AppError;
 
+use crate::ads::Ads;
+use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::format::human_bytes;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub coordinator: Arc<Coordinator>,
     pub identity: Arc<Identity>,
+    /// Rewarded ads, on the system clock unless a test gave it another ([`AppState::with_clock`]).
+    pub ads: Arc<Ads>,
     modules: Arc<modules::ModuleCache>,
     uploads: Arc<modules::Uploads>,
     blob_uploads: Arc<blobs::UploadReservations>,
@@ -62,11 +67,13 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: Arc<ServerConfig>, coordinator: Arc<Coordinator>) -> AppState {
         let identity = Arc::new(Identity::new(store.clone(), &config));
+        let ads = Arc::new(Ads::new(store.clone(), config.clone(), Clock::system()));
         AppState {
             store,
             config,
             coordinator,
             identity,
+            ads,
             modules: Arc::new(modules::ModuleCache::new(MODULE_CACHE_BYTES)),
             uploads: Arc::new(modules::Uploads::new()),
             blob_uploads: Arc::default(),
@@ -74,6 +81,12 @@ impl AppState {
             event_streams: Arc::default(),
             history: Arc::default(),
         }
+    }
+
+    /// The same state with rewarded ads on `clock` (tests move a manual one instead of sleeping).
+    pub fn with_clock(mut self, clock: Clock) -> AppState {
+        self.ads = Arc::new(Ads::new(self.store.clone(), self.config.clone(), clock));
+        self
     }
 }
 
@@ -112,6 +125,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(sessions::status).delete(sessions::close))
         .route("/api/sessions/{id}/ws", get(sessions::socket))
         .route("/api/sessions/{id}/rounds", get(sessions::rounds))
+        .route("/api/campaigns", post(ads::create).layer(DefaultBodyLimit::disable()).get(ads::list))
+        .route("/api/campaigns/{id}/approve", post(ads::approve))
+        .route("/api/campaigns/{id}/end", post(ads::end))
+        .route("/api/campaigns/{id}/creative", get(ads::creative))
+        .route("/api/ad-views", post(ads::start_view))
+        .route("/api/ad-views/{token}/complete", post(ads::complete_view))
         .route("/api/stats", get(workers::stats))
         .route("/api/stats/history", get(community::history))
         .route("/api/workers/ws", get(workers::socket))
@@ -131,6 +150,7 @@ fn body_limit(config: &crate::config::ServerConfig, path: &str) -> (u64, &'stati
         "/api/jobs" => (config.max_job_request_bytes, "the job request"),
         "/api/sessions" => (config.max_job_request_bytes, "the session request"),
         "/api/blobs" => (config.max_blob_bytes, "the blob"),
+        "/api/campaigns" => (crate::ads::max_request_bytes(config), "the campaign request"),
         _ => (extract::SMALL_BODY_LIMIT, "the request body"),
     }
 }

@@ -1,9 +1,10 @@
 //! The OpenAPI description of the REST API, served at `/api/openapi.json` and browsable at `/api/docs`.
 
 use distributivecom_protocol::api::{
-    BlobInfo, ChunkRequest, ChunkResult, CommunityStats, DayTotals, ErrorBody, FileInput, JobCreated, JobRequest,
-    JobState, JobStatus, LeaderboardEntry, LedgerEntry, LedgerPage, LimitsRequest, ModuleInfo, ModuleSummary,
-    ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteeringStats,
+    AdViewCompleted, AdViewRequest, AdViewStarted, BlobInfo, CampaignInfo, CampaignRequest, CampaignStatus,
+    ChunkRequest, ChunkResult, CommunityStats, CreativeInfo, CreativeKind, CreativeRequest, DayTotals, ErrorBody,
+    FileInput, JobCreated, JobRequest, JobState, JobStatus, LeaderboardEntry, LedgerEntry, LedgerPage, LimitsRequest,
+    ModuleInfo, ModuleSummary, ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteeringStats,
 };
 use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
@@ -40,6 +41,13 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::account::ledger,
         super::account::volunteering,
         super::account::limits,
+        super::ads::create,
+        super::ads::list,
+        super::ads::approve,
+        super::ads::end,
+        super::ads::creative,
+        super::ads::start_view,
+        super::ads::complete_view,
     ),
     components(schemas(
         ModuleInfo,
@@ -70,7 +78,16 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         CommunityStats,
         DayTotals,
         LeaderboardEntry,
-        ServerLimits
+        ServerLimits,
+        CampaignRequest,
+        CreativeRequest,
+        CreativeKind,
+        CampaignStatus,
+        CreativeInfo,
+        CampaignInfo,
+        AdViewRequest,
+        AdViewStarted,
+        AdViewCompleted
     ))
 )]
 pub struct ApiDoc;

@@ -179,14 +179,19 @@ pub fn entries(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// What a user's running jobs hold in escrow. Only open jobs hold any (a job's escrow is refunded when it
-/// finishes or stops), so this reads the open jobs' kept balances, not the account's history.
+/// What a user's running jobs and open ad campaigns hold in escrow. Only open ones hold any (an escrow is
+/// refunded when its job or campaign ends), so this reads the open ones' kept balances, not the account's
+/// history.
 pub fn escrowed(connection: &Connection, user: u64) -> Result<i64, StoreError> {
     Ok(connection
         .prepare_cached(
-            "SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM jobs
-         JOIN ledger_accounts ON ledger_accounts.account = 'escrow:job:' || jobs.id
-         WHERE jobs.owner_id = ?1 AND jobs.cancelled_at_ms IS NULL AND jobs.results_stored < jobs.chunk_count",
+            "SELECT (SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM jobs
+                     JOIN ledger_accounts ON ledger_accounts.account = 'escrow:job:' || jobs.id
+                     WHERE jobs.owner_id = ?1 AND jobs.cancelled_at_ms IS NULL
+                       AND jobs.results_stored < jobs.chunk_count)
+                  + (SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM campaigns
+                     JOIN ledger_accounts ON ledger_accounts.account = 'escrow:campaign:' || campaigns.id
+                     WHERE campaigns.sponsor_id = ?1 AND campaigns.status IN ('pending', 'approved'))",
         )?
         .query_row([user as i64], |row| row.get(0))?)
 }

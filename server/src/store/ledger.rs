@@ -11,7 +11,10 @@
 //! - `burn`: where fees go (its balance is everything ever burned);
 //! - `user:<id>`: an account's spendable credits;
 //! - `volunteer:<id>`: what an anonymous volunteer earned and has not yet moved to an account;
-//! - `escrow:job:<id>`: a job's budget, held while it runs.
+//! - `escrow:job:<id>`: a job's budget, held while it runs;
+//! - `escrow:session:<id>`: a session's budget, from which its rounds' escrows are drawn;
+//! - `escrow:campaign:<id>`: a rewarded-ad campaign's budget, from which each completed view's reward is
+//!   paid (kind `ad_reward`), the rest refunded when the campaign ends (see `store::ads`).
 //!
 //! So the sum of all entries is always zero, which is the conservation law: the balances of users,
 //! volunteers and escrows together equal minted minus burned. Triggers in the schema refuse any update or

@@ -11,6 +11,7 @@
 //! Architecture Invariant: only this module knows SQL. Everything it hands out is plain data.
 
 pub mod accounts;
+pub mod ads;
 pub mod blobs;
 pub mod encoding;
 pub mod ledger;

@@ -251,6 +251,66 @@ const MIGRATIONS: &[&str] = &[
         WHERE by_day.day = daily_totals.day;
     DROP TABLE paid;
     "#,
+    // 7: rewarded ads. A sponsor's campaign escrows its budget (`escrow:campaign:<id>`) and pays each
+    // completed view's reward from it; its counts and spending are kept on its row. A view's token is
+    // stored only as its hash, bound to its viewer and campaign with the time the server issued it. Each
+    // (campaign, paid account, UTC day) keeps its completed views in a row of its own, so that the daily
+    // cap is one lookup; the open views of a viewer, and the running and pending campaigns, have partial
+    // indexes, so that nothing on the view path reads history.
+    r#"
+    CREATE TABLE campaigns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sponsor_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,           -- pending, approved, ended, exhausted
+        source TEXT NOT NULL,           -- image, video (uploaded) or vast
+        mime TEXT NOT NULL,             -- what the browser plays: the upload's, or the VAST MediaFile's type
+        media_url TEXT,                 -- a VAST creative's MediaFile URL (never fetched by the server)
+        vast_duration_ms INTEGER,
+        impression_urls TEXT NOT NULL,  -- JSON array of a VAST creative's Impression URLs
+        vast TEXT,                      -- the VAST document as sent
+        creative_bytes INTEGER NOT NULL,-- an upload's size (its bytes are in campaign_creatives)
+        budget INTEGER NOT NULL,        -- millicredits escrowed at creation
+        reward INTEGER NOT NULL,
+        min_view_ms INTEGER NOT NULL,
+        daily_cap_per_viewer INTEGER NOT NULL,
+        impressions INTEGER NOT NULL DEFAULT 0,
+        completed_views INTEGER NOT NULL DEFAULT 0,
+        spent INTEGER NOT NULL DEFAULT 0,       -- paid to viewers
+        refunded INTEGER NOT NULL DEFAULT 0,    -- given back to the sponsor at the end
+        last_shown_at_ms INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL,
+        approved_at_ms INTEGER,
+        ended_at_ms INTEGER
+    );
+    CREATE INDEX campaigns_by_sponsor ON campaigns (sponsor_id, id);
+    CREATE INDEX campaigns_open_by_sponsor ON campaigns (sponsor_id) WHERE status IN ('pending', 'approved');
+    CREATE INDEX campaigns_pending ON campaigns (id) WHERE status = 'pending';
+    -- Running campaigns, least recently shown first: the next view's campaign is near the front.
+    CREATE INDEX campaigns_running ON campaigns (last_shown_at_ms, id) WHERE status = 'approved';
+    CREATE TABLE campaign_creatives (
+        campaign_id INTEGER PRIMARY KEY REFERENCES campaigns(id),
+        bytes BLOB NOT NULL
+    );
+    CREATE TABLE ad_views (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash TEXT NOT NULL UNIQUE,-- SHA-256 of the token; the token itself is never stored
+        campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+        viewer TEXT NOT NULL,           -- user:<id> or volunteer:<id>, as the viewer authenticated
+        started_at_ms INTEGER NOT NULL, -- the server's clock when it issued the token
+        expires_at_ms INTEGER NOT NULL,
+        completed_at_ms INTEGER,
+        credited INTEGER                -- millicredits paid for it
+    );
+    CREATE INDEX ad_views_open_by_viewer ON ad_views (viewer, expires_at_ms) WHERE completed_at_ms IS NULL;
+    CREATE TABLE ad_view_days (
+        campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+        account TEXT NOT NULL,          -- the ledger account paid (a claimed identity's is its user's)
+        day INTEGER NOT NULL,           -- days since the Unix epoch, UTC
+        completed INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, account, day)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

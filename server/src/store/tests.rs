@@ -574,6 +574,90 @@ async fn the_web_apps_pages_are_read_by_index_not_by_scanning_history() {
 }
 
 #[tokio::test]
+async fn the_ad_view_path_and_campaign_pages_are_read_by_index_not_by_scanning_history() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let plans = store
+        .read(|connection| {
+            Ok([
+                ("open views", query_plan(connection, ads::OPEN_VIEWS_SQL), "ad_views_open_by_viewer"),
+                ("a view by token", query_plan(connection, ads::VIEW_BY_TOKEN_SQL), "sqlite_autoindex_ad_views_1"),
+                ("the day's views", query_plan(connection, ads::COMPLETED_ON_SQL), "PRIMARY KEY"),
+                ("campaigns to show", query_plan(connection, ads::CANDIDATES_SQL), "campaigns_running"),
+                ("a sponsor's campaigns", query_plan(connection, &ads::campaigns_of_sql()), "campaigns_by_sponsor"),
+                ("pending campaigns", query_plan(connection, &ads::pending_sql()), "campaigns_pending"),
+            ])
+        })
+        .await
+        .unwrap();
+    for (query, plan, index) in plans {
+        assert!(plan.contains(index), "{query} does not use {index}:\n{plan}");
+        assert!(!plan.contains("ORDER BY"), "{query} sorts its rows instead of reading them in order:\n{plan}");
+        // Reading the running campaigns' partial index in order, up to its LIMIT, is what it is for.
+        let scans_a_table = plan.lines().any(|step| step.starts_with("SCAN") && !step.contains("INDEX"));
+        assert!(!scans_a_table, "{query} scans a table:\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_identitys_ad_rewards_and_daily_cap_are_its_accounts() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let sponsor = user(&store, "sponsor", 10_000).await;
+    let owner = user(&store, "owner", 0).await;
+    store.transact(|connection| writes::register_volunteer(connection, "anon", "hash", 1)).await.unwrap();
+    store.transact(move |connection| writes::claim_volunteer(connection, "anon", owner, 1)).await.unwrap();
+    let new = ads::NewCampaign {
+        sponsor,
+        name: "c".to_owned(),
+        source: "image".to_owned(),
+        mime: "image/png".to_owned(),
+        upload: Some(bytes::Bytes::from_static(b"png")),
+        media_url: None,
+        vast_duration_ms: None,
+        impression_urls: vec![],
+        vast: None,
+        budget: 5_000,
+        reward: 1_000,
+        min_view_ms: 1_000,
+        daily_cap_per_viewer: 1,
+        created_at_ms: 1,
+        max_open_per_sponsor: 4,
+    };
+    let admitted = store.transact(move |connection| ads::insert_campaign(connection, &new)).await.unwrap();
+    let ads::CampaignAdmission::Accepted { id } = admitted else { panic!("{admitted:?}") };
+    store.transact(move |connection| ads::approve(connection, id, 1)).await.unwrap();
+    let view = |hash: &str, viewer: &str, now_ms: u64| ads::NewView {
+        token_hash: hash.to_owned(),
+        viewer: viewer.to_owned(),
+        campaign: Some(id),
+        now_ms,
+        ttl_ms: 60_000,
+        max_open_per_viewer: 4,
+    };
+    let (anonymous, own) = (view("a", "volunteer:anon", 10), view("b", &ledger::user(owner), 10));
+    for new in [anonymous, own] {
+        let started = store.transact(move |connection| ads::start_view(connection, &new)).await.unwrap();
+        assert!(matches!(started, ads::ViewStart::Started { .. }), "{started:?}");
+    }
+    let paid = store.transact(|connection| ads::complete_view(connection, "a", "volunteer:anon", 2_000)).await.unwrap();
+    assert_eq!(
+        paid,
+        ads::Completion::Credited { campaign: id, amount: 1_000, account: ledger::user(owner), exhausted: false }
+    );
+    // The account's own view of the same campaign is over the cap the identity's view used.
+    let capped = store.transact(move |connection| ads::complete_view(connection, "b", &ledger::user(owner), 2_000));
+    assert_eq!(capped.await.unwrap(), ads::Completion::Refused(ads::ViewRefusal::OverCap { campaign: id, cap: 1 }));
+    let balances = store
+        .read(move |connection| {
+            Ok((ledger::balance(connection, &ledger::user(owner))?, ledger::balance(connection, "volunteer:anon")?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(balances, (1_000, 0));
+}
+
+#[tokio::test]
 async fn a_result_keeps_its_volunteers_work_and_earnings_and_its_days_totals() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();

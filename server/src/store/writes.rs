@@ -254,7 +254,7 @@ fn sql_integer(value: u64) -> i64 {
 }
 
 /// The account a volunteer's credits go to: a claimed anonymous volunteer's are its account's.
-fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
+pub(super) fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
     if let Some(id) = volunteer.strip_prefix("volunteer:") {
         let claimed: Option<Option<i64>> = connection
             .prepare_cached("SELECT user_id FROM volunteers WHERE id = ?1")?

@@ -26,6 +26,12 @@ async fn nothing_is_written_or_read_without_authentication() {
         ("POST", "/api/account/tokens"),
         ("DELETE", "/api/account/tokens/1"),
         ("POST", "/api/auth/logout"),
+        ("POST", "/api/campaigns"),
+        ("GET", "/api/campaigns"),
+        ("POST", "/api/campaigns/1/approve"),
+        ("POST", "/api/campaigns/1/end"),
+        ("POST", "/api/ad-views"),
+        ("POST", "/api/ad-views/av_x/complete"),
     ];
     for (method, path) in endpoints {
         let anonymous = app.request(method, path).body(b"{}".to_vec()).send().await;

@@ -19,6 +19,8 @@ mod worker_socket;
 mod blobs;
 // Sessions: rounds over kept shards, results by round, the escrow, reconnects, bad input.
 mod sessions;
+// Rewarded ads: campaigns in escrow, views verified on the server's clock, refusals that move nothing.
+mod ads;
 // The consumer's web app: pages of jobs and ledger entries, a job's events and results archive, programs,
 // volunteering, the public statistics and limits.
 mod web_app;

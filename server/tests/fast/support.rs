@@ -8,6 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request};
+use distributivecom_server::clock::{Clock, unix_ms};
 use distributivecom_server::config::ServerConfig;
 use distributivecom_server::coordinator::Coordinator;
 use distributivecom_server::http::{AppState, router};
@@ -26,6 +27,8 @@ pub struct TestApp {
     pub router: Router,
     /// The administrator's API token, as the first start wrote it.
     pub admin_token: String,
+    /// The clock of rewarded ads: it stands still until a test moves it.
+    pub clock: Clock,
 }
 
 /// Builds a [`TestApp`]: `TestApp::new().with(|config| ...).start().await`.
@@ -86,9 +89,10 @@ impl Builder {
         let (starting, shared) = (store.clone(), config.clone());
         let coordinator =
             tokio::task::spawn_blocking(move || Coordinator::start(starting, shared, 1 << 32)).await.unwrap().unwrap();
-        let state = AppState::new(store.clone(), config.clone(), coordinator.clone());
+        let clock = Clock::manual(unix_ms());
+        let state = AppState::new(store.clone(), config.clone(), coordinator.clone()).with_clock(clock.clone());
         let identity = state.identity.clone();
-        TestApp { _dir: dir, store, config, coordinator, identity, router: router(state), admin_token }
+        TestApp { _dir: dir, store, config, coordinator, identity, router: router(state), admin_token, clock }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The conservation law under load: accounts submitting, being paid, cancelling and claiming volunteers
-//! all at once, against a real SQLite file, while a reader keeps checking every committed state.
+//! The conservation law under load: accounts submitting, being paid, cancelling and claiming volunteers,
+//! sponsoring rewarded-ad campaigns, watching ads (as themselves or as anonymous volunteers) and ending
+//! campaigns, all at once, against a real SQLite file, while a reader keeps checking every committed
+//! state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,25 @@ enum Op {
     Claim {
         volunteer: u8,
     },
+    /// Sponsor a rewarded-ad campaign, approved at once or left pending.
+    Campaign {
+        budget: i64,
+        reward: i64,
+        cap: u32,
+        approve: bool,
+    },
+    /// Watch any running campaign, as the account or as an anonymous volunteer, and complete the view
+    /// `elapsed_ms` later on the server's clock (too early, when shorter than the minimum view time), and
+    /// maybe once more (a replay, which must not pay).
+    Watch {
+        volunteer: Option<u8>,
+        elapsed_ms: u64,
+        replay: bool,
+    },
+    /// End one of the account's campaigns, refunding its rest.
+    EndCampaign {
+        campaign: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,7 +60,37 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(job, chunk, volunteers, work_units)| Op::Pay { job, chunk, volunteers, work_units }),
         any::<usize>().prop_map(|job| Op::Cancel { job }),
         (0u8..6).prop_map(|volunteer| Op::Claim { volunteer }),
+        (1i64..20_000, 1i64..6_000, 1u32..4, any::<bool>()).prop_map(|(budget, reward, cap, approve)| {
+            Op::Campaign { budget, reward: reward.min(budget), cap, approve }
+        }),
+        (proptest::option::of(0u8..3), 0u64..3_000, any::<bool>())
+            .prop_map(|(volunteer, elapsed_ms, replay)| Op::Watch { volunteer, elapsed_ms, replay }),
+        any::<usize>().prop_map(|campaign| Op::EndCampaign { campaign }),
     ]
+}
+
+/// A campaign's minimum view time, and how long its views stay open, in the property test.
+const MIN_VIEW_MS: u64 = 1_000;
+const VIEW_TTL_MS: u64 = 10_000;
+
+fn campaign(sponsor: u64, budget: i64, reward: i64, cap: u32, at_ms: u64) -> ads::NewCampaign {
+    ads::NewCampaign {
+        sponsor,
+        name: format!("campaign of {sponsor}"),
+        source: "image".to_owned(),
+        mime: "image/png".to_owned(),
+        upload: Some(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")),
+        media_url: None,
+        vast_duration_ms: None,
+        impression_urls: Vec::new(),
+        vast: None,
+        budget,
+        reward,
+        min_view_ms: MIN_VIEW_MS,
+        daily_cap_per_viewer: cap,
+        created_at_ms: at_ms,
+        max_open_per_sponsor: 8,
+    }
 }
 
 /// Volunteers 0..3 are anonymous identities; 3..6 are accounts' own workers.
@@ -49,7 +100,11 @@ fn volunteer_key(volunteer: u8) -> String {
 
 async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
     let mut jobs: Vec<(u64, u32)> = Vec::new();
+    let mut campaigns: Vec<u64> = Vec::new();
     let mut replica = owner << 32;
+    // The server's clock as this account's requests see it: it only moves forward, across UTC days.
+    let mut now: u64 = 20_000 * writes::MS_PER_DAY - 30_000;
+    let mut views = 0u64;
     for op in ops {
         match op {
             Op::Submit { chunks, budget } => {
@@ -85,6 +140,56 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
                 let id = format!("v-{volunteer}");
                 store.transact(move |connection| writes::claim_volunteer(connection, &id, owner, 9)).await.unwrap();
             }
+            Op::Campaign { budget, reward, cap, approve } => {
+                let new = campaign(owner, budget, reward, cap, now);
+                let admitted = store.transact(move |connection| ads::insert_campaign(connection, &new)).await.unwrap();
+                if let ads::CampaignAdmission::Accepted { id } = admitted {
+                    campaigns.push(id);
+                    if approve {
+                        store.transact(move |connection| ads::approve(connection, id, now)).await.unwrap();
+                    }
+                }
+            }
+            Op::Watch { volunteer, elapsed_ms, replay } => {
+                views += 1;
+                now += 1;
+                let viewer = match volunteer {
+                    Some(volunteer) => ledger::volunteer(&format!("v-{volunteer}")),
+                    None => ledger::user(owner),
+                };
+                let token_hash = format!("{owner}-{views}");
+                let view = ads::NewView {
+                    token_hash: token_hash.clone(),
+                    viewer: viewer.clone(),
+                    campaign: None,
+                    now_ms: now,
+                    ttl_ms: VIEW_TTL_MS,
+                    max_open_per_viewer: 4,
+                };
+                let started = store.transact(move |connection| ads::start_view(connection, &view)).await.unwrap();
+                if let ads::ViewStart::Started { .. } = started {
+                    now += elapsed_ms;
+                    let (hash, who) = (token_hash.clone(), viewer.clone());
+                    let first = store
+                        .transact(move |connection| ads::complete_view(connection, &hash, &who, now))
+                        .await
+                        .unwrap();
+                    if let ads::Completion::Refused(ads::ViewRefusal::TooEarly { remaining_ms }) = first {
+                        assert!(elapsed_ms < MIN_VIEW_MS && remaining_ms == MIN_VIEW_MS - elapsed_ms, "{first:?}");
+                    }
+                    if replay {
+                        let again = store
+                            .transact(move |connection| ads::complete_view(connection, &token_hash, &viewer, now))
+                            .await
+                            .unwrap();
+                        assert!(matches!(again, ads::Completion::Refused(_)), "a replayed token paid: {again:?}");
+                    }
+                }
+            }
+            Op::EndCampaign { campaign } if !campaigns.is_empty() => {
+                let id = campaigns[campaign % campaigns.len()];
+                store.transact(move |connection| ads::end(connection, id, Some(owner), now)).await.unwrap();
+            }
             _ => {}
         }
     }
@@ -102,6 +207,19 @@ fn check(connection: &rusqlite::Connection) -> Result<(), String> {
         .map_err(|error| error.to_string())?;
     if unbalanced != 0 {
         return Err(format!("{unbalanced} ledger transactions do not sum to zero"));
+    }
+    // A campaign's escrow is its budget less what it paid and refunded, in every committed state.
+    let campaigns_off: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM campaigns
+             LEFT JOIN ledger_accounts ON ledger_accounts.account = 'escrow:campaign:' || campaigns.id
+             WHERE COALESCE(ledger_accounts.balance, 0) != campaigns.budget - campaigns.spent - campaigns.refunded",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|error| error.to_string())?;
+    if campaigns_off != 0 {
+        return Err(format!("{campaigns_off} campaigns' escrows disagree with their budget, spending and refunds"));
     }
     // The balances kept for the hot path are the sums of the entries, in every committed state.
     let disagreements = ledger::audit(connection).map_err(|error| error.to_string())?;
@@ -208,6 +326,45 @@ fn run(actors: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
         prop_assert_eq!(earned, shares);
         prop_assert_eq!(days_chunks, results);
         prop_assert_eq!(volunteers_work, days_work);
+        // Campaigns: what each kept on its row agrees with the ledger and its views, a campaign that is
+        // over holds nothing, and a running one can always pay one more reward.
+        let campaign_problems: Vec<(i64, String)> = store
+            .read(|connection| {
+                let mut statement = connection.prepare(
+                    "SELECT campaigns.id, campaigns.status FROM campaigns
+                     LEFT JOIN ledger_accounts ON ledger_accounts.account = 'escrow:campaign:' || campaigns.id
+                     WHERE COALESCE(ledger_accounts.balance, 0) != campaigns.budget - campaigns.spent - campaigns.refunded
+                        OR (campaigns.status IN ('ended', 'exhausted') AND COALESCE(ledger_accounts.balance, 0) != 0)
+                        OR (campaigns.status = 'approved' AND COALESCE(ledger_accounts.balance, 0) < campaigns.reward)
+                        OR campaigns.spent != -(SELECT COALESCE(SUM(amount), 0) FROM ledger
+                               WHERE account = 'escrow:campaign:' || campaigns.id AND kind = 'ad_reward')
+                        OR campaigns.spent != campaigns.reward * campaigns.completed_views
+                        OR campaigns.completed_views != (SELECT COUNT(*) FROM ad_views
+                               WHERE ad_views.campaign_id = campaigns.id AND completed_at_ms IS NOT NULL)
+                        OR campaigns.completed_views != (SELECT COALESCE(SUM(completed), 0) FROM ad_view_days
+                               WHERE ad_view_days.campaign_id = campaigns.id)
+                        OR campaigns.impressions != (SELECT COUNT(*) FROM ad_views
+                               WHERE ad_views.campaign_id = campaigns.id)",
+                )?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        prop_assert_eq!(campaign_problems, vec![]);
+        // No viewer was paid beyond a campaign's daily cap.
+        let over_cap: i64 = store
+            .read(|connection| {
+                Ok(connection.query_row(
+                    "SELECT COUNT(*) FROM ad_view_days JOIN campaigns ON campaigns.id = ad_view_days.campaign_id
+                     WHERE ad_view_days.completed > campaigns.daily_cap_per_viewer",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        prop_assert_eq!(over_cap, 0);
         Ok(())
     })
 }
@@ -216,7 +373,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn credits_are_conserved_under_concurrent_submissions_payouts_cancellations_and_claims(
+    fn credits_are_conserved_under_concurrent_submissions_payouts_cancellations_claims_and_ad_views(
         actors in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 2..5)
     ) {
         run(actors)?;
