@@ -8,7 +8,9 @@ use distributivecom_protocol::api::{
 use leptos::prelude::*;
 use leptos::task::spawn_local_scoped_with_cancellation;
 
+use crate::ads::WatchAd;
 use crate::api::{self, ApiError};
+use crate::campaigns::Campaigns;
 use crate::format;
 use crate::session::{Session, require_sign_in};
 use crate::validate;
@@ -108,13 +110,19 @@ fn AccountDetails() -> impl IntoView {
             <dl>
                 <dt>"Balance"</dt>
                 <dd id="balance">{amount(|account| account.balance_millicredits)}</dd>
-                <dt>"Held for running jobs"</dt>
+                <dt>"Held in escrow (running jobs, campaigns)"</dt>
                 <dd id="escrowed">{amount(|account| account.escrowed_millicredits)}</dd>
             </dl>
             <p id="pricing" class="aside">{move || data.pricing.get().map(|pricing| format::pricing(&pricing))}</p>
         </section>
         <Volunteering data />
+        <section class="panel">
+            <h2>"Earn by watching an ad"</h2>
+            <p class="aside">"A sponsor pays credits to this account for each ad watched to the end, from its campaign's escrow."</p>
+            <WatchAd credited=move |_| data.reload() />
+        </section>
         <Tokens data />
+        <Campaigns changed=move |_| data.reload() />
         <Ledger data />
     }
 }

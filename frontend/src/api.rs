@@ -53,7 +53,9 @@ pub fn error_message(status: u16, body: &str) -> String {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use fetch::{UploadBody, delete, get_json, get_json_as_volunteer, post, post_for_json, post_json, upload};
+pub use fetch::{
+    UploadBody, delete, get_json, get_json_as_volunteer, post, post_for_json, post_json, post_json_as_volunteer, upload,
+};
 
 #[cfg(target_arch = "wasm32")]
 mod fetch {
@@ -81,6 +83,18 @@ mod fetch {
         credential: &VolunteerCredential,
     ) -> Result<T, ApiError> {
         decode(send("GET", path, None, &[("Authorization", &identity::authorization(credential))]).await?)
+    }
+
+    /// `POST path` with a JSON body as the browser's anonymous volunteer, answering JSON.
+    pub async fn post_json_as_volunteer<B: Serialize, T: DeserializeOwned>(
+        path: &str,
+        body: &B,
+        credential: &VolunteerCredential,
+    ) -> Result<T, ApiError> {
+        let body = serde_json::to_string(body)
+            .map_err(|_| ApiError { status: 0, message: "This page could not encode the request.".to_owned() })?;
+        let authorization = identity::authorization(credential);
+        decode(send("POST", path, Some(body), &[("Authorization", &authorization)]).await?)
     }
 
     /// `POST path` with a JSON body, answering JSON.

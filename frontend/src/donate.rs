@@ -15,6 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{BatteryManager, VisibilityState};
 
 use crate::format;
+use crate::ads::WatchAd;
 use crate::identity;
 use crate::session::Session;
 use crate::settings::{DonateSettings, STORAGE_KEY};
@@ -157,32 +158,39 @@ impl Donation {
         })
     }
 
+    /// This browser's anonymous volunteer identity, registered (and saved) first if it has none.
+    pub async fn ensure_identity(self) -> Result<VolunteerCredential, String> {
+        if let Some(credential) = self.identity() {
+            self.identity.set(Some(credential.clone()));
+            return Ok(credential);
+        }
+        let csrf_token = self.session.csrf_token();
+        let credential = api::post_for_json::<VolunteerCredential>("/api/volunteers", csrf_token.as_deref())
+            .await
+            .map_err(|error| error.message)?;
+        // Without storage the identity lasts as long as this tab; the credits it earns are still
+        // counted, and signing up from this tab still claims them.
+        if !identity::save(&credential) {
+            web_sys::console::warn_1(&"page: this browser did not let the page save its identity".into());
+        }
+        self.identity.set(Some(credential.clone()));
+        Ok(credential)
+    }
+
     /// Starts volunteering, first registering an anonymous identity if this browser has none.
     fn start(self) {
         if self.starting.get_untracked() || self.started.get_untracked() {
             return;
         }
         self.notice.set(None);
-        if let Some(credential) = self.identity() {
-            self.identity.set(Some(credential.clone()));
-            self.start_as(&credential);
-            return;
-        }
         self.starting.set(true);
         leptos::task::spawn_local(async move {
-            let csrf_token = self.session.csrf_token();
-            match api::post_for_json::<VolunteerCredential>("/api/volunteers", csrf_token.as_deref()).await {
+            match self.ensure_identity().await {
                 Ok(credential) => {
-                    // Without storage the identity lasts as long as this tab; the credits it earns are still
-                    // counted, and signing up from this tab still claims them.
-                    if !identity::save(&credential) {
-                        web_sys::console::warn_1(&"page: this browser did not let the page save its identity".into());
-                    }
-                    self.identity.set(Some(credential.clone()));
                     self.start_as(&credential);
                     self.refresh_credits();
                 }
-                Err(error) => self.notice.set(Some(error.message)),
+                Err(message) => self.notice.set(Some(message)),
             }
             self.starting.set(false);
         });
@@ -222,7 +230,7 @@ impl Donation {
     }
 
     /// Asks the server what this browser's identity has earned; nothing to ask before it has one.
-    fn refresh_credits(self) {
+    pub fn refresh_credits(self) {
         let Some(credential) = self.identity.get_untracked() else { return };
         let browser_credits = self.browser_credits;
         leptos::task::spawn_local(async move {
@@ -426,6 +434,14 @@ pub fn DonatePage() -> impl IntoView {
             <Show when=move || notice.get().is_some()>
                 <p id="notice" class="notice">{move || notice.get().unwrap_or_default()}</p>
             </Show>
+            <section class="panel">
+                <h2>"Or watch an ad"</h2>
+                <p class="aside">
+                    "A sponsor pays credits for each ad watched to the end, from a budget it set aside. The time "
+                    "counts only while the ad is in view."
+                </p>
+                <WatchAd credited=move |_| Donation::get().refresh_credits() />
+            </section>
         </main>
     }
 }

@@ -21,6 +21,8 @@
 //! - `donate`: the volunteering state and the donate page (`/`, `/donate`);
 //! - `auth`: the sign-up and log-in pages (`/signup`, `/login`);
 //! - `account`: the account page (`/account`): credits, volunteering, tokens, the ledger;
+//! - `ads`: watching a rewarded ad (donate and account pages), time counted only while it is seen;
+//! - `campaigns`: the sponsor's campaigns and the administrator's approvals (account page);
 //! - `submit`: the New job page (`/submit`);
 //! - `jobs`: the jobs (`/jobs`) and a job live (`/jobs/{id}`), over server-sent events;
 //! - `stats`: the public statistics (`/stats`);
@@ -39,11 +41,17 @@ pub mod validate;
 #[cfg(target_arch = "wasm32")]
 mod account;
 #[cfg(target_arch = "wasm32")]
+mod ads;
+#[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
+mod campaigns;
+#[cfg(target_arch = "wasm32")]
 mod donate;
+#[cfg(target_arch = "wasm32")]
+mod field;
 #[cfg(target_arch = "wasm32")]
 mod jobs;
 #[cfg(target_arch = "wasm32")]

@@ -15,6 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::File;
 
 use crate::api::{self, ApiError, UploadBody};
+use crate::field::TextField;
 use crate::format;
 use crate::plan::{self, FileTarget, InputFile, Placement, PlannedChunk};
 use crate::session::{Session, require_sign_in};
@@ -573,15 +574,9 @@ fn SubmitForm() -> impl IntoView {
                         <label><input id="place-stdin" type="radio" name="placement" prop:checked=move || to_stdin.get() on:change=move |_| to_stdin.set(true) />"on stdin"</label>
                     </fieldset>
                     <Show when=move || !to_stdin.get()>
-                        <label class="field">
-                            "File name under /data ({file} is the uploaded file's name)"
-                            <input id="data-name" type="text" prop:value=move || data_name.get() on:input=move |event| data_name.set(event_target_value(&event)) />
-                        </label>
+                        <TextField id="data-name" label="File name under /data ({file} is the uploaded file's name)" value=data_name />
                     </Show>
-                    <label class="field">
-                        "Arguments ({path}: the file under /data, {file}, {stem}: its name without extension, {index}: the chunk's number)"
-                        <input id="files-template" type="text" placeholder="-i {path} -o /data/out.ppm" prop:value=move || files_template.get() on:input=move |event| files_template.set(event_target_value(&event)) />
-                    </label>
+                    <TextField id="files-template" label="Arguments ({path}: the file under /data, {file}, {stem}: its name without extension, {index}: the chunk's number)" value=files_template placeholder="-i {path} -o /data/out.ppm" />
                 </Show>
 
                 <Show when=move || mode.get() == Mode::Lines>
@@ -589,10 +584,7 @@ fn SubmitForm() -> impl IntoView {
                         "One input per line"
                         <textarea id="lines" rows="6" prop:value=move || lines.get() on:input=move |event| lines.set(event_target_value(&event))></textarea>
                     </label>
-                    <label class="field">
-                        "Arguments ({line}: the line, as one argument; {index}: the chunk's number)"
-                        <input id="lines-template" type="text" placeholder="-t {line} -o /data/out.wav" prop:value=move || lines_template.get() on:input=move |event| lines_template.set(event_target_value(&event)) />
-                    </label>
+                    <TextField id="lines-template" label="Arguments ({line}: the line, as one argument; {index}: the chunk's number)" value=lines_template placeholder="-t {line} -o /data/out.wav" />
                 </Show>
 
                 <Show when=move || mode.get() == Mode::Jsonl>
@@ -628,25 +620,13 @@ fn SubmitForm() -> impl IntoView {
             <section class="panel" aria-labelledby="limits-heading">
                 <h2 id="limits-heading">"3. Limits and payment"</h2>
                 <div class="grid-fields">
-                    <label class="field">"Job name (optional)"<input id="job-name" type="text" maxlength="200" prop:value=move || job_name.get() on:input=move |event| job_name.set(event_target_value(&event)) /></label>
-                    <label class="field">"Time limit per chunk, seconds"
-                        <input id="time-limit" type="text" inputmode="numeric" placeholder=default_of(|l| l.default_limits.time_limit_ms.map(|ms| (ms / 1000).to_string()).unwrap_or_default()) prop:value=move || time_limit.get() on:input=move |event| time_limit.set(event_target_value(&event)) />
-                    </label>
-                    <label class="field">"Memory per chunk, MiB"
-                        <input id="memory-limit" type="text" inputmode="numeric" placeholder=default_of(|l| l.default_limits.memory_limit_bytes.map(|b| (b >> 20).to_string()).unwrap_or_default()) prop:value=move || memory_limit.get() on:input=move |event| memory_limit.set(event_target_value(&event)) />
-                    </label>
-                    <label class="field">"Work units per chunk, at most"
-                        <input id="work-limit" type="text" inputmode="numeric" placeholder=default_of(|l| l.default_limits.max_work_units.map(|w| w.to_string()).unwrap_or_default()) prop:value=move || work_limit.get() on:input=move |event| work_limit.set(event_target_value(&event)) />
-                    </label>
-                    <label class="field">"Replicas per chunk"
-                        <input id="replicas" type="text" inputmode="numeric" placeholder=move || loaded.pricing.with(|p| p.as_ref().map(|p| p.default_replicas.to_string()).unwrap_or_default()) prop:value=move || replicas.get() on:input=move |event| replicas.set(event_target_value(&event)) />
-                    </label>
-                    <label class="field">"Quorum (replicas that must agree)"
-                        <input id="quorum" type="text" inputmode="numeric" placeholder=move || loaded.pricing.with(|p| p.as_ref().map(|p| p.default_quorum.to_string()).unwrap_or_default()) prop:value=move || quorum.get() on:input=move |event| quorum.set(event_target_value(&event)) />
-                    </label>
-                    <label class="field">"Budget, credits (empty: the most the job can cost, or your balance if lower)"
-                        <input id="budget" type="text" inputmode="decimal" prop:value=move || budget.get() on:input=move |event| budget.set(event_target_value(&event)) />
-                    </label>
+                    <TextField id="job-name" label="Job name (optional)" value=job_name maxlength=200 />
+                    <TextField id="time-limit" label="Time limit per chunk, seconds" value=time_limit inputmode="numeric" placeholder=Signal::derive(default_of(|l| l.default_limits.time_limit_ms.map(|ms| (ms / 1000).to_string()).unwrap_or_default())) />
+                    <TextField id="memory-limit" label="Memory per chunk, MiB" value=memory_limit inputmode="numeric" placeholder=Signal::derive(default_of(|l| l.default_limits.memory_limit_bytes.map(|b| (b >> 20).to_string()).unwrap_or_default())) />
+                    <TextField id="work-limit" label="Work units per chunk, at most" value=work_limit inputmode="numeric" placeholder=Signal::derive(default_of(|l| l.default_limits.max_work_units.map(|w| w.to_string()).unwrap_or_default())) />
+                    <TextField id="replicas" label="Replicas per chunk" value=replicas inputmode="numeric" placeholder=Signal::derive(move || loaded.pricing.with(|p| p.as_ref().map(|p| p.default_replicas.to_string()).unwrap_or_default())) />
+                    <TextField id="quorum" label="Quorum (replicas that must agree)" value=quorum inputmode="numeric" placeholder=Signal::derive(move || loaded.pricing.with(|p| p.as_ref().map(|p| p.default_quorum.to_string()).unwrap_or_default())) />
+                    <TextField id="budget" label="Budget, credits (empty: the most the job can cost, or your balance if lower)" value=budget inputmode="decimal" />
                 </div>
                 <p class="aside">"Empty fields take the defaults shown. A replication of 1 with a quorum of 1 runs only on your own workers."</p>
                 <Show when=move || settings.with(|settings| settings.as_ref().is_err_and(|problem| !problem.starts_with("Loading")))>

@@ -35,3 +35,5 @@ mod sessions;
 mod events;
 // The consumer's web app: submitting, following and downloading jobs, the ledger and statistics.
 mod web_app;
+// Rewarded ads: a campaign made on the web, watched in a browser, paid from its escrow.
+mod ads;
