@@ -97,6 +97,10 @@ pub struct ServerConfig {
     /// backup replica on another volunteer (see `distributivecom_scheduler::Config`).
     pub backup_when_done_percent: u32,
     pub backup_slowness: u32,
+    /// The origin people reach this server at (`https://compute.example`), for the snippet a site key
+    /// gives its owner. `None`: `http://` and the Host header of the request that asks (right for a
+    /// server reached directly; behind a TLS proxy, set it).
+    pub public_origin: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             session_feed_bytes: 64 * MIB,
             backup_when_done_percent: 90,
             backup_slowness: 3,
+            public_origin: None,
         }
     }
 }

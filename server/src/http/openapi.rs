@@ -3,8 +3,9 @@
 use distributivecom_protocol::api::{
     BlobInfo, ChunkRequest, ChunkResult, CommunityStats, DayTotals, ErrorBody, FileInput, JobCreated, JobRequest,
     JobState, JobStatus, LeaderboardEntry, LedgerEntry, LedgerPage, LimitsRequest, ModuleInfo, ModuleSummary,
-    ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteeringStats,
+    ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteerCredential, VolunteeringStats,
 };
+use distributivecom_protocol::embed::{SiteInfo, SiteRequest};
 use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
 
@@ -40,6 +41,11 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::account::ledger,
         super::account::volunteering,
         super::account::limits,
+        super::sites::create,
+        super::sites::list,
+        super::sites::revoke,
+        super::sites::register_volunteer,
+        super::embed::frame,
     ),
     components(schemas(
         ModuleInfo,
@@ -70,7 +76,10 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         CommunityStats,
         DayTotals,
         LeaderboardEntry,
-        ServerLimits
+        ServerLimits,
+        SiteRequest,
+        SiteInfo,
+        VolunteerCredential
     ))
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("worker_socket", 4),
     ("session_socket", 4),
     ("coordinator", 3),
+    ("sites", 3),
     ("identity", 2),
     ("store", 1),
     ("config", 0),
