@@ -106,7 +106,7 @@ fn widget_page(key: &str, name: &str, origins: &[String], throttle: u32, threads
 <main id="widget" class="widget">
 <section id="consent">
 <p class="title"><strong>Donate computing time to {name}?</strong></p>
-<p>While this page is open, your browser would run small sandboxed computing tasks (WebAssembly, no access to your files) using <strong>at most {throttle}% of {cores}</strong>. <strong>{name}</strong> earns the credits. It pauses while the page is hidden; press Stop or close the page to stop.</p>
+<p>While this page is open, your browser would run small sandboxed computing tasks (WebAssembly, no access to your files) with <strong>at most {throttle}% of {cores}</strong>. {name} earns the credits. Stop at any time.</p>
 <p class="buttons"><button id="start" class="primary" type="button">Start donating</button> <button id="decline" type="button">No thanks</button></p>
 </section>
 <section id="running" hidden>
