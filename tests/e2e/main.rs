@@ -33,3 +33,5 @@ mod blobs;
 mod sessions;
 // A job's status as Server-Sent Events, followed over a raw connection while a real worker runs it.
 mod events;
+// The embed script on a third party's site: consent first, hostile host pages, credits to the site's owner.
+mod embed;
