@@ -224,6 +224,73 @@ impl Chromium {
         Ok(())
     }
 
+    /// Switches to this tab's top-level page, then into its `index`th frame (an embedded widget): the
+    /// `*_in_frame` helpers act there. WebDriver acts in a frame as the browser's user would, whatever its
+    /// origin; the page around it cannot.
+    async fn enter_frame(&self, tab: &WindowHandle, index: u16) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        self.client.enter_frame(index).await.with_context(|| format!("the page has no frame {index}"))?;
+        Ok(())
+    }
+
+    /// Runs a script in the tab's `index`th frame and returns what it returns.
+    pub async fn run_script_in_frame(
+        &self,
+        tab: &WindowHandle,
+        index: u16,
+        script: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.enter_frame(tab, index).await?;
+        Ok(self.client.execute(script, vec![]).await?)
+    }
+
+    /// Waits until the element with this id is in the tab's `index`th frame.
+    pub async fn wait_for_in_frame(&self, tab: &WindowHandle, index: u16, id: &str) -> anyhow::Result<()> {
+        self.enter_frame(tab, index).await?;
+        self.client.wait().at_most(PATIENCE).for_element(Locator::Id(id)).await.with_context(|| format!("no #{id}"))?;
+        Ok(())
+    }
+
+    /// Clicks the element with this id in the tab's `index`th frame (WebDriver's element click: a trusted
+    /// click where the element is, refused if something else would receive it).
+    pub async fn click_in_frame(&self, tab: &WindowHandle, index: u16, id: &str) -> anyhow::Result<()> {
+        self.enter_frame(tab, index).await?;
+        self.client.find(Locator::Id(id)).await?.click().await?;
+        Ok(())
+    }
+
+    /// The text of the element with this id in the tab's `index`th frame.
+    pub async fn text_in_frame(&self, tab: &WindowHandle, index: u16, id: &str) -> anyhow::Result<String> {
+        self.enter_frame(tab, index).await?;
+        Ok(self.client.find(Locator::Id(id)).await?.text().await?)
+    }
+
+    /// A real mouse click (pointer down and up, trusted) at a point of the tab's viewport, wherever it
+    /// lands: what a visitor lured into clicking there would do, with no check of what is under it.
+    pub async fn click_at(&self, tab: &WindowHandle, x: f64, y: f64) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+        self.client.switch_to_window(tab.clone()).await?;
+        let click = MouseActions::new("mouse".to_owned())
+            .then(PointerAction::MoveTo { duration: None, x, y })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.client.perform_actions(click).await?;
+        self.client.release_actions().await?;
+        Ok(())
+    }
+
+    /// Saves a PNG screenshot of the element with this CSS selector in the tab's page (such as an
+    /// embedded widget's frame).
+    pub async fn screenshot_element(&self, tab: &WindowHandle, selector: &str, path: &Path) -> anyhow::Result<()> {
+        self.client.switch_to_window(tab.clone()).await?;
+        let png = self.client.find(Locator::Css(selector)).await?.screenshot().await?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, png)?;
+        Ok(())
+    }
+
     /// Closes a tab and switches to another.
     pub async fn close_tab(&self, tab: &WindowHandle, fall_back_to: &WindowHandle) -> anyhow::Result<()> {
         self.client.switch_to_window(tab.clone()).await?;

@@ -1,5 +1,6 @@
 //! The account page: balance and escrow, the pricing formula, what the account's volunteers did, API
-//! tokens (create, revoke) and the ledger history, a page at a time, each entry linking its job.
+//! tokens (create, revoke), site keys for the embed script (`sites`), and the ledger history, a page at a
+//! time, each entry linking its job.
 //! Signed-out visitors are sent to the log-in page.
 
 use distributivecom_protocol::api::{
@@ -13,6 +14,7 @@ use crate::api::{self, ApiError};
 use crate::campaigns::Campaigns;
 use crate::format;
 use crate::session::{Session, require_sign_in};
+use crate::sites::SiteKeys;
 use crate::validate;
 
 #[component]
@@ -33,7 +35,7 @@ pub fn AccountPage() -> impl IntoView {
 
 /// Everything the page loads; `None` until the first answer.
 #[derive(Clone, Copy)]
-struct AccountData {
+pub(crate) struct AccountData {
     account: RwSignal<Option<AccountInfo>>,
     pricing: RwSignal<Option<Pricing>>,
     tokens: RwSignal<Option<Vec<TokenInfo>>>,
@@ -41,13 +43,13 @@ struct AccountData {
     /// The ledger's newest page (reloaded with the balance); older pages are added by `Ledger`.
     ledger: RwSignal<Option<LedgerPage>>,
     /// The last failure's message, shown in `#error`.
-    error: RwSignal<Option<String>>,
-    session: Session,
+    pub(crate) error: RwSignal<Option<String>>,
+    pub(crate) session: Session,
 }
 
 impl AccountData {
     /// Shows a failure. An expired session signs the visitor out, which sends them to the log-in page.
-    fn fail(self, error: ApiError) {
+    pub(crate) fn fail(self, error: ApiError) {
         if error.is_unauthorized() {
             self.session.signed_out();
         }
@@ -55,7 +57,7 @@ impl AccountData {
     }
 
     /// Loads `path` into `target`. Tasks end with the page, so late answers touch nothing.
-    fn load<T>(self, path: &'static str, target: RwSignal<Option<T>>)
+    pub(crate) fn load<T>(self, path: &'static str, target: RwSignal<Option<T>>)
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
@@ -123,6 +125,7 @@ fn AccountDetails() -> impl IntoView {
         </section>
         <Tokens data />
         <Campaigns changed=move |_| data.reload() />
+        <SiteKeys data />
         <Ledger data />
     }
 }

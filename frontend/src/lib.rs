@@ -11,7 +11,7 @@
 //! - [`image`]: previews of image outputs (PPM converted to BMP);
 //! - [`settings`]: the donate page's settings, kept in `localStorage`;
 //! - [`identity`]: the browser's anonymous volunteer identity, kept in `localStorage`;
-//! - [`validate`]: checks on the sign-up, log-in and token forms before they are sent;
+//! - [`validate`]: checks on the sign-up, log-in, token and site-key forms before they are sent;
 //! - [`api`]: requests to the REST API (the `fetch` half on wasm32 only) and the server's error bodies.
 //!
 //! Browser-only modules (wasm32):
@@ -23,6 +23,7 @@
 //! - `account`: the account page (`/account`): credits, volunteering, tokens, the ledger;
 //! - `ads`: watching a rewarded ad (donate and account pages), time counted only while it is seen;
 //! - `campaigns`: the sponsor's campaigns and the administrator's approvals (account page);
+//! - `sites`: the account page's site keys for the embed script: create, snippet, statistics, revoke;
 //! - `submit`: the New job page (`/submit`);
 //! - `jobs`: the jobs (`/jobs`) and a job live (`/jobs/{id}`), over server-sent events;
 //! - `stats`: the public statistics (`/stats`);
@@ -58,6 +59,8 @@ mod jobs;
 mod live;
 #[cfg(target_arch = "wasm32")]
 mod session;
+#[cfg(target_arch = "wasm32")]
+mod sites;
 #[cfg(target_arch = "wasm32")]
 mod stats;
 #[cfg(target_arch = "wasm32")]

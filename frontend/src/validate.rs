@@ -42,6 +42,15 @@ pub fn token_name_problem(name: &str) -> Option<&'static str> {
     name.trim().is_empty().then_some("Give the token a name, for example the machine that will use it.")
 }
 
+/// The origins of a site key as typed on the account page: one per line (or separated by spaces or
+/// commas), blanks left out. The server's rules (`protocol::embed::normalize_origins`) then apply.
+pub fn typed_origins(text: &str) -> Vec<String> {
+    text.split(|character: char| character.is_whitespace() || character == ',')
+        .filter(|origin| !origin.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Where to go after signing up or logging in: `next` if it is a path of this site, else the account
 /// page. A full URL, `//host` or `/\\host` would make the log-in page an open redirect.
 pub fn after_sign_in(next: Option<String>) -> String {
@@ -103,5 +112,14 @@ mod tests {
     fn token_names_are_not_blank() {
         assert!(token_name_problem("  ").is_some());
         assert_eq!(token_name_problem("laptop"), None);
+    }
+
+    #[test]
+    fn site_origins_are_typed_one_per_line_or_separated() {
+        assert_eq!(
+            typed_origins("https://a.example\n\n http://b.example, https://c.example "),
+            ["https://a.example", "http://b.example", "https://c.example"]
+        );
+        assert!(typed_origins("  \n ").is_empty());
     }
 }

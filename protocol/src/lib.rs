@@ -7,6 +7,9 @@
 //!   [`worker::ServerMessage`] (see [`encode`] and [`decode`]). It is documented in `docs/protocol.md`.
 //! - [`api`]: the JSON bodies of the REST API used by the CLI, the SDK and the web app.
 //!
+//! [`embed`] holds the bodies of site keys and the rules every end applies to what a site or a host page
+//! may ask of the embedded widget.
+//!
 //! [`layout`] is how a chunk's result is laid out as files, shared by the CLI's `--out` directory and the
 //! server's ZIP of a job's results.
 //!
@@ -21,6 +24,7 @@ mod bounded;
 pub mod browser;
 mod bytes;
 pub mod determinism;
+pub mod embed;
 pub mod layout;
 
 pub mod metering;

@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// Ad views one viewer may hold open (issued, not completed, not expired) at once, so that nobody
     /// can make the server store views without end.
     pub max_open_ad_views_per_viewer: u32,
+    /// The origin people reach this server at (`https://compute.example`), for the snippet a site key
+    /// gives its owner. `None`: `http://` and the Host header of the request that asks (right for a
+    /// server reached directly; behind a TLS proxy, set it).
+    pub public_origin: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -176,6 +180,7 @@ impl Default for ServerConfig {
             max_open_campaigns_per_sponsor: 16,
             ad_view_ttl_ms: 3_600_000,
             max_open_ad_views_per_viewer: 4,
+            public_origin: None,
         }
     }
 }

@@ -21,12 +21,15 @@ use sha2::{Digest, Sha256};
 use crate::clock::unix_ms;
 use crate::config::ServerConfig;
 use crate::store::accounts::{self, UserRow, VolunteerRow};
-use crate::store::{Store, StoreError, ledger, writes};
+use crate::store::{Store, StoreError, ledger, sites, writes};
 
 /// Every API token starts with this, so that a leaked one is easy to recognise (and to scan for).
 pub const TOKEN_PREFIX: &str = "dc_";
 /// The file in the data directory that receives the administrator's API token on first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// What a site's visitor whose site key is unknown or revoked is told, by the widget and the worker socket
+/// alike: neutral, since the visitor did nothing wrong.
+pub const SITE_UNAVAILABLE: &str = "This site's donation widget is not available.";
 /// Passwords longer than this are refused before hashing, so that nobody can make the server hash
 /// megabytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -217,6 +220,8 @@ pub struct WorkerIdentity {
     pub trust: u32,
     /// The API token it connected with, if any: revoking the token closes the connection.
     pub token: Option<u64>,
+    /// The site whose visitor it is, if any: revoking the site's key closes the connection.
+    pub site: Option<u64>,
 }
 
 /// Answers who is asking, for the HTTP edge and the worker socket: rate limiters, API tokens seen lately,
@@ -374,6 +379,17 @@ impl Identity {
         Ok(credential)
     }
 
+    /// Issues an anonymous volunteer identity for a visitor of the site of `key`, who opted in in the
+    /// embed widget: what it earns goes to the site's owner, and nobody can claim it. `None` (and nothing
+    /// stored) for an unknown or revoked key.
+    pub async fn register_site_volunteer(&self, key: &str) -> Result<Option<VolunteerCredential>, StoreError> {
+        let credential = VolunteerCredential { id: format!("v-{}", &random_secret()[..22]), secret: random_secret() };
+        let (key, id, hash, now) = (key.to_owned(), credential.id.clone(), sha256_hex(&credential.secret), unix_ms());
+        let registered =
+            self.store.transact(move |connection| sites::register_volunteer(connection, &key, &id, &hash, now)).await?;
+        Ok(registered.map(|_| credential))
+    }
+
     /// The user and id of a valid API token, from memory or from the store; its "last used" time is
     /// written now and then.
     pub async fn api_token(&self, token: &str) -> Result<Option<(UserRow, u64)>, StoreError> {
@@ -472,7 +488,7 @@ impl Identity {
             tracing::error!(%error, "could not check a worker's credential");
             "the server could not check your credential; try again later".to_owned()
         };
-        let mut token_id = None;
+        let (mut token_id, mut site) = (None, None);
         let volunteer = match credential {
             None => {
                 return Err("say who you volunteer for: send an API token (`--token`) or an anonymous volunteer \
@@ -488,10 +504,16 @@ impl Identity {
             },
             Some(Credential::Volunteer { id, secret }) => {
                 match self.volunteer(VolunteerCredential { id, secret }).await.map_err(internal)? {
-                    Some(volunteer) => match volunteer.user_id {
-                        Some(user) => ledger::user(user),
-                        None => ledger::volunteer(&volunteer.id),
-                    },
+                    Some(volunteer) if volunteer.site.is_some_and(|site| !site.active) => {
+                        return Err(SITE_UNAVAILABLE.to_owned());
+                    }
+                    Some(volunteer) => {
+                        site = volunteer.site.map(|site| site.id);
+                        match volunteer.user_id {
+                            Some(user) => ledger::user(user),
+                            None => ledger::volunteer(&volunteer.id),
+                        }
+                    }
                     None => return Err("unknown volunteer identity or wrong secret".to_owned()),
                 }
             }
@@ -499,7 +521,7 @@ impl Identity {
         let key = volunteer.clone();
         let reputation = self.store.read(move |connection| accounts::reputation(connection, &key)).await;
         let trust = reputation.map_err(internal)?.consecutive_valid;
-        Ok(WorkerIdentity { volunteer, trust, token: token_id })
+        Ok(WorkerIdentity { volunteer, trust, token: token_id, site })
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`worker_socket`]: the server's side of one worker's WebSocket;
 //! - [`coordinator`]: the edge around the IO-free scheduler (`distributivecom-scheduler`), which turns
 //!   its actions into messages and store writes, and the read model clients see; beside it, [`ads`]:
-//!   rewarded-ad campaigns and verified views, paid from sponsors' escrow;
+//!   rewarded-ad campaigns and verified views, paid from sponsors' escrow, and [`sites`], the site keys
+//!   of the embed script;
 //! - [`identity`]: passwords, tokens, web sessions, volunteer credentials, the first administrator;
 //! - [`store`]: the SQLite database, written in group commits;
 //! - leaves anyone may use: [`config`], [`clock`], [`format`], [`report_limits`].
@@ -24,6 +25,7 @@ pub mod http;
 pub mod identity;
 pub mod report_limits;
 pub mod session_socket;
+pub mod sites;
 pub mod store;
 pub mod worker_socket;
 

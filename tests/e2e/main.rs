@@ -37,3 +37,5 @@ mod events;
 mod web_app;
 // Rewarded ads: a campaign made on the web, watched in a browser, paid from its escrow.
 mod ads;
+// The embed script on a third party's site: consent first, hostile host pages, credits to the site's owner.
+mod embed;

@@ -6,6 +6,8 @@
 //!   `distributivecom-protocol` so that the page can use them without linking the volunteer);
 //! - [`volunteer`]: the courier as an IO-free state machine (tested on the host);
 //! - [`recent`]: the blobs an executor used last, kept in its memory;
+//! - [`bridge`]: page commands and courier events for the embed widget's plain JavaScript
+//!   (`encode_start`, `encode_command`, `decode_courier_event`);
 //! - `courier` and `executor` (wasm32 only): the glue to `web-sys`, with the entry points
 //!   `start_courier` and `start_executor` called by `volunteer-worker.js`.
 //!
@@ -13,6 +15,7 @@
 //! implementation as the native worker, so a chunk gives the same bytes in a browser and natively.
 
 pub use distributivecom_protocol::browser as messages;
+pub mod bridge;
 pub mod recent;
 pub mod traps;
 

@@ -262,6 +262,10 @@ fn build_web_untimed() -> Result {
     copy("index.html", &dist.join("index.html"))?;
     copy("app.css", &assets.join("app.css"))?;
     copy("volunteer-worker.js", &assets.join("volunteer-worker.js"))?;
+    // The embed script (served at /embed.js) and its widget's script and style.
+    for embed in ["embed.js", "embed-frame.js", "embed.css"] {
+        copy(embed, &assets.join(embed))?;
+    }
     Ok(())
 }
 

@@ -70,9 +70,20 @@ pub struct ServeArgs {
     /// Open connections from one client address.
     #[arg(long, default_value_t = ServerConfig::default().max_connections_per_address)]
     max_connections_per_address: usize,
+    /// The origin people reach this server at, such as https://compute.example: site keys' snippets
+    /// load the embed script from it. By default, http:// and the Host header of the request.
+    #[arg(long)]
+    public_origin: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+    let public_origin = match &args.public_origin {
+        Some(origin) => Some(
+            distributivecom_protocol::embed::normalize_origin(origin)
+                .map_err(|problem| anyhow::anyhow!("--public-origin: {problem}"))?,
+        ),
+        None => None,
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data.clone(),
@@ -92,6 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         header_read_timeout_ms: args.header_read_timeout_ms,
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,
+        public_origin,
         ..ServerConfig::default()
     };
     anyhow::ensure!(args.header_read_timeout_ms > 0, "--header-read-timeout-ms must be at least 1");

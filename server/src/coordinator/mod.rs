@@ -40,7 +40,7 @@ pub use sessions::SessionFeed;
 use crate::clock::unix_ms;
 use crate::config::ServerConfig;
 use crate::format::human_bytes;
-use crate::identity::WorkerIdentity;
+use crate::identity::{SITE_UNAVAILABLE, WorkerIdentity};
 use crate::report_limits;
 use crate::store::{JobRow, Store, StoreError, accounts, blobs, ledger, queries, writes};
 
@@ -239,6 +239,8 @@ struct Core {
     outboxes: HashMap<WorkerId, mpsc::Sender<Outbound>>,
     /// The API token each worker connected with, if any.
     worker_tokens: HashMap<WorkerId, u64>,
+    /// The site each worker volunteers for as one of its visitors, if any.
+    worker_sites: HashMap<WorkerId, u64>,
     jobs: HashMap<u64, Arc<ActiveJob>>,
     /// Reports of replicas whose chunk is not final yet, by chunk, with the volunteer who sent each: the
     /// accepted result's output is taken from here once a quorum agrees, and the rest are dropped.
@@ -354,6 +356,7 @@ impl Coordinator {
                 scheduler: Scheduler::new(scheduler_config, first_replica_id),
                 outboxes: HashMap::new(),
                 worker_tokens: HashMap::new(),
+                worker_sites: HashMap::new(),
                 jobs: HashMap::new(),
                 reports: HashMap::new(),
                 held_report_bytes: HashMap::new(),
@@ -626,10 +629,13 @@ impl Coordinator {
             prefetch_per_slot: max_prefetch_per_slot,
         }));
         core.outboxes.insert(worker, outbox);
-        let WorkerIdentity { volunteer, trust, token } = identity;
+        let WorkerIdentity { volunteer, trust, token, site } = identity;
         core.worker_volunteers.insert(worker, volunteer.clone());
         if let Some(token) = token {
             core.worker_tokens.insert(worker, token);
+        }
+        if let Some(site) = site {
+            core.worker_sites.insert(worker, site);
         }
         let blobs = blob_names(&hello.blobs);
         self.run(
@@ -649,6 +655,7 @@ impl Coordinator {
         let mut core = self.lock();
         core.outboxes.remove(&worker);
         core.worker_tokens.remove(&worker);
+        core.worker_sites.remove(&worker);
         core.worker_volunteers.remove(&worker);
         self.run(&mut core, Event::WorkerLeft { worker });
     }
@@ -664,6 +671,21 @@ impl Coordinator {
             if let Some(outbox) = core.outboxes.remove(&worker) {
                 tracing::info!(worker, token, "closing a worker whose API token was revoked");
                 let _ = outbox.try_send(Outbound::Close("the API token this worker uses was revoked".to_owned()));
+            }
+        }
+    }
+
+    /// A site's key was revoked: its visitors' workers are told so and closed (their sockets then close
+    /// and their replicas are requeued); their hellos are refused from now on (see `identity`).
+    pub fn site_revoked(&self, site: u64) {
+        let mut core = self.lock();
+        let workers: Vec<WorkerId> =
+            core.worker_sites.iter().filter(|(_, held)| **held == site).map(|(worker, _)| *worker).collect();
+        for worker in workers {
+            core.worker_sites.remove(&worker);
+            if let Some(outbox) = core.outboxes.remove(&worker) {
+                tracing::info!(worker, site, "closing a site visitor's worker whose site key was revoked");
+                let _ = outbox.try_send(Outbound::Close(SITE_UNAVAILABLE.to_owned()));
             }
         }
     }

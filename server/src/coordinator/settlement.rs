@@ -26,6 +26,21 @@ impl Coordinator {
         trust: Vec<TrustChange>,
     ) {
         let mut reports = core.take_reports(job, chunk);
+        // No replica is paid for more than the job's work limit, whatever it reports: the escrow was sized
+        // by that limit. Its run time (a volunteer's word, counted in a site's statistics) is bounded by
+        // the job's time limit likewise, before any arithmetic.
+        let limits = core.jobs.get(&job).map(|active| active.row.limits);
+        let max_work_units = limits.map_or(u64::MAX, |limits| limits.max_work_units);
+        let max_compute_us = limits.map_or(0, |limits| limits.time_limit_ms.saturating_mul(1000));
+        let payments = validated
+            .iter()
+            .map(|replica| Payment {
+                volunteer: replica.volunteer.clone(),
+                replica: replica.replica,
+                work_units: replica.work_units.min(max_work_units),
+                compute_us: reports.get(&replica.replica).map_or(0, |report| report.compute_us.min(max_compute_us)),
+            })
+            .collect();
         let Some(report) = reports.remove(&canonical) else {
             tracing::error!(job, chunk, canonical, "the accepted replica's report is missing");
             return;
@@ -33,17 +48,6 @@ impl Coordinator {
         if !invalid.is_empty() {
             tracing::warn!(job, chunk, ?invalid, "volunteers returned results the quorum contradicts");
         }
-        // No replica is paid for more than the job's work limit, whatever it reports: the escrow was sized
-        // by that limit.
-        let max_work_units = core.jobs.get(&job).map_or(u64::MAX, |active| active.row.limits.max_work_units);
-        let payments = validated
-            .iter()
-            .map(|replica| Payment {
-                volunteer: replica.volunteer.clone(),
-                replica: replica.replica,
-                work_units: replica.work_units.min(max_work_units),
-            })
-            .collect();
         let reputation = trust
             .into_iter()
             .map(|change| ReputationChange { volunteer: change.volunteer, valid: change.valid, run: change.run })

@@ -1,4 +1,5 @@
-//! The HTTP surface: the REST API, the worker WebSocket, module downloads, the API docs and the web app.
+//! The HTTP surface: the REST API, the worker WebSocket, module downloads, the API docs, the web app and
+//! the embed script's pages.
 //!
 //! `router` builds the whole app from its state, so tests can drive it with `oneshot` or on a real port.
 
@@ -6,6 +7,7 @@ mod account;
 mod ads;
 mod blobs;
 mod community;
+mod embed;
 mod error;
 pub mod extract;
 mod frame_gate;
@@ -17,6 +19,7 @@ mod openapi;
 mod page_memory;
 mod results_zip;
 mod sessions;
+mod sites;
 mod web;
 mod workers;
 mod zip;
@@ -106,6 +109,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/account/volunteering", get(account::volunteering))
         .route("/api/account/tokens", get(account::tokens).post(account::create_token))
         .route("/api/account/tokens/{id}", delete(account::revoke_token))
+        .route("/api/sites", get(sites::list).post(sites::create))
+        .route("/api/sites/{key}", delete(sites::revoke))
+        .route("/api/sites/{key}/volunteers", post(sites::register_volunteer))
+        .route("/embed.js", get(embed::script))
+        .route("/embed/frame", get(embed::frame))
         .route("/api/volunteers", post(account::register_volunteer))
         .route("/api/volunteers/me", get(account::volunteer_info))
         .route("/api/pricing", get(account::pricing))

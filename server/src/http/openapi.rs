@@ -4,8 +4,10 @@ use distributivecom_protocol::api::{
     AdViewCompleted, AdViewRequest, AdViewStarted, BlobInfo, CampaignInfo, CampaignRequest, CampaignStatus,
     ChunkRequest, ChunkResult, CommunityStats, CreativeInfo, CreativeKind, CreativeRequest, DayTotals, ErrorBody,
     FileInput, JobCreated, JobRequest, JobState, JobStatus, LeaderboardEntry, LedgerEntry, LedgerPage, LimitsRequest,
-    ModuleInfo, ModuleSummary, ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteeringStats,
+    ModuleInfo, ModuleSummary, ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteerCredential,
+    VolunteeringStats,
 };
+use distributivecom_protocol::embed::{SiteInfo, SiteRequest};
 use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
 
@@ -48,6 +50,11 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::ads::creative,
         super::ads::start_view,
         super::ads::complete_view,
+        super::sites::create,
+        super::sites::list,
+        super::sites::revoke,
+        super::sites::register_volunteer,
+        super::embed::frame,
     ),
     components(schemas(
         ModuleInfo,
@@ -87,7 +94,10 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         CampaignInfo,
         AdViewRequest,
         AdViewStarted,
-        AdViewCompleted
+        AdViewCompleted,
+        SiteRequest,
+        SiteInfo,
+        VolunteerCredential
     ))
 )]
 pub struct ApiDoc;

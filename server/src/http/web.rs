@@ -1,6 +1,6 @@
 //! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, `/submit`, `/jobs`, `/jobs/{id}`, `/stats`, `/sessions/{id}`, all one Leptos app) and
-//! assets (`/assets/...`), embedded in the binary from `target/web/dist` (built by `cargo xtask build`),
-//! and the JSON 404 for unknown paths.
+//! assets (`/assets/...`, the embed widget's included), embedded in the binary from `target/web/dist`
+//! (built by `cargo xtask build`), and the JSON 404 for unknown paths.
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -46,6 +46,11 @@ async fn page() -> Response {
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    serve_asset(&path, &headers)
+}
+
+/// Answers a file of the built app's `assets/`, revalidated by ETag (a 404 if the build has none).
+pub(super) fn serve_asset(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = WebApp::get(&format!("assets/{path}")) else {
         return AppError::NotFound(format!("no asset {path}")).into_response();
     };

@@ -103,16 +103,34 @@ pub struct VolunteerRow {
     pub id: String,
     pub secret_hash: String,
     pub user_id: Option<u64>,
+    /// The site whose visitor this identity is (its credits go to the site's owner), and whether the
+    /// site's key is still active.
+    pub site: Option<VolunteerSite>,
+}
+
+/// The site an identity was registered for by the embed widget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolunteerSite {
+    pub id: u64,
+    pub active: bool,
 }
 
 pub fn volunteer(connection: &Connection, id: &str) -> Result<Option<VolunteerRow>, StoreError> {
     Ok(connection
-        .prepare_cached("SELECT id, secret_hash, user_id FROM volunteers WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT volunteers.id, volunteers.secret_hash, volunteers.user_id, sites.id, sites.revoked_at_ms IS NULL
+             FROM volunteers LEFT JOIN sites ON sites.id = volunteers.site_id WHERE volunteers.id = ?1",
+        )?
         .query_row([id], |row| {
+            let site = row.get::<_, Option<i64>>(3)?;
             Ok(VolunteerRow {
                 id: row.get(0)?,
                 secret_hash: row.get(1)?,
                 user_id: row.get::<_, Option<i64>>(2)?.map(|user| user as u64),
+                site: match site {
+                    Some(site) => Some(VolunteerSite { id: site as u64, active: row.get(4)? }),
+                    None => None,
+                },
             })
         })
         .optional()?)

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod queries;
 mod schema;
 pub mod sessions;
+pub mod sites;
 mod writer;
 pub mod writes;
 
@@ -126,6 +127,9 @@ pub struct Payment {
     pub volunteer: String,
     pub replica: u64,
     pub work_units: u64,
+    /// How long it ran, as its volunteer reported (capped by the job's time limit): a site's statistics
+    /// count it when the volunteer is one of the site's visitors.
+    pub compute_us: u64,
 }
 
 /// Called on the writer thread once a write is durable (or failed). Keep it short.

@@ -311,6 +311,29 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (campaign_id, account, day)
     ) WITHOUT ROWID;
     "#,
+    // 8: site keys for the embed script. A site's visitors volunteer under anonymous identities bound to
+    // the site (`volunteers.site_id`); their validated replicas pay the site's owner, and the site keeps
+    // its statistics as counters moved in the same transaction as each payment (and each registration),
+    // so that listing a site never sums over history.
+    r#"
+    CREATE TABLE sites (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,       -- public: it is in the site's pages (`data-site`)
+        owner_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        origins TEXT NOT NULL,          -- JSON array of normalised origins (protocol::embed::normalize_origin)
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER,
+        visitors INTEGER NOT NULL DEFAULT 0,    -- volunteer identities registered for the site
+        validated INTEGER NOT NULL DEFAULT 0,   -- their validated replicas
+        compute_us INTEGER NOT NULL DEFAULT 0,  -- those replicas' run time, as reported, capped per replica
+        work_units INTEGER NOT NULL DEFAULT 0,
+        earned INTEGER NOT NULL DEFAULT 0       -- millicredits paid to the owner for them
+    );
+    CREATE INDEX sites_by_owner ON sites (owner_id, id);
+    CREATE INDEX sites_active_by_owner ON sites (owner_id) WHERE revoked_at_ms IS NULL;
+    ALTER TABLE volunteers ADD COLUMN site_id INTEGER REFERENCES sites(id);
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

@@ -102,7 +102,7 @@ fn store_result(store: &Store, result: NewResult) -> Result<Settlement, StoreErr
 }
 
 fn pay(volunteer: &str, replica: u64, work_units: u64) -> Payment {
-    Payment { volunteer: volunteer.to_owned(), replica, work_units }
+    Payment { volunteer: volunteer.to_owned(), replica, work_units, compute_us: 0 }
 }
 
 async fn balance(store: &Store, account: String) -> i64 {

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ledger::{self, BURN, MINT, Reference};
-use super::{NewJob, NewModule, NewResult, StoreError, encoding, sessions};
+use super::{NewJob, NewModule, NewResult, StoreError, encoding, sessions, sites};
 
 fn encoding_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Encoding(error.to_string())
@@ -167,7 +167,7 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
         // Rounded up, so that even the smallest paid replica gives its volunteer something.
         let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
 
-        let account = payee(connection, &payment.volunteer)?;
+        let (account, site) = payee_and_site(connection, &payment.volunteer)?;
         ledger::record(
             connection,
             "payment",
@@ -191,6 +191,9 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
                    work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
             )?
             .execute(params![payment.volunteer, sql_integer(payment.work_units), share])?;
+        if let Some(site) = site {
+            sites::record_payment(connection, site, payment.work_units, payment.compute_us, share)?;
+        }
     }
     // The day's totals move with the result, for the statistics page.
     connection
@@ -253,18 +256,30 @@ fn sql_integer(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The account a volunteer's credits go to: a claimed anonymous volunteer's are its account's.
+/// The account a volunteer's credits go to (see [`payee_and_site`]); ad rewards go there too.
 pub(super) fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
+    payee_and_site(connection, volunteer).map(|(account, _)| account)
+}
+
+/// The account a volunteer's credits go to, and the site whose statistics count them: a site's visitor's
+/// go to the site's owner (whether or not its key was revoked since: the work was done and validated), a
+/// claimed anonymous volunteer's to its account, anyone else's to its own key's account.
+fn payee_and_site(connection: &Connection, volunteer: &str) -> Result<(String, Option<u64>), StoreError> {
     if let Some(id) = volunteer.strip_prefix("volunteer:") {
-        let claimed: Option<Option<i64>> = connection
-            .prepare_cached("SELECT user_id FROM volunteers WHERE id = ?1")?
-            .query_row([id], |row| row.get(0))
+        let found: Option<(Option<i64>, Option<i64>, Option<i64>)> = connection
+            .prepare_cached(
+                "SELECT volunteers.user_id, sites.id, sites.owner_id
+                 FROM volunteers LEFT JOIN sites ON sites.id = volunteers.site_id WHERE volunteers.id = ?1",
+            )?
+            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
-        if let Some(Some(user)) = claimed {
-            return Ok(ledger::user(user as u64));
+        match found {
+            Some((_, Some(site), Some(owner))) => return Ok((ledger::user(owner as u64), Some(site as u64))),
+            Some((Some(user), _, _)) => return Ok((ledger::user(user as u64), None)),
+            _ => {}
         }
     }
-    Ok(volunteer.to_owned())
+    Ok((volunteer.to_owned(), None))
 }
 
 /// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated
@@ -398,19 +413,24 @@ pub fn register_volunteer(connection: &Connection, id: &str, secret_hash: &str, 
 }
 
 /// Links an anonymous volunteer to an account and moves what it earned there. Returns the amount moved,
-/// or `None` if the volunteer belongs to another account already.
+/// or `None` if the volunteer belongs to another account already or is a site's visitor.
 pub fn claim_volunteer(
     connection: &Connection,
     volunteer: &str,
     user: u64,
     at_ms: u64,
 ) -> Result<Option<i64>, StoreError> {
-    let owner: Option<Option<i64>> = connection
-        .query_row("SELECT user_id FROM volunteers WHERE id = ?1", [volunteer], |row| row.get(0))
+    let owner: Option<(Option<i64>, Option<i64>)> = connection
+        .query_row("SELECT user_id, site_id FROM volunteers WHERE id = ?1", [volunteer], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     match owner {
         None => return Ok(None),
-        Some(Some(other)) if other as u64 != user => return Ok(None),
+        // A site's visitor works for the site's owner: nobody claims it (its credential lives in the
+        // widget's storage, and whoever read it there must not turn the site's earnings into their own).
+        Some((_, Some(_))) => return Ok(None),
+        Some((Some(other), None)) if other as u64 != user => return Ok(None),
         Some(_) => {}
     }
     connection.execute("UPDATE volunteers SET user_id = ?2 WHERE id = ?1", params![volunteer, user as i64])?;

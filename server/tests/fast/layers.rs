@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("session_socket", 4),
     ("coordinator", 3),
     ("ads", 3),
+    ("sites", 3),
     ("identity", 2),
     ("store", 1),
     ("config", 0),

@@ -24,3 +24,5 @@ mod ads;
 // The consumer's web app: pages of jobs and ledger entries, a job's events and results archive, programs,
 // volunteering, the public statistics and limits.
 mod web_app;
+// Site keys of the embed script: owners only, strict origins, the widget's framing, visitors' payments.
+mod sites;
