@@ -93,7 +93,14 @@ fn AccountDetails() -> impl IntoView {
         error: RwSignal::new(None),
         session,
     };
-    data.reload();
+    // Reloads run in an effect of this page, not in the task of whatever asked for them (a task that
+    // has ended would cancel the loads it started), so that every change elsewhere on the page shows.
+    let refresh = RwSignal::new(0u32);
+    Effect::new(move |_| {
+        refresh.get();
+        data.reload();
+    });
+    let refresh_now = move || refresh.update(|count| *count += 1);
     data.load("/api/pricing", data.pricing);
     data.load("/api/account/volunteering", data.volunteering);
 
@@ -121,10 +128,10 @@ fn AccountDetails() -> impl IntoView {
         <section class="panel">
             <h2>"Earn by watching an ad"</h2>
             <p class="aside">"A sponsor pays credits to this account for each ad watched to the end, from its campaign's escrow."</p>
-            <WatchAd credited=move |_| data.reload() />
+            <WatchAd credited=move |_: i64| refresh_now() />
         </section>
         <Tokens data />
-        <Campaigns changed=move |_| data.reload() />
+        <Campaigns changed=move |()| refresh_now() />
         <SiteKeys data />
         <Ledger data />
     }
