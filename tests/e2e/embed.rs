@@ -4,8 +4,9 @@
 //! a script on the host page that posts forged messages, reaches into the frame, hides it, covers it or
 //! shrinks it achieves nothing; after a real click the tab computes and the credits of its validated work
 //! land on the site owner's account; the host may pause and stop it; the visitor's opt-out is remembered
-//! across reloads; a key used on another origin or revoked shows the neutral message and computes nothing,
-//! and revoking a key stops a running widget. The account page creates, lists and revokes keys.
+//! across reloads, and so is consent (the widget resumes by itself once in view); a key used on another
+//! origin or revoked shows the neutral message and computes nothing, and revoking a key stops a running
+//! widget. The account page creates, lists and revokes keys.
 
 use std::time::Duration;
 
@@ -407,7 +408,7 @@ async fn api_account(server: &TestServer, token: &str) -> (u16, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_on_another_origin_or_revoked_computes_nothing_and_revoking_stops_a_running_widget() {
+async fn a_key_on_another_origin_or_revoked_computes_nothing_and_revoking_stops_a_remembered_widget() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let api = server.client();
@@ -446,6 +447,14 @@ async fn a_key_on_another_origin_or_revoked_computes_nothing_and_revoking_stops_
     tokio::time::sleep(Duration::from_millis(400)).await;
     browser.click_in_frame(&tab, 0, "start").await.unwrap();
     wait_for_workers(&api, 1).await;
+    // Consent is remembered: on the site's next page the widget resumes by itself once it is in view.
+    browser.visit(&tab, &host.url(&live), "ready").await.unwrap();
+    eventually("the remembered consent to resume", Duration::from_secs(30), || async {
+        frame_state(&browser, &tab).await == "running"
+    })
+    .await;
+    wait_for_workers(&api, 1).await;
+    assert_eq!(site_stats(&server, &owner, &live).await["visitors"], 1, "the same identity, kept by the frame");
     assert_eq!(api_delete(&server, &owner, &live).await, 204);
     wait_for_workers(&api, 0).await;
     eventually("the widget to give up", Duration::from_secs(10), || async {
