@@ -281,7 +281,9 @@ fn Volunteering(data: AccountData) -> impl IntoView {
 fn ledger_row(entry: LedgerEntry) -> impl IntoView {
     let direction = if entry.amount_millicredits < 0 { "amount out" } else { "amount in" };
     let reference = match entry.job {
-        Some(job) => view! { <a href=format!("/jobs/{job}")>{format::job_and_chunk(entry.job, entry.chunk)}</a> }.into_any(),
+        Some(job) => {
+            view! { <a href=format!("/jobs/{job}")>{format::job_and_chunk(entry.job, entry.chunk)}</a> }.into_any()
+        }
         None => format::job_and_chunk(None, None).into_any(),
     };
     view! {

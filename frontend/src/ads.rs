@@ -31,7 +31,11 @@ enum Viewer {
 }
 
 impl Viewer {
-    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
         match self {
             Viewer::Account(csrf_token) => api::post_json(path, body, csrf_token.as_deref()).await,
             Viewer::Volunteer(credential) => api::post_json_as_volunteer(path, body, credential).await,
@@ -78,7 +82,9 @@ pub fn WatchAd(#[prop(optional, into)] credited: Option<Callback<i64>>) -> impl 
     };
 
     let watch = move |event: web_sys::MouseEvent| {
-        if !event.is_trusted() || matches!(stage.get_untracked(), Stage::Asking | Stage::Watching(_) | Stage::Completing) {
+        if !event.is_trusted()
+            || matches!(stage.get_untracked(), Stage::Asking | Stage::Watching(_) | Stage::Completing)
+        {
             return;
         }
         error.set(None);
@@ -100,7 +106,11 @@ pub fn WatchAd(#[prop(optional, into)] credited: Option<Callback<i64>>) -> impl 
             viewer.set_value(Some(who.clone()));
             match who.post::<_, AdViewStarted>("/api/ad-views", &AdViewRequest::default()).await {
                 Ok(view) => {
-                    for url in view.impression_urls.iter().filter(|url| url.starts_with("https://") || url.starts_with("http://")) {
+                    for url in view
+                        .impression_urls
+                        .iter()
+                        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+                    {
                         // A VAST impression is a pixel the sponsor's server counts; its answer does not matter.
                         if let Ok(pixel) = web_sys::HtmlImageElement::new() {
                             pixel.set_src(url);
@@ -159,7 +169,9 @@ fn Creative(view: AdViewStarted, seen_ms: RwSignal<f64>, finish: impl Fn(String)
         // The ad appears where the button was, perhaps at the bottom of the window: bring it into view.
         element.scroll_into_view();
         let on_change = Closure::<dyn Fn(js_sys::Array)>::new(move |entries: js_sys::Array| {
-            if let Some(entry) = entries.iter().last().and_then(|entry| entry.dyn_into::<IntersectionObserverEntry>().ok()) {
+            if let Some(entry) =
+                entries.iter().last().and_then(|entry| entry.dyn_into::<IntersectionObserverEntry>().ok())
+            {
                 in_view.set(entry.intersection_ratio() >= 0.5);
             }
         });
@@ -179,7 +191,8 @@ fn Creative(view: AdViewStarted, seen_ms: RwSignal<f64>, finish: impl Fn(String)
         let now = js_sys::Date::now();
         let elapsed = now - last.get_value();
         last.set_value(now);
-        let page_visible = crate::window().document().is_some_and(|document| document.visibility_state() == VisibilityState::Visible);
+        let page_visible =
+            crate::window().document().is_some_and(|document| document.visibility_state() == VisibilityState::Visible);
         let playing = !is_video || video.get_untracked().is_some_and(|video| !video.paused());
         if page_visible && in_view.get_untracked() && playing && !done.get_value() {
             seen_ms.update(|seen| *seen += elapsed);

@@ -64,8 +64,10 @@ pub fn Campaigns(#[prop(into)] changed: Callback<()>) -> impl IntoView {
         let read = || -> Result<(i64, i64, u64, u32), String> {
             let budget = plan::parse_credits(&budget.get_untracked())?.ok_or("Give the campaign a budget.")?;
             let reward = plan::parse_credits(&reward.get_untracked())?.ok_or("Say what one view earns.")?;
-            let seconds = plan::parse_limit(&seconds.get_untracked(), "The view time (seconds)", 1000, 600_000)?.ok_or("Say how long a view lasts.")?;
-            let cap = plan::parse_limit(&cap.get_untracked(), "The daily cap per viewer", 1, 100)?.ok_or("Say how many views a viewer may be paid for a day.")?;
+            let seconds = plan::parse_limit(&seconds.get_untracked(), "The view time (seconds)", 1000, 600_000)?
+                .ok_or("Say how long a view lasts.")?;
+            let cap = plan::parse_limit(&cap.get_untracked(), "The daily cap per viewer", 1, 100)?
+                .ok_or("Say how many views a viewer may be paid for a day.")?;
             Ok((budget, reward, seconds, cap as u32))
         };
         let (budget, reward, min_view_ms, cap) = match read() {
@@ -82,7 +84,11 @@ pub fn Campaigns(#[prop(into)] changed: Callback<()>) -> impl IntoView {
                     let mime = file.type_();
                     let kind = if mime.starts_with("video/") { CreativeKind::Video } else { CreativeKind::Image };
                     match JsFuture::from(file.array_buffer()).await {
-                        Ok(buffer) => CreativeRequest::Uploaded { kind, mime, data: Bytes(js_sys::Uint8Array::new(&buffer).to_vec()) },
+                        Ok(buffer) => CreativeRequest::Uploaded {
+                            kind,
+                            mime,
+                            data: Bytes(js_sys::Uint8Array::new(&buffer).to_vec()),
+                        },
                         Err(_) => {
                             error.set(Some("The creative could not be read.".to_owned()));
                             creating.set(false);

@@ -14,8 +14,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{BatteryManager, VisibilityState};
 
-use crate::format;
 use crate::ads::WatchAd;
+use crate::format;
 use crate::identity;
 use crate::session::Session;
 use crate::settings::{DonateSettings, STORAGE_KEY};

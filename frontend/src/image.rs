@@ -147,7 +147,9 @@ mod tests {
         assert_eq!(preview(b"\x89PNG\r\n\x1a\nrest").unwrap().mime, "image/png");
         assert_eq!(preview(&[0xff, 0xd8, 0xff, 0xe0]).unwrap().mime, "image/jpeg");
         assert_eq!(preview(b"hello"), None);
-        for broken in [&b"P6 2 2 255\n\x00\x01"[..], b"P6 0 1 255\n", b"P3 1 1 9\n10 0 0", b"P6 99999 99999 255\n", b"P6"] {
+        for broken in
+            [&b"P6 2 2 255\n\x00\x01"[..], b"P6 0 1 255\n", b"P3 1 1 9\n10 0 0", b"P6 99999 99999 255\n", b"P6"]
+        {
             assert_eq!(ppm_to_bmp(broken), None, "{broken:?}");
         }
     }

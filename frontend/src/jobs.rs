@@ -34,7 +34,11 @@ pub fn state_word(state: JobState) -> &'static str {
 }
 
 fn progress_bar(status: &JobStatus) -> impl IntoView + use<> {
-    let label = format!("{} of {} chunks finished", format::count(status.finished_chunks().into()), format::count(status.chunks.into()));
+    let label = format!(
+        "{} of {} chunks finished",
+        format::count(status.finished_chunks().into()),
+        format::count(status.chunks.into())
+    );
     view! {
         <progress class="job-progress" max=status.chunks.max(1) value=status.finished_chunks() aria-label=label.clone()></progress>
         <span class="progress-text">{label}</span>
@@ -237,7 +241,9 @@ fn follow(id: u64, live: Live, session: Session) {
             live.connected.set(false);
             // CLOSED: the browser gave up (the answer was an error such as 404); CONNECTING: it retries.
             if source.ready_state() == EventSource::CLOSED
-                && live.status.with_untracked(|status| !status.as_ref().is_some_and(|status| status.state.is_finished()))
+                && live
+                    .status
+                    .with_untracked(|status| !status.as_ref().is_some_and(|status| status.state.is_finished()))
             {
                 live.ask(id, session);
             }
@@ -278,7 +284,9 @@ fn LiveJob(id: u64) -> impl IntoView {
 #[component]
 fn JobSummary(id: u64, live: Live) -> impl IntoView {
     let session = Session::get();
-    let field = move |pick: fn(&JobStatus) -> String| move || live.status.with(|status| status.as_ref().map(pick).unwrap_or_default());
+    let field = move |pick: fn(&JobStatus) -> String| {
+        move || live.status.with(|status| status.as_ref().map(pick).unwrap_or_default())
+    };
     let running = move || live.status.with(|status| status.as_ref().is_some_and(|status| !status.state.is_finished()));
     let confirming = RwSignal::new(false);
     let cancelling = RwSignal::new(false);
@@ -299,10 +307,15 @@ fn JobSummary(id: u64, live: Live) -> impl IntoView {
         live.status.with(|status| {
             let Some(status) = status else { return Vec::new() };
             let total = f64::from(status.chunks.max(1));
-            [("succeeded", status.succeeded), ("failed", status.failed), ("running", status.running), ("pending", status.pending)]
-                .into_iter()
-                .map(|(class, count)| (class, count, f64::from(count) / total * 100.0))
-                .collect()
+            [
+                ("succeeded", status.succeeded),
+                ("failed", status.failed),
+                ("running", status.running),
+                ("pending", status.pending),
+            ]
+            .into_iter()
+            .map(|(class, count)| (class, count, f64::from(count) / total * 100.0))
+            .collect()
         })
     };
     view! {
@@ -388,7 +401,9 @@ fn JobResults(id: u64, live: Live) -> impl IntoView {
     Effect::new(move |_| {
         let (offset, finished) = (offset.get(), finished.get());
         let full = page.with_untracked(|page| {
-            page.as_ref().is_some_and(|page| page.results.len() as u32 == RESULTS_PER_PAGE && page.results.first().is_some_and(|r| r.index >= offset))
+            page.as_ref().is_some_and(|page| {
+                page.results.len() as u32 == RESULTS_PER_PAGE && page.results.first().is_some_and(|r| r.index >= offset)
+            })
         });
         if finished == 0 || full {
             return;

@@ -199,7 +199,11 @@ pub fn describe(chunk: &PlannedChunk, files: &[InputFile]) -> String {
         .request
         .args
         .iter()
-        .map(|argument| if argument.contains(char::is_whitespace) { format!("\"{argument}\"") } else { argument.clone() })
+        .map(
+            |argument| {
+                if argument.contains(char::is_whitespace) { format!("\"{argument}\"") } else { argument.clone() }
+            },
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let args = if args.is_empty() { "(no arguments)".to_owned() } else { args };
@@ -266,12 +270,12 @@ pub fn estimate(
 
 /// What earlier jobs with `module` paid per finished chunk, rounded up; `None` without such jobs.
 pub fn history_per_chunk(jobs: &[JobStatus], module: &str) -> Option<i64> {
-    let (spent, chunks) = jobs
-        .iter()
-        .filter(|job| job.module == module && job.finished_chunks() > 0)
-        .fold((0i64, 0i64), |(spent, chunks), job| {
+    let (spent, chunks) = jobs.iter().filter(|job| job.module == module && job.finished_chunks() > 0).fold(
+        (0i64, 0i64),
+        |(spent, chunks), job| {
             (spent.saturating_add(job.spent_millicredits), chunks + i64::from(job.finished_chunks()))
-        });
+        },
+    );
     (chunks > 0).then(|| (spent + chunks - 1) / chunks)
 }
 
@@ -339,7 +343,10 @@ mod tests {
         assert_eq!(planned.len(), 2);
         assert_eq!(planned[1].request.args, ["-i", "/data/in/dog.photo.ppm", "-o", "/data/dog.photo.out", "-n", "1"]);
         assert_eq!(planned[1].file, Some((1, FileTarget::Data("in/dog.photo.ppm".to_owned()))));
-        assert_eq!(describe(&planned[0], &inputs), "-i /data/in/cat.ppm -o /data/cat.out -n 0  [cat.ppm → /data/in/cat.ppm]");
+        assert_eq!(
+            describe(&planned[0], &inputs),
+            "-i /data/in/cat.ppm -o /data/cat.out -n 0  [cat.ppm → /data/in/cat.ppm]"
+        );
 
         let on_stdin = plan_files(&inputs, &Placement::Stdin, "--count", 100).unwrap();
         assert_eq!(on_stdin[0].file, Some((0, FileTarget::Stdin)));
@@ -361,7 +368,10 @@ mod tests {
     fn each_line_becomes_a_chunk_and_the_line_stays_one_argument() {
         let planned = plan_lines("hello world\r\n\n  \nsecond\n", "-t {line} -o /data/out.wav", 10).unwrap();
         let args: Vec<_> = planned.iter().map(|chunk| chunk.request.args.clone()).collect();
-        assert_eq!(args, [vec!["-t", "hello world", "-o", "/data/out.wav"], vec!["-t", "second", "-o", "/data/out.wav"]]);
+        assert_eq!(
+            args,
+            [vec!["-t", "hello world", "-o", "/data/out.wav"], vec!["-t", "second", "-o", "/data/out.wav"]]
+        );
         assert!(plan_lines("a\nb", "-x", 10).unwrap_err().contains("{line}"));
         assert!(plan_lines(" \n", "{line}", 10).unwrap_err().contains("one input per line"));
         assert!(plan_lines("a\nb\nc", "{line}", 2).unwrap_err().contains("3 chunks"));
@@ -369,7 +379,8 @@ mod tests {
 
     #[test]
     fn a_jsonl_file_is_read_in_the_clis_format_and_errors_name_the_line() {
-        let planned = plan_jsonl("{\"args\": [\"1\"]}\n\n{\"args\": [\"2\"], \"files\": {\"a\": \"aGk=\"}}\n", 10).unwrap();
+        let planned =
+            plan_jsonl("{\"args\": [\"1\"]}\n\n{\"args\": [\"2\"], \"files\": {\"a\": \"aGk=\"}}\n", 10).unwrap();
         assert_eq!(planned.len(), 2);
         assert_eq!(planned[1].request.files["a"], FileInput::Inline("hi".into()));
         assert_eq!(describe(&planned[1], &[]), "2  [files: a]");

@@ -85,7 +85,12 @@ pub fn StatsPage() -> impl IntoView {
 
 /// A bar chart of one figure per day, with the first and last day under it and the largest value
 /// beside it; the table under the chart says the same for screen readers.
-fn day_chart(id: &'static str, labelled_by: &'static str, days: &[DayTotals], pick: fn(&DayTotals) -> u64) -> impl IntoView + use<> {
+fn day_chart(
+    id: &'static str,
+    labelled_by: &'static str,
+    days: &[DayTotals],
+    pick: fn(&DayTotals) -> u64,
+) -> impl IntoView + use<> {
     let values: Vec<u64> = days.iter().map(pick).collect();
     let largest = values.iter().copied().max().unwrap_or(0);
     let bars = chart::bars(&values, WIDTH, HEIGHT)

@@ -3,8 +3,8 @@
 //! budget with a price estimate, then the upload with progress. A failure keeps everything entered.
 
 use distributivecom_protocol::api::{
-    AccountInfo, BlobInfo, FileInput, JobCreated, JobRequest, JobStatus, LimitsRequest, ModuleInfo,
-    ModuleSummary, Pricing, ReplicationRequest, ServerLimits,
+    AccountInfo, BlobInfo, FileInput, JobCreated, JobRequest, JobStatus, LimitsRequest, ModuleInfo, ModuleSummary,
+    Pricing, ReplicationRequest, ServerLimits,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local_scoped_with_cancellation;
@@ -154,9 +154,13 @@ fn SubmitForm() -> impl IntoView {
         spawn_local_scoped_with_cancellation(async move {
             let name = file.name();
             let path = format!("/api/modules?name={}", js_sys::encode_uri_component(&name));
-            let answer = api::upload(&path, UploadBody::Blob(&file), "application/wasm", csrf_token.as_deref(), move |sent, total| {
-                program_progress.set(Some(sent / total.max(1.0)))
-            })
+            let answer = api::upload(
+                &path,
+                UploadBody::Blob(&file),
+                "application/wasm",
+                csrf_token.as_deref(),
+                move |sent, total| program_progress.set(Some(sent / total.max(1.0))),
+            )
             .await;
             program_progress.set(None);
             match answer.and_then(|text| {
@@ -200,7 +204,9 @@ fn SubmitForm() -> impl IntoView {
         }
     });
     let chunk_count = move || planned.with(|plan| plan.as_ref().map_or(0, Vec::len));
-    let inline_bytes = move || planned.with(|plan| plan.as_ref().map_or(0, |chunks| plan::inline_request_bytes(chunks, &input_files())));
+    let inline_bytes = move || {
+        planned.with(|plan| plan.as_ref().map_or(0, |chunks| plan::inline_request_bytes(chunks, &input_files())))
+    };
     let size_problem = move || {
         let limit = loaded.limits.with(|limits| limits.as_ref().map(|limits| limits.max_job_request_bytes))?;
         let size = inline_bytes();
@@ -225,12 +231,28 @@ fn SubmitForm() -> impl IntoView {
 
     let settings = Memo::new(move |_| -> Result<Settings, String> {
         let Some(server) = loaded.limits.get() else { return Err("Loading the server's limits…".to_owned()) };
-        let defaults = loaded.pricing.with(|pricing| pricing.as_ref().map_or((2, 2), |p| (p.default_replicas, p.default_quorum)));
+        let defaults =
+            loaded.pricing.with(|pricing| pricing.as_ref().map_or((2, 2), |p| (p.default_replicas, p.default_quorum)));
         let max = server.max_limits;
         let limits = LimitsRequest {
-            time_limit_ms: plan::parse_limit(&time_limit.get(), "The time limit (seconds)", 1000, max.time_limit_ms.unwrap_or(u64::MAX))?,
-            memory_limit_bytes: plan::parse_limit(&memory_limit.get(), "The memory limit (MiB)", 1 << 20, max.memory_limit_bytes.unwrap_or(u64::MAX))?,
-            max_work_units: plan::parse_limit(&work_limit.get(), "The work-unit limit", 1, max.max_work_units.unwrap_or(u64::MAX))?,
+            time_limit_ms: plan::parse_limit(
+                &time_limit.get(),
+                "The time limit (seconds)",
+                1000,
+                max.time_limit_ms.unwrap_or(u64::MAX),
+            )?,
+            memory_limit_bytes: plan::parse_limit(
+                &memory_limit.get(),
+                "The memory limit (MiB)",
+                1 << 20,
+                max.memory_limit_bytes.unwrap_or(u64::MAX),
+            )?,
+            max_work_units: plan::parse_limit(
+                &work_limit.get(),
+                "The work-unit limit",
+                1,
+                max.max_work_units.unwrap_or(u64::MAX),
+            )?,
             ..LimitsRequest::default()
         };
         let max_replicas = u64::from(server.max_replicas);
@@ -247,10 +269,7 @@ fn SubmitForm() -> impl IntoView {
                 Some(ReplicationRequest { replicas, quorum })
             }
         };
-        let max_work_units = limits
-            .max_work_units
-            .or(server.default_limits.max_work_units)
-            .unwrap_or(0);
+        let max_work_units = limits.max_work_units.or(server.default_limits.max_work_units).unwrap_or(0);
         Ok(Settings {
             limits,
             quorum: replication.map_or(defaults.1, |replication| replication.quorum),
@@ -329,13 +348,19 @@ fn SubmitForm() -> impl IntoView {
             for chunk in chunks {
                 let PlannedChunk { mut request, file } = chunk;
                 if let Some((index, target)) = file {
-                    let Some(source) = chosen_files.get(index) else { return fail("An input file went missing.".to_owned()) };
+                    let Some(source) = chosen_files.get(index) else {
+                        return fail("An input file went missing.".to_owned());
+                    };
                     if contents[index].is_none() {
                         let input = if source.size() as u64 > plan::BLOB_THRESHOLD_BYTES {
                             submit_status.set(Some(format!("Uploading {}…", source.name())));
-                            let answer = api::upload("/api/blobs", UploadBody::Blob(source), "application/octet-stream", csrf_token.as_deref(), move |sent, total| {
-                                submit_progress.set(Some(sent / total.max(1.0)))
-                            })
+                            let answer = api::upload(
+                                "/api/blobs",
+                                UploadBody::Blob(source),
+                                "application/octet-stream",
+                                csrf_token.as_deref(),
+                                move |sent, total| submit_progress.set(Some(sent / total.max(1.0))),
+                            )
                             .await;
                             match answer.map(|text| serde_json::from_str::<BlobInfo>(&text)) {
                                 Ok(Ok(info)) => FileInput::Blob { blob: info.sha256 },
@@ -378,12 +403,18 @@ fn SubmitForm() -> impl IntoView {
                 replication,
                 ..JobRequest::default()
             };
-            let Ok(body) = serde_json::to_string(&request) else { return fail("The job could not be encoded.".to_owned()) };
+            let Ok(body) = serde_json::to_string(&request) else {
+                return fail("The job could not be encoded.".to_owned());
+            };
             submit_status.set(Some(format!("Sending the job ({})…", format::bytes(body.len() as u64))));
             submit_progress.set(Some(0.0));
-            let answer = api::upload("/api/jobs", UploadBody::Text(&body), "application/json", csrf_token.as_deref(), move |sent, total| {
-                submit_progress.set(Some(sent / total.max(1.0)))
-            })
+            let answer = api::upload(
+                "/api/jobs",
+                UploadBody::Text(&body),
+                "application/json",
+                csrf_token.as_deref(),
+                move |sent, total| submit_progress.set(Some(sent / total.max(1.0))),
+            )
             .await;
             match answer.map(|text| serde_json::from_str::<JobCreated>(&text)) {
                 Ok(Ok(created)) => {
@@ -423,7 +454,8 @@ fn SubmitForm() -> impl IntoView {
     };
     let pick_module = move |event: web_sys::Event| {
         let sha256 = event_target_value(&event);
-        let chosen = loaded.modules.with_untracked(|modules| modules.iter().find(|module| module.sha256 == sha256).cloned());
+        let chosen =
+            loaded.modules.with_untracked(|modules| modules.iter().find(|module| module.sha256 == sha256).cloned());
         program_error.set(None);
         program.set(chosen.map(|module| Program {
             sha256: module.sha256,

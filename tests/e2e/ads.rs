@@ -87,7 +87,10 @@ async fn a_sponsor_creates_a_campaign_on_the_web_and_a_visitor_is_paid_for_watch
     browser.type_into(&tab, "campaign-cap", "1").await.unwrap();
     browser.click(&tab, "create-campaign").await.unwrap();
     eventually("the campaign to be listed", Duration::from_secs(10), || async {
-        browser.text(&tab, "campaigns").await.is_ok_and(|text| text.contains("#1 Blue square") && text.contains("waiting for approval"))
+        browser
+            .text(&tab, "campaigns")
+            .await
+            .is_ok_and(|text| text.contains("#1 Blue square") && text.contains("waiting for approval"))
     })
     .await;
     eventually("the budget to be held in escrow", Duration::from_secs(10), || async {
@@ -111,7 +114,10 @@ async fn a_sponsor_creates_a_campaign_on_the_web_and_a_visitor_is_paid_for_watch
     browser.wait_for(&tab, "ad-creative").await.unwrap();
     eventually("the creative to show", Duration::from_secs(10), || async {
         browser
-            .run_script(&tab, "const image = document.getElementById('ad-creative'); return image ? image.naturalWidth : 0;")
+            .run_script(
+                &tab,
+                "const image = document.getElementById('ad-creative'); return image ? image.naturalWidth : 0;",
+            )
             .await
             .is_ok_and(|width| width == 300)
     })
@@ -121,7 +127,8 @@ async fn a_sponsor_creates_a_campaign_on_the_web_and_a_visitor_is_paid_for_watch
     assert_eq!(browser.text(&tab, "ad-credited").await.unwrap(), "Thank you: 0.400 credits credited.");
     browser.screenshot(&tab, &workspace_root().join("docs/screenshots/ad-credited.png")).await.unwrap();
     let saved = browser.run_script(&tab, "return localStorage.getItem('distributivecom.volunteer');").await.unwrap();
-    let identity: VolunteerCredential = serde_json::from_str(saved.as_str().expect("the page registered an identity")).unwrap();
+    let identity: VolunteerCredential =
+        serde_json::from_str(saved.as_str().expect("the page registered an identity")).unwrap();
     assert_eq!(server.anonymous_client().volunteer_info(&identity).await.unwrap().balance_millicredits, 400);
 
     // The daily cap of one view: a second view is refused with the server's reason, and pays nothing.
@@ -154,8 +161,14 @@ async fn a_sponsor_creates_a_campaign_on_the_web_and_a_visitor_is_paid_for_watch
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let error = browser.run_script(&tab, "const e = document.getElementById('campaign-error'); return e ? e.textContent : null;").await;
-        Err(format!("{:?} / {:?} / {error:?}", browser.text(&tab, "campaigns").await, browser.text(&tab, "escrowed").await))
+        let error = browser
+            .run_script(&tab, "const e = document.getElementById('campaign-error'); return e ? e.textContent : null;")
+            .await;
+        Err(format!(
+            "{:?} / {:?} / {error:?}",
+            browser.text(&tab, "campaigns").await,
+            browser.text(&tab, "escrowed").await
+        ))
     };
     ended.await.expect("ending the campaign refunds the rest of its escrow");
     assert_ledger_conserved(&server.database());

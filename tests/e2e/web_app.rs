@@ -30,7 +30,11 @@ fn test_image(width: usize, height: usize, seed: u8) -> Vec<u8> {
     let mut ppm = format!("P6\n{width} {height}\n255\n").into_bytes();
     for y in 0..height {
         for x in 0..width {
-            ppm.extend_from_slice(&[(x * 9) as u8 ^ seed, (y * 13) as u8, seed.wrapping_mul(31).wrapping_add((x + y) as u8)]);
+            ppm.extend_from_slice(&[
+                (x * 9) as u8 ^ seed,
+                (y * 13) as u8,
+                seed.wrapping_mul(31).wrapping_add((x + y) as u8),
+            ]);
         }
     }
     ppm
@@ -145,7 +149,10 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
         text_of(&browser, &tab, "program-chosen").await.starts_with("Ready: imgfilter.wasm")
     })
     .await;
-    assert_eq!(browser.run_script(&tab, "return document.getElementById('program-error');").await.unwrap(), serde_json::Value::Null);
+    assert_eq!(
+        browser.run_script(&tab, "return document.getElementById('program-error');").await.unwrap(),
+        serde_json::Value::Null
+    );
     let images: Vec<(String, Vec<u8>)> =
         (0..3u8).map(|seed| (format!("photo-{seed}.ppm"), test_image(24 + usize::from(seed) * 4, 16, seed))).collect();
     let paths: Vec<std::path::PathBuf> = images
@@ -162,7 +169,10 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     browser.type_into(&tab, "files-template", "-i {path} -o /data/out.ppm -f invert").await.unwrap();
     wait_for_text(&browser, &tab, "chunk-count", "This makes 3 chunks.", Duration::from_secs(10)).await;
     let preview = text_of(&browser, &tab, "chunk-preview").await;
-    assert!(preview.contains("0: -i /data/in.ppm -o /data/out.ppm -f invert [photo-0.ppm → /data/in.ppm]"), "{preview}");
+    assert!(
+        preview.contains("0: -i /data/in.ppm -o /data/out.ppm -f invert [photo-0.ppm → /data/in.ppm]"),
+        "{preview}"
+    );
     let estimate = text_of(&browser, &tab, "estimate").await;
     assert!(estimate.starts_with("at most "), "no earlier jobs, so only the maximum: {estimate}");
     assert_labelled_and_narrow(&browser, &tab, "/submit").await;
@@ -174,7 +184,11 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     let path = browser.run_script(&tab, "window.stillTheSamePage = true; return location.pathname;").await.unwrap();
     let job: u64 = path.as_str().unwrap().strip_prefix("/jobs/").unwrap().parse().unwrap();
     wait_for_text(&browser, &tab, "job-state", "succeeded", Duration::from_secs(120)).await;
-    assert_eq!(browser.run_script(&tab, "return window.stillTheSamePage === true;").await.unwrap(), true, "the page was reloaded");
+    assert_eq!(
+        browser.run_script(&tab, "return window.stillTheSamePage === true;").await.unwrap(),
+        true,
+        "the page was reloaded"
+    );
     assert_eq!(text_of(&browser, &tab, "count-succeeded").await, "3");
     browser.wait_for(&tab, "result-2").await.unwrap();
 
@@ -198,17 +212,22 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     let opened = fetch_bytes(&browser, &tab, link.as_str().unwrap()).await;
     assert_eq!(opened, first.output.files["out.ppm"].0);
     assert_eq!(
-        text_of(&browser, &tab, "result-0").await.lines().any(|line| line.trim() == String::from_utf8_lossy(&first.output.stdout).trim()),
+        text_of(&browser, &tab, "result-0")
+            .await
+            .lines()
+            .any(|line| line.trim() == String::from_utf8_lossy(&first.output.stdout).trim()),
         true
     );
     eventually("the preview to decode", Duration::from_secs(10), || async {
-        let width = browser.run_script(&tab, "return document.querySelector('#result-0 img.thumbnail').naturalWidth;").await;
+        let width =
+            browser.run_script(&tab, "return document.querySelector('#result-0 img.thumbnail').naturalWidth;").await;
         width.is_ok_and(|width| width == 24)
     })
     .await;
 
     // The zip the page offers holds exactly the CLI's layout of those results, byte for byte.
-    let href = browser.run_script(&tab, "return document.getElementById('download-zip').getAttribute('href');").await.unwrap();
+    let href =
+        browser.run_script(&tab, "return document.getElementById('download-zip').getAttribute('href');").await.unwrap();
     assert_eq!(href.as_str().unwrap(), format!("/api/jobs/{job}/results.zip"));
     let zip_bytes = fetch_bytes(&browser, &tab, href.as_str().unwrap()).await;
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
@@ -237,7 +256,8 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
         })
     })
     .await;
-    let bars = browser.run_script(&tab, "return document.querySelectorAll('#chunks-chart rect.bar').length;").await.unwrap();
+    let bars =
+        browser.run_script(&tab, "return document.querySelectorAll('#chunks-chart rect.bar').length;").await.unwrap();
     assert_eq!(bars, 30);
     assert_labelled_and_narrow(&browser, &tab, "/stats").await;
     photograph(&browser, &tab, "stats").await;
@@ -249,7 +269,10 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     wait_for_workers(&server.client(), 0).await;
     browser.visit(&tab, &format!("{}/submit", server.url), "program-select").await.unwrap();
     eventually("the earlier program to be listed", Duration::from_secs(10), || async {
-        browser.run_script(&tab, "return document.querySelectorAll('#program-select option').length;").await.is_ok_and(|count| count == 2)
+        browser
+            .run_script(&tab, "return document.querySelectorAll('#program-select option').length;")
+            .await
+            .is_ok_and(|count| count == 2)
     })
     .await;
     browser
@@ -270,7 +293,14 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     assert_eq!(text_of(&browser, &tab, "escrow").await, "5.000 credits");
     browser.click(&tab, "submit-job").await.unwrap();
     browser.wait_for(&tab, "cancel-job").await.unwrap();
-    let second: u64 = browser.run_script(&tab, "return location.pathname.split('/')[2];").await.unwrap().as_str().unwrap().parse().unwrap();
+    let second: u64 = browser
+        .run_script(&tab, "return location.pathname.split('/')[2];")
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     wait_for_text(&browser, &tab, "escrowed", "5.000 credits", Duration::from_secs(10)).await;
     browser.click(&tab, "cancel-job").await.unwrap();
     browser.wait_for(&tab, "cancel-confirm").await.unwrap();
@@ -281,10 +311,14 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     // The jobs list shows both; the ledger has the refund, linked to its job.
     browser.visit(&tab, &format!("{}/jobs", server.url), "jobs").await.unwrap();
     eventually("both jobs to be listed", Duration::from_secs(10), || async {
-        browser.run_script(&tab, "return document.querySelectorAll('#jobs tbody tr').length;").await.is_ok_and(|rows| rows == 2)
+        browser
+            .run_script(&tab, "return document.querySelectorAll('#jobs tbody tr').length;")
+            .await
+            .is_ok_and(|rows| rows == 2)
     })
     .await;
-    let first_row = browser.run_script(&tab, "return document.querySelector('#jobs tbody tr').textContent;").await.unwrap();
+    let first_row =
+        browser.run_script(&tab, "return document.querySelector('#jobs tbody tr').textContent;").await.unwrap();
     assert!(first_row.as_str().unwrap().contains("cancelled"), "newest first: {first_row}");
     assert_labelled_and_narrow(&browser, &tab, "/jobs").await;
     photograph(&browser, &tab, "jobs").await;
@@ -292,7 +326,10 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     browser.visit(&tab, &format!("{}/account", server.url), "ledger").await.unwrap();
     eventually("the refund in the ledger", Duration::from_secs(10), || async {
         let rows = browser
-            .run_script(&tab, "return Array.from(document.querySelectorAll('#ledger tbody tr')).map(row => row.textContent);")
+            .run_script(
+                &tab,
+                "return Array.from(document.querySelectorAll('#ledger tbody tr')).map(row => row.textContent);",
+            )
             .await;
         rows.is_ok_and(|rows| {
             rows.as_array().is_some_and(|rows| {
