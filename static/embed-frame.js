@@ -393,6 +393,46 @@
       setPause('visitor', true);
     }
   });
+  /* A visitor signed in on our origin may take a share of what this identity earns: the frame's own
+   * requests carry no cookie of ours (it is inside another site), so the widget asks for a single-use code
+   * as its identity and opens a page of ours, in a new tab, where the signed-in visitor hands it in. The
+   * tab is opened at once, in the click, so that no pop-up blocker stops it, and sent to the page once the
+   * code is here; the code travels in the URL's fragment, which is never sent to a server. */
+  element('share').addEventListener('click', function (event) {
+    if (!event.isTrusted) {
+      return;
+    }
+    var tab = window.open('', '_blank');
+    if (!tab) {
+      say('Your browser blocked the new tab: allow pop-ups here, then try again.');
+      return;
+    }
+    var credential = readJson(IDENTITY_KEY);
+    if (!credential || typeof credential.id !== 'string' || typeof credential.secret !== 'string') {
+      tab.close();
+      say('Start donating first: the share is of what this browser computes.');
+      return;
+    }
+    fetch('/api/embed/share-codes', {
+      method: 'POST',
+      headers: { Accept: 'application/json', Authorization: 'Volunteer ' + credential.id + ':' + credential.secret },
+      credentials: 'omit'
+    }).then(function (answer) {
+      return answer.json().then(function (body) {
+        if (!answer.ok) {
+          throw new Error(body && body.error ? body.error : 'The server refused (status ' + answer.status + ').');
+        }
+        return body;
+      });
+    }).then(function (code) {
+      tab.opener = null;
+      var fragment = new URLSearchParams({ code: code.code, site: code.site_name });
+      tab.location.href = window.location.origin + '/share#' + fragment.toString();
+    }).catch(function (failure) {
+      tab.close();
+      say((failure && failure.message) || 'Could not ask for a share; try again later.');
+    });
+  });
   element('reconsider').addEventListener('click', function (event) {
     if (!event.isTrusted) {
       return;

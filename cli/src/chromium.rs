@@ -291,6 +291,11 @@ impl Chromium {
         Ok(())
     }
 
+    /// Every open tab (to find one that a page opened).
+    pub async fn tabs(&self) -> anyhow::Result<Vec<WindowHandle>> {
+        Ok(self.client.windows().await?)
+    }
+
     /// Closes a tab and switches to another.
     pub async fn close_tab(&self, tab: &WindowHandle, fall_back_to: &WindowHandle) -> anyhow::Result<()> {
         self.client.switch_to_window(tab.clone()).await?;

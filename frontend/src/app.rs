@@ -14,6 +14,7 @@ use crate::donate::{DonatePage, Donation};
 use crate::jobs::{JobPage, JobsPage};
 use crate::live::SessionPage;
 use crate::session::Session;
+use crate::share::SharePage;
 use crate::stats::StatsPage;
 use crate::submit::SubmitPage;
 
@@ -35,6 +36,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/jobs/:id") view=JobPage />
                 <Route path=path!("/stats") view=StatsPage />
                 <Route path=path!("/sessions/:id") view=SessionPage />
+                <Route path=path!("/share") view=SharePage />
             </Routes>
         </Router>
     }

@@ -23,6 +23,7 @@
 //! - `account`: the account page (`/account`): credits, volunteering, tokens, the ledger;
 //! - `ads`: watching a rewarded ad (donate and account pages), time counted only while it is seen;
 //! - `campaigns`: the sponsor's campaigns and the administrator's approvals (account page);
+//! - `share`: a site's visitor takes their share of what their browser computes for the site (`/share`);
 //! - `sites`: the account page's site keys for the embed script: create, snippet, statistics, revoke;
 //! - `submit`: the New job page (`/submit`);
 //! - `jobs`: the jobs (`/jobs`) and a job live (`/jobs/{id}`), over server-sent events;
@@ -59,6 +60,8 @@ mod jobs;
 mod live;
 #[cfg(target_arch = "wasm32")]
 mod session;
+#[cfg(target_arch = "wasm32")]
+mod share;
 #[cfg(target_arch = "wasm32")]
 mod sites;
 #[cfg(target_arch = "wasm32")]

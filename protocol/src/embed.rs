@@ -1,5 +1,6 @@
 //! Embedding on other sites: the REST bodies of site keys (`POST /api/sites`, `GET /api/sites`), the
-//! query of the embed frame (`GET /embed/frame`), and the rules both ends apply to what a site owner or a
+//! query of the embed frame (`GET /embed/frame`), a visitor's share (`/api/embed/share-codes`,
+//! `/api/embed/shares`), and the rules both ends apply to what a site owner or a
 //! host page may ask for, so that the account page, the server and the frame agree on them.
 //!
 //! A *site key* names a site that embeds `/embed.js`: its owner (who earns what its visitors' browsers
@@ -66,6 +67,59 @@ pub struct SiteInfo {
     pub earned_millicredits: i64,
 }
 
+/// The share of a site's visitor's credits that goes to the visitor's own account once they take it
+/// (`POST /api/embed/shares`), in percent of the volunteer side of each payment; the rest goes to the
+/// site's owner. The visitor's part is rounded down, so the owner never gets less than half.
+pub const VISITOR_SHARE_PERCENT: u32 = 50;
+/// How long a share code lives: the visitor confirms it on a page the widget opens at once.
+pub const SHARE_CODE_TTL_MS: u64 = 10 * 60 * 1000;
+/// Share codes start with this, then [`SITE_KEY_RANDOM_CHARS`] random URL-safe characters.
+pub const SHARE_CODE_PREFIX: &str = "share_";
+
+/// `POST /api/embed/share-codes` (the widget, as its visitor's identity): a single-use code for the
+/// page where the visitor, signed in on the coordinator's origin, takes their share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShareCode {
+    pub code: String,
+    /// After this (the server's clock) the code is refused; a new one replaces it before then too.
+    pub expires_at_ms: u64,
+    /// The site the identity volunteers for.
+    pub site_name: String,
+    /// [`VISITOR_SHARE_PERCENT`].
+    pub share_percent: u32,
+}
+
+/// `POST /api/embed/shares`: the signed-in visitor takes their share of what the identity that issued
+/// `code` earns from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    pub code: String,
+}
+
+/// What taking a share did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShareTaken {
+    pub site_name: String,
+    /// [`VISITOR_SHARE_PERCENT`]: this part of each validated replica's volunteer share goes to the caller.
+    pub share_percent: u32,
+}
+
+/// Whether `text` has the shape of a share code (it may still be unknown, used or expired).
+pub fn is_share_code(text: &str) -> bool {
+    text.strip_prefix(SHARE_CODE_PREFIX).is_some_and(is_random_part)
+}
+
+/// Splits the volunteer side of a payment to a site's visitor who took their share: (the owner's, the
+/// visitor's).
+pub fn split_visitor_share(share: i64) -> (i64, i64) {
+    let visitor = (i128::from(share.max(0)) * i128::from(VISITOR_SHARE_PERCENT) / 100) as i64;
+    (share - visitor, visitor)
+}
+
 /// `GET /embed/frame`: what `embed.js` puts in the frame's URL. Every value is a string read leniently
 /// (a host page's mistake gives the default, not an error page in the widget) and clamped to its bounds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,10 +170,13 @@ fn clamped(value: Option<&str>, min: u32, max: u32, default: u32) -> u32 {
 
 /// Whether `text` has the shape of a site key (it may still be unknown or revoked).
 pub fn is_site_key(text: &str) -> bool {
-    text.strip_prefix(SITE_KEY_PREFIX).is_some_and(|random| {
-        random.len() == SITE_KEY_RANDOM_CHARS
-            && random.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-    })
+    text.strip_prefix(SITE_KEY_PREFIX).is_some_and(is_random_part)
+}
+
+/// The random part of keys and codes: [`SITE_KEY_RANDOM_CHARS`] URL-safe base64 characters.
+fn is_random_part(random: &str) -> bool {
+    random.len() == SITE_KEY_RANDOM_CHARS
+        && random.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 /// Why a site's name is refused, if it is.
@@ -240,6 +297,19 @@ pub fn snippet(public_origin: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visitors_share_never_exceeds_half_and_nothing_is_lost_in_the_split() {
+        for share in [0, 1, 2, 3, 99, 100, 101, 9_000, i64::MAX] {
+            let (owner, visitor) = split_visitor_share(share);
+            assert_eq!(owner + visitor, share, "{share}");
+            assert!(visitor <= owner && visitor >= 0, "{share}: {owner} {visitor}");
+        }
+        assert_eq!(split_visitor_share(101), (51, 50));
+        assert!(is_share_code(&format!("{SHARE_CODE_PREFIX}{}", "a".repeat(SITE_KEY_RANDOM_CHARS))));
+        assert!(!is_share_code(&format!("{SITE_KEY_PREFIX}{}", "a".repeat(SITE_KEY_RANDOM_CHARS))));
+        assert!(!is_share_code("share_x"));
+    }
 
     #[test]
     fn origins_are_normalised_as_browsers_serialise_them() {

@@ -3,18 +3,23 @@
 //! an owner's with their statistics, revoking one, and deciding what the embed frame shows for a request:
 //! the consent widget of an active key framed by one of its origins, or the neutral message.
 //!
+//! A site's visitor signed in on our origin may take a share of what their identity earns: the widget
+//! gets a single-use code as the identity ([`issue_share_code`]) and opens a page of ours where the
+//! signed-in visitor hands it in ([`take_share`]). Only the code's hash is stored.
+//!
 //! Revoking a key also closes its visitors' connections; the handler asks the coordinator for that, as it
 //! does for revoked API tokens. Payments for a site's visitors are routed in the store
 //! (`store::writes::insert_result`).
 
 use distributivecom_protocol::embed::{
-    EmbedSettings, FrameQuery, SITE_KEY_PREFIX, SiteInfo, SiteRequest, is_site_key, normalize_origin,
-    normalize_origins, site_name_problem, snippet,
+    EmbedSettings, FrameQuery, SHARE_CODE_PREFIX, SHARE_CODE_TTL_MS, SITE_KEY_PREFIX, ShareCode, SiteInfo, SiteRequest,
+    VISITOR_SHARE_PERCENT, is_share_code, is_site_key, normalize_origin, normalize_origins, site_name_problem, snippet,
 };
 
 use crate::clock::unix_ms;
-use crate::identity::random_secret;
-use crate::store::sites::{self, NewSite, SiteCreation, SiteRow};
+use crate::identity::{random_secret, sha256_hex};
+use crate::store::accounts::VolunteerRow;
+use crate::store::sites::{self, NewSite, ShareOutcome, SiteCreation, SiteRow};
 use crate::store::{Store, StoreError};
 
 /// Active site keys one account may have at once.
@@ -124,4 +129,26 @@ pub async fn frame(store: &Store, query: &FrameQuery) -> Result<Frame, StoreErro
     }
     let settings = EmbedSettings::from_options(query.throttle.as_deref(), query.threads.as_deref());
     Ok(Frame::Widget { key: site.key, name: site.name, origins: site.origins, settings })
+}
+
+/// A single-use share code for a site visitor's identity, valid for [`SHARE_CODE_TTL_MS`] (replacing any
+/// earlier one); `None` if the identity is not a visitor of an active site.
+pub async fn issue_share_code(store: &Store, volunteer: &VolunteerRow) -> Result<Option<ShareCode>, StoreError> {
+    if volunteer.site.is_none_or(|site| !site.active) {
+        return Ok(None);
+    }
+    let code = format!("{SHARE_CODE_PREFIX}{}", random_secret());
+    let (id, code_hash, expires_at_ms) = (volunteer.id.clone(), sha256_hex(&code), unix_ms() + SHARE_CODE_TTL_MS);
+    let site_name =
+        store.transact(move |connection| sites::issue_share_code(connection, &id, &code_hash, expires_at_ms)).await?;
+    Ok(site_name.map(|site_name| ShareCode { code, expires_at_ms, site_name, share_percent: VISITOR_SHARE_PERCENT }))
+}
+
+/// Gives `user` the visitor's share of what the identity that issued `code` earns from now on.
+pub async fn take_share(store: &Store, user: u64, code: &str) -> Result<ShareOutcome, StoreError> {
+    if !is_share_code(code) {
+        return Ok(ShareOutcome::Unknown);
+    }
+    let (code_hash, now) = (sha256_hex(code), unix_ms());
+    store.transact(move |connection| sites::take_share(connection, &code_hash, user, now)).await
 }

@@ -6,7 +6,9 @@
 //! land on the site owner's account; the host may pause and stop it; the visitor's opt-out is remembered
 //! across reloads, and so is consent (the widget resumes by itself once in view); a key used on another
 //! origin or revoked shows the neutral message and computes nothing, and revoking a key stops a running
-//! widget. The account page creates, lists and revokes keys.
+//! widget. The account page creates, lists and revokes keys. A visitor signed in on the coordinator takes
+//! a share from the running widget, through a page of ours in a new tab, and is paid their part of each
+//! validated replica.
 
 use std::time::Duration;
 
@@ -536,4 +538,147 @@ async fn the_account_page_creates_lists_and_revokes_site_keys_at_desktop_and_pho
     let revoked =
         browser.run_script(&tab, "return document.querySelector('article.site.revoked h3').textContent;").await;
     assert_eq!(revoked.unwrap(), json!("Olivia's shop"));
+}
+
+/// A web session's cookie and the account's id, by logging in over the API.
+async fn log_in(server: &TestServer, username: &str, password: &str) -> (String, u64) {
+    let http = reqwest::Client::new();
+    let body = json!({ "username": username, "password": password });
+    let answer = http.post(format!("{}/api/auth/login", server.url)).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let session: Value = answer.json().await.unwrap();
+    (cookie, session["user"]["id"].as_u64().unwrap())
+}
+
+async fn balance_with_cookie(server: &TestServer, cookie: &str) -> i64 {
+    let http = reqwest::Client::new();
+    let account: Value = http
+        .get(format!("{}/api/account", server.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    account["balance_millicredits"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_visitor_signed_in_here_takes_a_share_from_the_widget_and_is_paid_their_part_of_each_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--trust-after", "1000000"]);
+    let api = server.client();
+    let host = HostSite::start(&server.url).await;
+    let owner = owner_token(&server, "olivia").await;
+    let key = create_site(&server, &owner, "Olivia's bread blog", &[host.origin()]).await;
+
+    // The visitor has an account on the coordinator and is signed in there, in this browser.
+    let browser = Chromium::start().await.unwrap();
+    let home = browser.open_tab(&format!("{}/signup", server.url), "username").await.unwrap();
+    browser.type_into(&home, "username", "vera").await.unwrap();
+    browser.type_into(&home, "password", "vera's long passphrase").await.unwrap();
+    browser.click(&home, "submit").await.unwrap();
+    browser.wait_for(&home, "account-username").await.unwrap();
+    let (cookie, vera) = log_in(&server, "vera", "vera's long passphrase").await;
+    let vera_before = balance_with_cookie(&server, &cookie).await;
+    let (_, owner_before) = api_account(&server, &owner).await;
+
+    // On the blog, the visitor opts in; the running widget offers the share.
+    let tab = browser.open_tab(&host.url(&key), "ready").await.unwrap();
+    browser.wait_for_in_frame(&tab, 0, "start").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    browser.click_in_frame(&tab, 0, "start").await.unwrap();
+    wait_for_workers(&api, 1).await;
+    eventually("the widget to run", Duration::from_secs(30), || async {
+        frame_state(&browser, &tab).await == "running"
+    })
+    .await;
+    let offer = browser.text_in_frame(&tab, 0, "share").await.unwrap();
+    assert_eq!(offer, "Have an account with us? Take 50% of the credits");
+
+    // The link opens a page of ours in a new tab, signed in, with the code out of its URL.
+    let before: Vec<WindowHandle> = browser.tabs().await.unwrap();
+    browser.click_in_frame(&tab, 0, "share").await.unwrap();
+    let mut opened = None;
+    for _ in 0..100 {
+        opened = browser.tabs().await.unwrap().into_iter().find(|handle| !before.contains(handle));
+        if opened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let share = opened.expect("the widget opened no tab");
+    browser.wait_for(&share, "take-share").await.unwrap();
+    let url = browser.run_script(&share, "return location.href;").await.unwrap();
+    assert_eq!(url, json!(format!("{}/share", server.url)), "the code left the URL and the history");
+    let offer = browser.run_script(&share, "return document.querySelector('main').innerText;").await.unwrap();
+    let offer = offer.as_str().unwrap();
+    assert!(
+        offer.contains("50% of the credits") && offer.contains("Olivia's bread blog") && offer.contains("vera"),
+        "{offer}"
+    );
+    browser.set_window_size(1100, 700).await.unwrap();
+    browser.screenshot(&share, &screenshot_path("embed-share.png")).await.unwrap();
+    browser.click(&share, "take-share").await.unwrap();
+    browser.wait_for(&share, "share-done").await.unwrap();
+    let done = browser.text(&share, "share-done").await.unwrap();
+    assert!(
+        done.starts_with("Done: from now on, 50% of the credits your browser earns for Olivia's bread blog"),
+        "{done}"
+    );
+    // The code worked once: the same page again has nothing to hand in.
+    browser.visit(&share, &format!("{}/share", server.url), "share-missing").await.unwrap();
+    browser.close_tab(&share, &tab).await.unwrap();
+    browser.set_window_size(1100, 900).await.unwrap();
+
+    // The widget's validated work now pays the visitor half of each replica's volunteer side (rounded
+    // down) and the site's owner the rest, in the same ledger transaction.
+    let _native = server.worker(1);
+    wait_for_workers(&api, 2).await;
+    let chunks: Vec<_> = (0..4u64)
+        .map(|index| chunk(&[&(index * 1_000_000).to_string(), &((index + 1) * 1_000_000).to_string()]))
+        .collect();
+    let job = submit(&api, "primes", chunks).await;
+    let (status, _) = finish(&api, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    let site = site_stats(&server, &owner, &key).await;
+    assert_eq!(site["validated_replicas"], 4, "{site}");
+    let connection = rusqlite::Connection::open(server.database()).unwrap();
+    let owner_id: u64 = reqwest::Client::new()
+        .get(format!("{}/api/account", server.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["user"]["id"]
+        .as_u64()
+        .unwrap();
+    let mut statement = connection
+        .prepare(
+            "SELECT visitor.amount, owner.amount FROM ledger AS visitor
+             JOIN ledger AS owner ON owner.txn = visitor.txn AND owner.account = ?2
+             WHERE visitor.account = ?1 AND visitor.kind = 'payment'",
+        )
+        .unwrap();
+    let parts: Vec<(i64, i64)> = statement
+        .query_map([format!("user:{vera}"), format!("user:{owner_id}")], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(parts.len(), 4, "one payment per validated replica of the widget: {parts:?}");
+    for (visitor, owner) in &parts {
+        assert_eq!(*visitor, (visitor + owner) / 2, "{parts:?}");
+    }
+    let visitor_total: i64 = parts.iter().map(|(visitor, _)| visitor).sum();
+    let owner_total: i64 = parts.iter().map(|(_, owner)| owner).sum();
+    assert!(visitor_total > 0);
+    assert_eq!(balance_with_cookie(&server, &cookie).await, vera_before + visitor_total);
+    let (_, owner_after) = api_account(&server, &owner).await;
+    assert_eq!(owner_after, owner_before + owner_total);
+    assert_eq!(site["earned_millicredits"], owner_total, "the site's figures count what its owner earned");
+    assert_ledger_conserved(&server.database());
 }

@@ -10,7 +10,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use distributivecom_protocol::embed::FrameQuery;
+use distributivecom_protocol::embed::{FrameQuery, VISITOR_SHARE_PERCENT};
 
 use super::AppState;
 use super::error::AppError;
@@ -92,6 +92,7 @@ fn widget_page(key: &str, name: &str, origins: &[String], throttle: u32, threads
     let name = escape(name);
     let origins = escape(&origins.join(" "));
     let cores = if threads == 1 { "one CPU core".to_owned() } else { format!("{threads} CPU cores") };
+    let share = VISITOR_SHARE_PERCENT;
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -113,6 +114,7 @@ fn widget_page(key: &str, name: &str, origins: &[String], throttle: u32, threads
 <p class="title"><strong id="running-title">Donating to {name}</strong></p>
 <p id="progress">Starting…</p>
 <p class="buttons"><button id="pause" type="button">Pause</button> <button id="stop" class="primary" type="button">Stop</button></p>
+<p class="share"><button id="share" class="link" type="button" title="Opens a page of Distributivecom where you, signed in, take {share}% of what this browser earns here">Have an account with us? Take {share}% of the credits</button></p>
 </section>
 <section id="stopped" hidden>
 <p class="title"><strong>Not donating.</strong></p>

@@ -112,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sites", get(sites::list).post(sites::create))
         .route("/api/sites/{key}", delete(sites::revoke))
         .route("/api/sites/{key}/volunteers", post(sites::register_volunteer))
+        .route("/api/embed/share-codes", post(sites::share_code))
+        .route("/api/embed/shares", post(sites::take_share))
         .route("/embed.js", get(embed::script))
         .route("/embed/frame", get(embed::frame))
         .route("/api/volunteers", post(account::register_volunteer))

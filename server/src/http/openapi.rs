@@ -7,7 +7,7 @@ use distributivecom_protocol::api::{
     ModuleInfo, ModuleSummary, ReplicationRequest, ResultsPage, ServerLimits, ServerStats, VolunteerCredential,
     VolunteeringStats,
 };
-use distributivecom_protocol::embed::{SiteInfo, SiteRequest};
+use distributivecom_protocol::embed::{ShareCode, ShareRequest, ShareTaken, SiteInfo, SiteRequest};
 use distributivecom_protocol::session::{RoundInfo, SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use distributivecom_protocol::worker::{Output, RunStatus};
 
@@ -54,6 +54,8 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::sites::list,
         super::sites::revoke,
         super::sites::register_volunteer,
+        super::sites::share_code,
+        super::sites::take_share,
         super::embed::frame,
     ),
     components(schemas(
@@ -97,6 +99,9 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         AdViewCompleted,
         SiteRequest,
         SiteInfo,
+        ShareCode,
+        ShareRequest,
+        ShareTaken,
         VolunteerCredential
     ))
 )]

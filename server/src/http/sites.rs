@@ -1,20 +1,25 @@
 //! Site keys over HTTP: create (`POST /api/sites`), list with statistics (`GET /api/sites`) and revoke
 //! (`DELETE /api/sites/{key}`) for the signed-in owner, and the registration of a site's visitor
 //! (`POST /api/sites/{key}/volunteers`), the one anonymous write of the embed widget, rate-limited like
-//! `POST /api/volunteers`. The rules are `crate::sites`'s.
+//! `POST /api/volunteers`; and a visitor's share: a code for the widget's identity
+//! (`POST /api/embed/share-codes`) that the visitor, signed in, exchanges (`POST /api/embed/shares`). The
+//! rules are `crate::sites`'s.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use distributivecom_protocol::api::{ErrorBody, VolunteerCredential};
-use distributivecom_protocol::embed::{SiteInfo, SiteRequest, is_site_key, normalize_origin};
+use distributivecom_protocol::embed::{
+    ShareCode, ShareRequest, ShareTaken, SiteInfo, SiteRequest, VISITOR_SHARE_PERCENT, is_site_key, normalize_origin,
+};
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{Caller, JsonBody, Path, VolunteerRegistration};
+use super::extract::{Caller, JsonBody, Path, VolunteerCaller, VolunteerRegistration};
 use crate::config::ServerConfig;
 use crate::identity::SITE_UNAVAILABLE;
 use crate::sites::{self, SiteRefusal};
+use crate::store::sites::ShareOutcome;
 
 /// The origin this server is reached at, for snippets: `--public-origin` if set, otherwise `http://` and
 /// the request's Host header (if it is a valid host and port), otherwise the address it listens on.
@@ -124,4 +129,61 @@ pub async fn register_volunteer(
     };
     let credential = registered.ok_or_else(|| AppError::NotFound(SITE_UNAVAILABLE.to_owned()))?;
     Ok((StatusCode::CREATED, Json(credential)))
+}
+
+/// A single-use code, valid for 10 minutes, with which the visitor of a site, signed in on this origin,
+/// takes their share of what this identity earns (the widget opens `/share` with it). The caller is the
+/// widget's identity: `Authorization: Volunteer <id>:<secret>`.
+#[utoipa::path(
+    post, path = "/api/embed/share-codes", tag = "sites",
+    responses(
+        (status = 201, description = "The code; a new one replaces the identity's earlier one", body = ShareCode),
+        (status = 401, description = "No volunteer identity, or a wrong secret", body = ErrorBody),
+        (status = 404, description = "The identity is not a visitor of an active site", body = ErrorBody),
+    )
+)]
+pub async fn share_code(
+    State(state): State<AppState>,
+    VolunteerCaller(volunteer): VolunteerCaller,
+) -> Result<(StatusCode, Json<ShareCode>), AppError> {
+    let code = sites::issue_share_code(&state.store, &volunteer).await?.ok_or_else(|| {
+        AppError::NotFound(
+            "only the identity of an active site's visitor (from the embed widget) has a share to give".to_owned(),
+        )
+    })?;
+    Ok((StatusCode::CREATED, Json(code)))
+}
+
+/// The signed-in caller takes the visitor's share (`share_percent` of the volunteer side of each payment;
+/// the site's owner keeps the rest) of what the identity that issued the code earns from now on. A code
+/// is good for one try.
+#[utoipa::path(
+    post, path = "/api/embed/shares", tag = "sites",
+    request_body = ShareRequest,
+    responses(
+        (status = 200, description = "The share is the caller's", body = ShareTaken),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "Unknown, used or expired code, or the site's key was revoked", body = ErrorBody),
+        (status = 409, description = "The share goes to another account already, or the caller owns the site", body = ErrorBody),
+    )
+)]
+pub async fn take_share(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<ShareRequest>,
+) -> Result<Json<ShareTaken>, AppError> {
+    match sites::take_share(&state.store, caller.user.id, &request.code).await? {
+        ShareOutcome::Taken { site_name } => Ok(Json(ShareTaken { site_name, share_percent: VISITOR_SHARE_PERCENT })),
+        ShareOutcome::Unknown => Err(AppError::NotFound(
+            "this share code is unknown, used or expired (codes last 10 minutes and work once): open the link in \
+             the site's widget again"
+                .to_owned(),
+        )),
+        ShareOutcome::TakenByAnother => {
+            Err(AppError::Conflict("this browser's share on that site already goes to another account".to_owned()))
+        }
+        ShareOutcome::OwnSite => {
+            Err(AppError::Conflict("you own this site: everything its visitors earn is yours already".to_owned()))
+        }
+    }
 }

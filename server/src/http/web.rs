@@ -1,4 +1,4 @@
-//! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, `/submit`, `/jobs`, `/jobs/{id}`, `/stats`, `/sessions/{id}`, all one Leptos app) and
+//! The web app: its pages (`/`, `/donate`, `/signup`, `/login`, `/account`, `/submit`, `/jobs`, `/jobs/{id}`, `/stats`, `/sessions/{id}`, `/share`, all one Leptos app) and
 //! assets (`/assets/...`, the embed widget's included), embedded in the binary from `target/web/dist`
 //! (built by `cargo xtask build`), and the JSON 404 for unknown paths.
 
@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}", get(page))
         .route("/stats", get(page))
         .route("/sessions/{id}", get(page))
+        .route("/share", get(page))
         .route("/assets/{*path}", get(asset))
         .layer(CompressionLayer::new())
 }

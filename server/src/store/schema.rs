@@ -334,6 +334,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sites_active_by_owner ON sites (owner_id) WHERE revoked_at_ms IS NULL;
     ALTER TABLE volunteers ADD COLUMN site_id INTEGER REFERENCES sites(id);
     "#,
+    // 9: a site's visitor may take a share of what their identity earns (`protocol::embed`): the widget
+    // asks for a single-use code (its hash and expiry kept on the identity, one at a time), and the
+    // visitor, signed in on a page of ours, exchanges it for `visitor_user_id`. That column is not
+    // `user_id`, which would make the identity the visitor's own volunteer key and its site's owner
+    // unpaid.
+    r#"
+    ALTER TABLE volunteers ADD COLUMN visitor_user_id INTEGER REFERENCES users(id);
+    ALTER TABLE volunteers ADD COLUMN share_code_hash TEXT;
+    ALTER TABLE volunteers ADD COLUMN share_code_expires_at_ms INTEGER;
+    CREATE UNIQUE INDEX volunteers_by_share_code ON volunteers (share_code_hash) WHERE share_code_hash IS NOT NULL;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

@@ -5,6 +5,9 @@
 //! (`register_volunteer`), and `validated`, `compute_us`, `work_units` and `earned` move in the same
 //! transaction as each payment for one of its identities' replicas (`writes::insert_result`, through
 //! [`record_payment`]), so reading them is one row whatever the history.
+//!
+//! A visitor signed in on our origin may take a share of what their identity earns
+//! ([`issue_share_code`], then [`take_share`]); the payment splits it (`writes::insert_result`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -183,4 +186,71 @@ pub fn record_payment(
         )?
         .execute(params![site as i64, integer(work_units), integer(compute_us), earned])?;
     Ok(())
+}
+
+/// Keeps `code_hash` as the identity's one share code until `expires_at_ms`, replacing any earlier one.
+/// The name of its site, or `None` (and nothing written) if the identity is not a visitor of an active
+/// site.
+pub fn issue_share_code(
+    connection: &Connection,
+    volunteer: &str,
+    code_hash: &str,
+    expires_at_ms: u64,
+) -> Result<Option<String>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "UPDATE volunteers SET share_code_hash = ?2, share_code_expires_at_ms = ?3
+             WHERE id = ?1 AND site_id IN (SELECT id FROM sites WHERE revoked_at_ms IS NULL)
+             RETURNING (SELECT name FROM sites WHERE sites.id = volunteers.site_id)",
+        )?
+        .query_row(params![volunteer, code_hash, expires_at_ms as i64], |row| row.get(0))
+        .optional()?)
+}
+
+/// What exchanging a share code did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShareOutcome {
+    /// The caller now takes the published share of what the identity earns for the site.
+    Taken { site_name: String },
+    /// No such code, or it expired or was used, or its site's key was revoked.
+    Unknown,
+    /// The identity's share already goes to another account.
+    TakenByAnother,
+    /// The caller owns the site: its visitors' credits are theirs already.
+    OwnSite,
+}
+
+/// Exchanges a share code for `user`'s share of what its identity earns from now on. The code is used up
+/// whatever the outcome, so it is tried once.
+pub fn take_share(connection: &Connection, code_hash: &str, user: u64, at_ms: u64) -> Result<ShareOutcome, StoreError> {
+    let found: Option<(String, Option<i64>, i64, String, i64, bool)> = connection
+        .prepare_cached(
+            "SELECT volunteers.id, volunteers.visitor_user_id, volunteers.share_code_expires_at_ms, sites.name,
+                    sites.owner_id, sites.revoked_at_ms IS NULL
+             FROM volunteers JOIN sites ON sites.id = volunteers.site_id
+             WHERE volunteers.share_code_hash = ?1",
+        )?
+        .query_row([code_hash], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+        })
+        .optional()?;
+    let Some((volunteer, visitor, expires_at_ms, site_name, owner, active)) = found else {
+        return Ok(ShareOutcome::Unknown);
+    };
+    connection
+        .prepare_cached("UPDATE volunteers SET share_code_hash = NULL, share_code_expires_at_ms = NULL WHERE id = ?1")?
+        .execute([&volunteer])?;
+    let outcome = if !active || expires_at_ms < at_ms as i64 {
+        ShareOutcome::Unknown
+    } else if owner as u64 == user {
+        ShareOutcome::OwnSite
+    } else if visitor.is_some_and(|visitor| visitor as u64 != user) {
+        ShareOutcome::TakenByAnother
+    } else {
+        connection
+            .prepare_cached("UPDATE volunteers SET visitor_user_id = ?2 WHERE id = ?1")?
+            .execute(params![volunteer, user as i64])?;
+        ShareOutcome::Taken { site_name }
+    };
+    Ok(outcome)
 }

@@ -2,6 +2,7 @@
 //! `writer.rs`) through `Store::transact`, so a write either happens whole or not at all, and is durable
 //! when its caller hears back.
 
+use distributivecom_protocol::embed::split_visitor_share;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ledger::{self, BURN, MINT, Reference};
@@ -167,11 +168,21 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
         // Rounded up, so that even the smallest paid replica gives its volunteer something.
         let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
 
-        let (account, site) = payee_and_site(connection, &payment.volunteer)?;
+        let payee = payee_and_site(connection, &payment.volunteer)?;
+        // A site's visitor who took their share gets its published part of the volunteer side.
+        let (account_share, visitor_share) = match &payee.visitor {
+            Some(_) => split_visitor_share(share),
+            None => (share, 0),
+        };
+        let mut legs = vec![(escrow.as_str(), -amount), (payee.account.as_str(), account_share)];
+        if let Some(visitor) = &payee.visitor {
+            legs.push((visitor.as_str(), visitor_share));
+        }
+        legs.push((BURN, amount - share));
         ledger::record(
             connection,
             "payment",
-            &[(&escrow, -amount), (&account, share), (BURN, amount - share)],
+            &legs,
             Reference {
                 job: Some(result.job),
                 chunk: Some(result.chunk),
@@ -191,8 +202,8 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
                    work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
             )?
             .execute(params![payment.volunteer, sql_integer(payment.work_units), share])?;
-        if let Some(site) = site {
-            sites::record_payment(connection, site, payment.work_units, payment.compute_us, share)?;
+        if let Some(site) = payee.site {
+            sites::record_payment(connection, site, payment.work_units, payment.compute_us, account_share)?;
         }
     }
     // The day's totals move with the result, for the statistics page.
@@ -256,30 +267,45 @@ fn sql_integer(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The account a volunteer's credits go to (see [`payee_and_site`]); ad rewards go there too.
+/// The account a volunteer's credits go to (see [`payee_and_site`]); ad rewards go there too, whole.
 pub(super) fn payee(connection: &Connection, volunteer: &str) -> Result<String, StoreError> {
-    payee_and_site(connection, volunteer).map(|(account, _)| account)
+    payee_and_site(connection, volunteer).map(|payee| payee.account)
 }
 
-/// The account a volunteer's credits go to, and the site whose statistics count them: a site's visitor's
-/// go to the site's owner (whether or not its key was revoked since: the work was done and validated), a
-/// claimed anonymous volunteer's to its account, anyone else's to its own key's account.
-fn payee_and_site(connection: &Connection, volunteer: &str) -> Result<(String, Option<u64>), StoreError> {
-    if let Some(id) = volunteer.strip_prefix("volunteer:") {
-        let found: Option<(Option<i64>, Option<i64>, Option<i64>)> = connection
-            .prepare_cached(
-                "SELECT volunteers.user_id, sites.id, sites.owner_id
-                 FROM volunteers LEFT JOIN sites ON sites.id = volunteers.site_id WHERE volunteers.id = ?1",
-            )?
-            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .optional()?;
-        match found {
-            Some((_, Some(site), Some(owner))) => return Ok((ledger::user(owner as u64), Some(site as u64))),
-            Some((Some(user), _, _)) => return Ok((ledger::user(user as u64), None)),
-            _ => {}
-        }
-    }
-    Ok((volunteer.to_owned(), None))
+/// Who a volunteer's validated replica pays.
+struct Payee {
+    /// The ledger account that gets the volunteer side (all of it, or the owner's part of a shared one).
+    account: String,
+    /// The site whose statistics count the replica.
+    site: Option<u64>,
+    /// The account of a site's visitor who took their share (`protocol::embed::VISITOR_SHARE_PERCENT`).
+    visitor: Option<String>,
+}
+
+/// A site's visitor's credits go to the site's owner (whether or not its key was revoked since: the work
+/// was done and validated), shared with the visitor if they took their share; a claimed anonymous
+/// volunteer's go to its account; anyone else's to its own key's account.
+fn payee_and_site(connection: &Connection, volunteer: &str) -> Result<Payee, StoreError> {
+    let own = || Payee { account: volunteer.to_owned(), site: None, visitor: None };
+    let Some(id) = volunteer.strip_prefix("volunteer:") else { return Ok(own()) };
+    let found = connection
+        .prepare_cached(
+            "SELECT volunteers.user_id, sites.id, sites.owner_id, volunteers.visitor_user_id
+             FROM volunteers LEFT JOIN sites ON sites.id = volunteers.site_id WHERE volunteers.id = ?1",
+        )?
+        .query_row([id], |row| {
+            let user = |index| row.get::<_, Option<i64>>(index).map(|id| id.map(|id| ledger::user(id as u64)));
+            Ok(match (user(0)?, row.get::<_, Option<i64>>(1)?, user(2)?) {
+                (_, Some(site), Some(owner)) => {
+                    Some(Payee { account: owner, site: Some(site as u64), visitor: user(3)? })
+                }
+                (Some(user), _, _) => Some(Payee { account: user, site: None, visitor: None }),
+                _ => None,
+            })
+        })
+        .optional()?
+        .flatten();
+    Ok(found.unwrap_or_else(own))
 }
 
 /// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated

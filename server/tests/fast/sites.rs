@@ -269,3 +269,166 @@ async fn revoking_a_key_closes_its_visitors_connections_and_refuses_new_ones() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(app.coordinator.stats().workers, 1, "only the other site's visitor is left");
 }
+
+/// `Authorization: Volunteer <id>:<secret>` for a credential.
+fn volunteer_header(credential: &Credential) -> String {
+    let Credential::Volunteer { id, secret } = credential else { panic!("a volunteer identity expected") };
+    format!("Volunteer {id}:{secret}")
+}
+
+/// A share code for the identity, as the widget asks for one.
+async fn share_code(app: &TestApp, credential: &Credential) -> String {
+    let answer = app.post("/api/embed/share-codes").header("authorization", &volunteer_header(credential)).send().await;
+    assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+    let code = answer.json();
+    assert_eq!(code["site_name"], "Alice's blog");
+    assert_eq!(code["share_percent"], 50);
+    code["code"].as_str().unwrap().to_owned()
+}
+
+async fn take_share(app: &TestApp, token: &str, code: &str) -> (u16, String) {
+    let answer = app.post("/api/embed/shares").token(token).json(json!({ "code": code })).send().await;
+    let text =
+        if answer.status == 200 { answer.json()["site_name"].as_str().unwrap().to_owned() } else { answer.error() };
+    (answer.status, text)
+}
+
+#[tokio::test]
+async fn a_visitor_takes_a_share_once_with_a_single_use_code_and_nobody_else_can() {
+    let app = TestApp::new().start().await;
+    let (alice, vera, mallory) =
+        (app.user_token("alice").await, app.user_token("vera").await, app.user_token("mallory").await);
+    let key = key_of(&create_site(&app, &alice, &["https://blog.example"]).await);
+    let credential = visitor(&app, &key).await;
+
+    // Only a site's visitor's identity, with its secret, gets a code.
+    let plain = app.post("/api/volunteers").send().await.json();
+    let plain = Credential::Volunteer {
+        id: plain["id"].as_str().unwrap().to_owned(),
+        secret: plain["secret"].as_str().unwrap().to_owned(),
+    };
+    let refused = app.post("/api/embed/share-codes").header("authorization", &volunteer_header(&plain)).send().await;
+    assert_eq!(refused.status, 404, "{}", refused.error());
+    assert!(refused.error().contains("only the identity of an active site's visitor"), "{}", refused.error());
+    let Credential::Volunteer { id, .. } = &credential else { unreachable!() };
+    let forged =
+        app.post("/api/embed/share-codes").header("authorization", &format!("Volunteer {id}:wrong")).send().await;
+    assert_eq!((forged.status, forged.error()), (401, "unknown volunteer identity or wrong secret".to_owned()));
+    assert_eq!(app.post("/api/embed/share-codes").send().await.status, 401);
+
+    // Taking a share needs an account; a made-up code is unknown.
+    let code = share_code(&app, &credential).await;
+    assert!(code.starts_with("share_") && code.len() == 49, "{code}");
+    let anonymous = app.post("/api/embed/shares").json(json!({ "code": code })).send().await;
+    assert_eq!(anonymous.status, 401);
+    let unknown = format!("share_{}", "x".repeat(43));
+    for made_up in [unknown.as_str(), "nonsense", ""] {
+        let (status, message) = take_share(&app, &vera, made_up).await;
+        assert_eq!(status, 404, "{made_up}: {message}");
+        assert!(message.contains("unknown, used or expired"), "{message}");
+    }
+    let extra = app.post("/api/embed/shares").token(&vera).json(json!({ "code": code, "split": 100 })).send().await;
+    assert_eq!(extra.status, 400, "{}", extra.error());
+
+    // A newer code replaces the older one; the newer one works once.
+    let newer = share_code(&app, &credential).await;
+    assert_eq!(take_share(&app, &vera, &code).await.0, 404, "replaced");
+    assert_eq!(take_share(&app, &vera, &newer).await, (200, "Alice's blog".to_owned()));
+    assert_eq!(take_share(&app, &vera, &newer).await.0, 404, "used");
+
+    // The share is vera's now: another account cannot take it over, and the site's owner has no share to take.
+    let code = share_code(&app, &credential).await;
+    let (status, message) = take_share(&app, &mallory, &code).await;
+    assert_eq!((status, message.as_str()), (409, "this browser's share on that site already goes to another account"));
+    let code = share_code(&app, &credential).await;
+    assert_eq!(take_share(&app, &vera, &code).await, (200, "Alice's blog".to_owned()), "the same account again");
+    let second = visitor(&app, &key).await;
+    let code = share_code(&app, &second).await;
+    let (status, message) = take_share(&app, &alice, &code).await;
+    assert_eq!((status, message.as_str()), (409, "you own this site: everything its visitors earn is yours already"));
+
+    // An expired code is refused (its expiry moved into the past in the database file).
+    let code = share_code(&app, &second).await;
+    let connection = rusqlite::Connection::open(app.database()).unwrap();
+    connection
+        .execute("UPDATE volunteers SET share_code_expires_at_ms = 1 WHERE share_code_hash IS NOT NULL", [])
+        .unwrap();
+    assert_eq!(take_share(&app, &mallory, &code).await.0, 404, "expired");
+
+    // A revoked key's visitors have no share to give.
+    let code = share_code(&app, &second).await;
+    assert_eq!(app.request("DELETE", &format!("/api/sites/{key}")).token(&alice).send().await.status, 204);
+    assert_eq!(take_share(&app, &mallory, &code).await.0, 404, "revoked since");
+    let refused = app.post("/api/embed/share-codes").header("authorization", &volunteer_header(&second)).send().await;
+    assert_eq!(refused.status, 404);
+}
+
+#[tokio::test]
+async fn a_visitor_who_took_a_share_gets_half_of_the_volunteer_side_and_the_owner_the_rest() {
+    let app = TestApp::new().start().await;
+    let (alice, vera) = (app.user_token("alice").await, app.user_token("vera").await);
+    let key = key_of(&create_site(&app, &alice, &["https://blog.example"]).await);
+    let balance = |token: String| {
+        let call = app.get("/api/account").token(&token);
+        async move { call.send().await.json()["balance_millicredits"].as_i64().unwrap() }
+    };
+    let (alice_before, vera_before) = (balance(alice.clone()).await, balance(vera.clone()).await);
+    let (sharing, keeping) = (visitor(&app, &key).await, visitor(&app, &key).await);
+    let code = share_code(&app, &sharing).await;
+    assert_eq!(take_share(&app, &vera, &code).await.0, 200);
+
+    let mut first = FakeWorker::connect(&app, 64);
+    let mut second = FakeWorker::connect(&app, 64);
+    for (worker, credential) in [(&mut first, sharing), (&mut second, keeping)] {
+        assert!(matches!(worker.hello(credential, 1).await, Some(ServerMessage::Welcome(_))));
+    }
+    let job = app.submit_noop(&app.admin_token, 1, json!({})).await;
+    // An odd volunteer share, so the rounding shows.
+    let work_units = 2_000_003u64;
+    for worker in [&mut first, &mut second] {
+        let Some(ServerMessage::Assign(assigned)) = worker.receive().await else { panic!("an assignment expected") };
+        let report = ReplicaReport {
+            replica: assigned[0].replica,
+            status: RunStatus::Exited { code: 0 },
+            output: Output::default(),
+            compute_us: 1_000,
+            work_units,
+        };
+        worker.send(&WorkerMessage::Results(vec![report])).await;
+    }
+    let status = app.admin("GET", &format!("/api/jobs/{job}?wait_ms=10000&known_finished=0")).send().await.json();
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let share = (app.config.pricing.cost(work_units) * 90 + 99) / 100;
+    let visitor_part = share / 2;
+    assert!(visitor_part > 0);
+    assert_eq!(balance(vera.clone()).await, vera_before + visitor_part, "the visitor's half, rounded down");
+    assert_eq!(
+        balance(alice.clone()).await,
+        alice_before + share + (share - visitor_part),
+        "the owner: one whole, one rest"
+    );
+    let site = &app.get("/api/sites").token(&alice).send().await.json()[0];
+    assert_eq!(site["earned_millicredits"], share + (share - visitor_part), "what the owner earned");
+    assert_eq!(site["validated_replicas"], 2);
+    let connection = rusqlite::Connection::open(app.database()).unwrap();
+    assert!(distributivecom_server::store::ledger::totals(&connection).unwrap().conserved());
+    assert_eq!(distributivecom_server::store::ledger::audit(&connection).unwrap(), vec![]);
+    // The payment is one transaction that moves the escrow to the owner and the visitor (and the fee to
+    // the burn account, when there is one).
+    let vera_account = format!("user:{}", account_id(&app, &vera).await);
+    let mut legs = connection
+        .prepare(
+            "SELECT account FROM ledger WHERE txn = (SELECT MAX(txn) FROM ledger WHERE kind = 'payment' AND account = ?1)
+             ORDER BY account",
+        )
+        .unwrap();
+    let accounts: Vec<String> =
+        legs.query_map([&vera_account], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let alice_account = format!("user:{}", account_id(&app, &alice).await);
+    let expected = [format!("escrow:job:{job}"), alice_account, vera_account];
+    assert!(expected.iter().all(|account| accounts.contains(account)), "{accounts:?}");
+}
+
+async fn account_id(app: &TestApp, token: &str) -> u64 {
+    app.get("/api/account").token(token).send().await.json()["user"]["id"].as_u64().unwrap()
+}

@@ -1,5 +1,5 @@
 //! The conservation law under load: accounts submitting, being paid, cancelling and claiming volunteers,
-//! sponsoring rewarded-ad campaigns, watching ads (as themselves or as anonymous volunteers) and ending
+//! taking a share of a site's visitors' earnings, sponsoring rewarded-ad campaigns, watching ads (as themselves or as anonymous volunteers) and ending
 //! campaigns, all at once, against a real SQLite file, while a reader keeps checking every committed
 //! state.
 
@@ -32,6 +32,11 @@ enum Op {
     Claim {
         volunteer: u8,
     },
+    /// Take the visitor's share of one of the site's visitors (several accounts may race for it; the
+    /// site's owner is refused).
+    Share {
+        visitor: u8,
+    },
     /// Sponsor a rewarded-ad campaign, approved at once or left pending.
     Campaign {
         budget: i64,
@@ -56,10 +61,11 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (1u32..4, proptest::option::of(1i64..30_000)).prop_map(|(chunks, budget)| Op::Submit { chunks, budget }),
-        (any::<usize>(), 0u32..4, proptest::collection::vec(0u8..6, 0..4), 0u64..8_000_000)
+        (any::<usize>(), 0u32..4, proptest::collection::vec(0u8..VOLUNTEERS, 0..4), 0u64..8_000_000)
             .prop_map(|(job, chunk, volunteers, work_units)| Op::Pay { job, chunk, volunteers, work_units }),
         any::<usize>().prop_map(|job| Op::Cancel { job }),
         (0u8..6).prop_map(|volunteer| Op::Claim { volunteer }),
+        (FIRST_VISITOR..VOLUNTEERS).prop_map(|visitor| Op::Share { visitor }),
         (1i64..20_000, 1i64..6_000, 1u32..4, any::<bool>()).prop_map(|(budget, reward, cap, approve)| {
             Op::Campaign { budget, reward: reward.min(budget), cap, approve }
         }),
@@ -93,10 +99,17 @@ fn campaign(sponsor: u64, budget: i64, reward: i64, cap: u32, at_ms: u64) -> ads
     }
 }
 
-/// Volunteers 0..3 are anonymous identities; 3..6 are accounts' own workers.
+/// Volunteers 0..3 are anonymous identities; 3..6 are accounts' own workers; 6..8 are visitors of a site
+/// of the first account's.
 fn volunteer_key(volunteer: u8) -> String {
-    if volunteer < 3 { ledger::volunteer(&format!("v-{volunteer}")) } else { ledger::user(u64::from(volunteer - 2)) }
+    if volunteer < 3 || volunteer >= FIRST_VISITOR {
+        ledger::volunteer(&format!("v-{volunteer}"))
+    } else {
+        ledger::user(u64::from(volunteer - 2))
+    }
 }
+const FIRST_VISITOR: u8 = 6;
+const VOLUNTEERS: u8 = 8;
 
 async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
     let mut jobs: Vec<(u64, u32)> = Vec::new();
@@ -139,6 +152,17 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
             Op::Claim { volunteer } if volunteer < 3 => {
                 let id = format!("v-{volunteer}");
                 store.transact(move |connection| writes::claim_volunteer(connection, &id, owner, 9)).await.unwrap();
+            }
+            Op::Share { visitor } => {
+                let (id, hash) = (format!("v-{visitor}"), format!("code-{owner}-{visitor}-{now}"));
+                store
+                    .transact(move |connection| {
+                        sites::issue_share_code(connection, &id, &hash, u64::MAX >> 2)?;
+                        sites::take_share(connection, &hash, owner, 9)
+                    })
+                    .await
+                    .unwrap();
+                now += 1;
             }
             Op::Campaign { budget, reward, cap, approve } => {
                 let new = campaign(owner, budget, reward, cap, now);
@@ -242,6 +266,21 @@ fn run(actors: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
         for volunteer in 0..3 {
             let id = format!("v-{volunteer}");
             store.transact(move |connection| writes::register_volunteer(connection, &id, "hash", 1)).await.unwrap();
+        }
+        let site = sites::NewSite {
+            key: "site_blog".to_owned(),
+            owner: owners[0],
+            name: "a blog".to_owned(),
+            origins: vec!["https://blog.example".to_owned()],
+            created_at_ms: 1,
+            max_active: 1,
+        };
+        store.transact(move |connection| sites::create(connection, &site)).await.unwrap();
+        for visitor in FIRST_VISITOR..VOLUNTEERS {
+            let id = format!("v-{visitor}");
+            let registered =
+                store.transact(move |connection| sites::register_volunteer(connection, "site_blog", &id, "hash", 1));
+            assert!(registered.await.unwrap().is_some());
         }
         for owner in &owners {
             store.put_module(module(&sha, *owner)).await.unwrap();
@@ -373,7 +412,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn credits_are_conserved_under_concurrent_submissions_payouts_cancellations_claims_and_ad_views(
+    fn credits_are_conserved_under_concurrent_submissions_payouts_cancellations_claims_shares_and_ad_views(
         actors in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 2..5)
     ) {
         run(actors)?;
