@@ -396,24 +396,26 @@
   /* A visitor signed in on our origin may take a share of what this identity earns: the frame's own
    * requests carry no cookie of ours (it is inside another site), so the widget asks for a single-use code
    * as its identity and opens a page of ours, in a new tab, where the signed-in visitor hands it in. The
-   * tab is opened at once, in the click, so that no pop-up blocker stops it, and sent to the page once the
-   * code is here; the code travels in the URL's fragment, which is never sent to a server. */
-  element('share').addEventListener('click', function (event) {
-    if (!event.isTrusted) {
-      return;
-    }
-    var tab = window.open('', '_blank');
-    if (!tab) {
-      say('Your browser blocked the new tab: allow pop-ups here, then try again.');
-      return;
+   * code is asked for as soon as the pointer or the focus reaches the link, so that the click can open the
+   * tab at once (no pop-up blocker stops that) with `noopener` (which a host page's
+   * Cross-Origin-Opener-Policy would impose anyway); if it is not here yet, the click asks for it and then
+   * shows a plain link to click. The code travels in the URL's fragment, which is never sent to a server. */
+  var SHARE_CODE_FRESH_MS = 8 * 60 * 1000;
+  var shareCode = null;       /* { url, at } once here */
+  var shareAsking = null;     /* the request in flight */
+  function shareUrl(code) {
+    var fragment = new URLSearchParams({ code: code.code });
+    return window.location.origin + '/share#' + fragment.toString();
+  }
+  function askShareCode() {
+    if (shareAsking) {
+      return shareAsking;
     }
     var credential = readJson(IDENTITY_KEY);
     if (!credential || typeof credential.id !== 'string' || typeof credential.secret !== 'string') {
-      tab.close();
-      say('Start donating first: the share is of what this browser computes.');
-      return;
+      return Promise.reject(new Error('Start donating first: the share is of what this browser computes.'));
     }
-    fetch('/api/embed/share-codes', {
+    shareAsking = fetch('/api/embed/share-codes', {
       method: 'POST',
       headers: { Accept: 'application/json', Authorization: 'Volunteer ' + credential.id + ':' + credential.secret },
       credentials: 'omit'
@@ -422,16 +424,49 @@
         if (!answer.ok) {
           throw new Error(body && body.error ? body.error : 'The server refused (status ' + answer.status + ').');
         }
-        return body;
+        shareCode = { url: shareUrl(body), at: Date.now() };
+        element('share').dataset.ready = 'true';
+        return shareCode;
       });
-    }).then(function (code) {
-      tab.opener = null;
-      var fragment = new URLSearchParams({ code: code.code, site: code.site_name });
-      tab.location.href = window.location.origin + '/share#' + fragment.toString();
-    }).catch(function (failure) {
-      tab.close();
+    });
+    shareAsking.then(function () { shareAsking = null; }, function () { shareAsking = null; });
+    return shareAsking;
+  }
+  function freshShareCode() {
+    return shareCode && Date.now() - shareCode.at < SHARE_CODE_FRESH_MS ? shareCode : null;
+  }
+  function prepareShare() {
+    if (volunteer && !freshShareCode()) {
+      askShareCode().catch(function () { /* the click asks again, and says why */ });
+    }
+  }
+  element('share').addEventListener('pointerenter', prepareShare);
+  element('share').addEventListener('focus', prepareShare);
+  element('share').addEventListener('click', function (event) {
+    if (!event.isTrusted) {
+      return;
+    }
+    var ready = freshShareCode();
+    if (ready) {
+      /* Used once: the next click asks for a new one. */
+      shareCode = null;
+      delete element('share').dataset.ready;
+      window.open(ready.url, '_blank', 'noopener');
+      return;
+    }
+    askShareCode().then(function (code) {
+      shareCode = null;
+      delete element('share').dataset.ready;
+      var link = element('share-link');
+      link.href = code.url;
+      link.hidden = false;
+      say('');
+    }, function (failure) {
       say((failure && failure.message) || 'Could not ask for a share; try again later.');
     });
+  });
+  element('share-link').addEventListener('click', function () {
+    element('share-link').hidden = true;
   });
   element('reconsider').addEventListener('click', function (event) {
     if (!event.isTrusted) {

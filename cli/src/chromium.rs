@@ -272,6 +272,22 @@ impl Chromium {
         Ok(())
     }
 
+    /// Moves the mouse over the element with this id in the tab's `index`th frame, without clicking.
+    pub async fn hover_in_frame(&self, tab: &WindowHandle, index: u16, id: &str) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+        self.enter_frame(tab, index).await?;
+        let element = self.client.find(Locator::Id(id)).await?;
+        let hover = MouseActions::new("mouse".to_owned()).then(PointerAction::MoveToElement {
+            element,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.client.perform_actions(hover).await?;
+        self.client.release_actions().await?;
+        Ok(())
+    }
+
     /// The text of the element with this id in the tab's `index`th frame.
     pub async fn text_in_frame(&self, tab: &WindowHandle, index: u16, id: &str) -> anyhow::Result<String> {
         self.enter_frame(tab, index).await?;

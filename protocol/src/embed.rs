@@ -73,6 +73,8 @@ pub struct SiteInfo {
 pub const VISITOR_SHARE_PERCENT: u32 = 50;
 /// How long a share code lives: the visitor confirms it on a page the widget opens at once.
 pub const SHARE_CODE_TTL_MS: u64 = 10 * 60 * 1000;
+/// An identity gets a new share code at most this often (each is a write).
+pub const SHARE_CODE_INTERVAL_MS: u64 = 5_000;
 /// Share codes start with this, then [`SITE_KEY_RANDOM_CHARS`] random URL-safe characters.
 pub const SHARE_CODE_PREFIX: &str = "share_";
 
@@ -99,7 +101,7 @@ pub struct ShareRequest {
     pub code: String,
 }
 
-/// What taking a share did.
+/// What taking a share did (`POST /api/embed/shares`), or would do (`POST /api/embed/shares/preview`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShareTaken {

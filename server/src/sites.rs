@@ -12,8 +12,9 @@
 //! (`store::writes::insert_result`).
 
 use distributivecom_protocol::embed::{
-    EmbedSettings, FrameQuery, SHARE_CODE_PREFIX, SHARE_CODE_TTL_MS, SITE_KEY_PREFIX, ShareCode, SiteInfo, SiteRequest,
-    VISITOR_SHARE_PERCENT, is_share_code, is_site_key, normalize_origin, normalize_origins, site_name_problem, snippet,
+    EmbedSettings, FrameQuery, SHARE_CODE_INTERVAL_MS, SHARE_CODE_PREFIX, SHARE_CODE_TTL_MS, SITE_KEY_PREFIX,
+    ShareCode, SiteInfo, SiteRequest, VISITOR_SHARE_PERCENT, is_share_code, is_site_key, normalize_origin,
+    normalize_origins, site_name_problem, snippet,
 };
 
 use crate::clock::unix_ms;
@@ -131,17 +132,36 @@ pub async fn frame(store: &Store, query: &FrameQuery) -> Result<Frame, StoreErro
     Ok(Frame::Widget { key: site.key, name: site.name, origins: site.origins, settings })
 }
 
-/// A single-use share code for a site visitor's identity, valid for [`SHARE_CODE_TTL_MS`] (replacing any
-/// earlier one); `None` if the identity is not a visitor of an active site.
-pub async fn issue_share_code(store: &Store, volunteer: &VolunteerRow) -> Result<Option<ShareCode>, StoreError> {
+/// Why no share code was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareCodeRefusal {
+    #[error("only the identity of an active site's visitor (from the embed widget) has a share to give")]
+    NotAVisitor,
+    #[error("a share code was issued for this identity a moment ago; ask again in a few seconds")]
+    TooSoon,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A single-use share code for a site visitor's identity, valid for [`SHARE_CODE_TTL_MS`], replacing any
+/// earlier one (at most one every [`SHARE_CODE_INTERVAL_MS`]: each is a write).
+pub async fn issue_share_code(store: &Store, volunteer: &VolunteerRow) -> Result<ShareCode, ShareCodeRefusal> {
     if volunteer.site.is_none_or(|site| !site.active) {
-        return Ok(None);
+        return Err(ShareCodeRefusal::NotAVisitor);
     }
     let code = format!("{SHARE_CODE_PREFIX}{}", random_secret());
-    let (id, code_hash, expires_at_ms) = (volunteer.id.clone(), sha256_hex(&code), unix_ms() + SHARE_CODE_TTL_MS);
-    let site_name =
-        store.transact(move |connection| sites::issue_share_code(connection, &id, &code_hash, expires_at_ms)).await?;
-    Ok(site_name.map(|site_name| ShareCode { code, expires_at_ms, site_name, share_percent: VISITOR_SHARE_PERCENT }))
+    let now = unix_ms();
+    let (id, code_hash, expires_at_ms) = (volunteer.id.clone(), sha256_hex(&code), now + SHARE_CODE_TTL_MS);
+    let replaceable_before_ms = expires_at_ms - SHARE_CODE_INTERVAL_MS;
+    let site_name = store
+        .transact(move |connection| {
+            sites::issue_share_code(connection, &id, &code_hash, expires_at_ms, replaceable_before_ms)
+        })
+        .await?;
+    // The identity was an active site's visitor a moment ago: no row means its last code is too recent
+    // (or the key was revoked in between, which the next request tells).
+    let site_name = site_name.ok_or(ShareCodeRefusal::TooSoon)?;
+    Ok(ShareCode { code, expires_at_ms, site_name, share_percent: VISITOR_SHARE_PERCENT })
 }
 
 /// Gives `user` the visitor's share of what the identity that issued `code` earns from now on.
@@ -151,4 +171,13 @@ pub async fn take_share(store: &Store, user: u64, code: &str) -> Result<ShareOut
     }
     let (code_hash, now) = (sha256_hex(code), unix_ms());
     store.transact(move |connection| sites::take_share(connection, &code_hash, user, now)).await
+}
+
+/// The site a live share code is for, without using it up (for the page that asks to confirm).
+pub async fn share_code_site(store: &Store, code: &str) -> Result<Option<String>, StoreError> {
+    if !is_share_code(code) {
+        return Ok(None);
+    }
+    let (code_hash, now) = (sha256_hex(code), unix_ms());
+    store.read(move |connection| sites::share_code_site(connection, &code_hash, now)).await
 }

@@ -6,9 +6,9 @@
 //! land on the site owner's account; the host may pause and stop it; the visitor's opt-out is remembered
 //! across reloads, and so is consent (the widget resumes by itself once in view); a key used on another
 //! origin or revoked shows the neutral message and computes nothing, and revoking a key stops a running
-//! widget. The account page creates, lists and revokes keys. A visitor signed in on the coordinator takes
-//! a share from the running widget, through a page of ours in a new tab, and is paid their part of each
-//! validated replica.
+//! widget. The account page creates, lists and revokes keys. A visitor with an account on the coordinator
+//! takes a share from the running widget, through a page of ours in a new tab (logging in on the way), and
+//! is paid their part of each validated replica.
 
 use std::time::Duration;
 
@@ -566,7 +566,7 @@ async fn balance_with_cookie(server: &TestServer, cookie: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn a_visitor_signed_in_here_takes_a_share_from_the_widget_and_is_paid_their_part_of_each_replica() {
+async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_paid_their_part_of_each_replica() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--trust-after", "1000000"]);
     let api = server.client();
@@ -574,13 +574,15 @@ async fn a_visitor_signed_in_here_takes_a_share_from_the_widget_and_is_paid_thei
     let owner = owner_token(&server, "olivia").await;
     let key = create_site(&server, &owner, "Olivia's bread blog", &[host.origin()]).await;
 
-    // The visitor has an account on the coordinator and is signed in there, in this browser.
+    // The visitor has an account on the coordinator, but is not signed in in this browser.
+    let signed_up = reqwest::Client::new()
+        .post(format!("{}/api/auth/signup", server.url))
+        .json(&json!({ "username": "vera", "password": "vera's long passphrase" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
     let browser = Chromium::start().await.unwrap();
-    let home = browser.open_tab(&format!("{}/signup", server.url), "username").await.unwrap();
-    browser.type_into(&home, "username", "vera").await.unwrap();
-    browser.type_into(&home, "password", "vera's long passphrase").await.unwrap();
-    browser.click(&home, "submit").await.unwrap();
-    browser.wait_for(&home, "account-username").await.unwrap();
     let (cookie, vera) = log_in(&server, "vera", "vera's long passphrase").await;
     let vera_before = balance_with_cookie(&server, &cookie).await;
     let (_, owner_before) = api_account(&server, &owner).await;
@@ -598,8 +600,28 @@ async fn a_visitor_signed_in_here_takes_a_share_from_the_widget_and_is_paid_thei
     let offer = browser.text_in_frame(&tab, 0, "share").await.unwrap();
     assert_eq!(offer, "Have an account with us? Take 50% of the credits");
 
-    // The link opens a page of ours in a new tab, signed in, with the code out of its URL.
+    // Reaching the link asks for a single-use code; the click then opens a page of ours in a new tab at
+    // once (signed in, the code out of its URL). A host page's script cannot click it (untrusted).
+    browser.hover_in_frame(&tab, 0, "share").await.unwrap();
+    eventually("the share code", Duration::from_secs(10), || async {
+        browser
+            .run_script_in_frame(&tab, 0, "return document.getElementById('share').dataset.ready || '';")
+            .await
+            .unwrap()
+            == json!("true")
+    })
+    .await;
     let before: Vec<WindowHandle> = browser.tabs().await.unwrap();
+    browser
+        .run_script(
+            &tab,
+            "const frame = document.querySelector('#slot iframe');
+             try { frame.contentWindow.document.getElementById('share').click(); } catch (error) {}",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(browser.tabs().await.unwrap().len(), before.len(), "the host page opened nothing");
     browser.click_in_frame(&tab, 0, "share").await.unwrap();
     let mut opened = None;
     for _ in 0..100 {
@@ -610,9 +632,18 @@ async fn a_visitor_signed_in_here_takes_a_share_from_the_widget_and_is_paid_thei
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let share = opened.expect("the widget opened no tab");
+    // Signed out, the page sends the visitor to log in and back, the code kept meanwhile.
+    browser.wait_for(&share, "password").await.unwrap();
+    let login = browser.run_script(&share, "return location.pathname + location.search;").await.unwrap();
+    assert_eq!(login, json!("/login?next=%2Fshare"));
+    browser.type_into(&share, "username", "vera").await.unwrap();
+    browser.type_into(&share, "password", "vera's long passphrase").await.unwrap();
+    browser.click(&share, "submit").await.unwrap();
     browser.wait_for(&share, "take-share").await.unwrap();
     let url = browser.run_script(&share, "return location.href;").await.unwrap();
-    assert_eq!(url, json!(format!("{}/share", server.url)), "the code left the URL and the history");
+    assert_eq!(url, json!(format!("{}/share", server.url)), "the code left the address bar");
+    let opener = browser.run_script(&share, "return window.opener === null;").await.unwrap();
+    assert_eq!(opener, json!(true), "opened without an opener");
     let offer = browser.run_script(&share, "return document.querySelector('main').innerText;").await.unwrap();
     let offer = offer.as_str().unwrap();
     assert!(

@@ -114,7 +114,7 @@ fn widget_page(key: &str, name: &str, origins: &[String], throttle: u32, threads
 <p class="title"><strong id="running-title">Donating to {name}</strong></p>
 <p id="progress">Starting…</p>
 <p class="buttons"><button id="pause" type="button">Pause</button> <button id="stop" class="primary" type="button">Stop</button></p>
-<p class="share"><button id="share" class="link" type="button" title="Opens a page of Distributivecom where you, signed in, take {share}% of what this browser earns here">Have an account with us? Take {share}% of the credits</button></p>
+<p class="share"><button id="share" class="link" type="button" title="Opens a page of Distributivecom where you, signed in, take {share}% of what this browser earns here">Have an account with us? Take {share}% of the credits</button> <a id="share-link" href="/share" target="_blank" rel="noopener" hidden>Open the page to take your share</a></p>
 </section>
 <section id="stopped" hidden>
 <p class="title"><strong>Not donating.</strong></p>

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sites/{key}/volunteers", post(sites::register_volunteer))
         .route("/api/embed/share-codes", post(sites::share_code))
         .route("/api/embed/shares", post(sites::take_share))
+        .route("/api/embed/shares/preview", post(sites::preview_share))
         .route("/embed.js", get(embed::script))
         .route("/embed/frame", get(embed::frame))
         .route("/api/volunteers", post(account::register_volunteer))

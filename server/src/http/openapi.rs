@@ -56,6 +56,7 @@ use distributivecom_protocol::worker::{Output, RunStatus};
         super::sites::register_volunteer,
         super::sites::share_code,
         super::sites::take_share,
+        super::sites::preview_share,
         super::embed::frame,
     ),
     components(schemas(

@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use distributivecom_protocol::api::{ErrorBody, VolunteerCredential};
 use distributivecom_protocol::embed::{
-    ShareCode, ShareRequest, ShareTaken, SiteInfo, SiteRequest, VISITOR_SHARE_PERCENT, is_site_key, normalize_origin,
+    SHARE_CODE_INTERVAL_MS, ShareCode, ShareRequest, ShareTaken, SiteInfo, SiteRequest, VISITOR_SHARE_PERCENT,
+    is_site_key, normalize_origin,
 };
 
 use super::AppState;
@@ -18,7 +19,7 @@ use super::error::AppError;
 use super::extract::{Caller, JsonBody, Path, VolunteerCaller, VolunteerRegistration};
 use crate::config::ServerConfig;
 use crate::identity::SITE_UNAVAILABLE;
-use crate::sites::{self, SiteRefusal};
+use crate::sites::{self, ShareCodeRefusal, SiteRefusal};
 use crate::store::sites::ShareOutcome;
 
 /// The origin this server is reached at, for snippets: `--public-origin` if set, otherwise `http://` and
@@ -140,18 +141,47 @@ pub async fn register_volunteer(
         (status = 201, description = "The code; a new one replaces the identity's earlier one", body = ShareCode),
         (status = 401, description = "No volunteer identity, or a wrong secret", body = ErrorBody),
         (status = 404, description = "The identity is not a visitor of an active site", body = ErrorBody),
+        (status = 429, description = "The identity got a code less than 5 s ago", body = ErrorBody),
     )
 )]
 pub async fn share_code(
     State(state): State<AppState>,
     VolunteerCaller(volunteer): VolunteerCaller,
 ) -> Result<(StatusCode, Json<ShareCode>), AppError> {
-    let code = sites::issue_share_code(&state.store, &volunteer).await?.ok_or_else(|| {
-        AppError::NotFound(
-            "only the identity of an active site's visitor (from the embed widget) has a share to give".to_owned(),
-        )
-    })?;
-    Ok((StatusCode::CREATED, Json(code)))
+    match sites::issue_share_code(&state.store, &volunteer).await {
+        Ok(code) => Ok((StatusCode::CREATED, Json(code))),
+        Err(refusal @ ShareCodeRefusal::NotAVisitor) => Err(AppError::NotFound(refusal.to_string())),
+        Err(refusal @ ShareCodeRefusal::TooSoon) => Err(AppError::TooManyRequests {
+            message: refusal.to_string(),
+            retry_after_secs: SHARE_CODE_INTERVAL_MS.div_ceil(1000),
+        }),
+        Err(ShareCodeRefusal::Store(error)) => Err(error.into()),
+    }
+}
+
+/// The message for a share code that is not live.
+const SHARE_CODE_UNKNOWN: &str = "this share code is unknown, used or expired (codes last 10 minutes and work once): \
+                                  open the link in the site's widget again";
+
+/// What handing in this code would do, without using it up: the page that asks the visitor to confirm
+/// names the site from here, not from its link.
+#[utoipa::path(
+    post, path = "/api/embed/shares/preview", tag = "sites",
+    request_body = ShareRequest,
+    responses(
+        (status = 200, description = "The code is live; this is the share it gives", body = ShareTaken),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "Unknown, used or expired code, or the site's key was revoked", body = ErrorBody),
+    )
+)]
+pub async fn preview_share(
+    State(state): State<AppState>,
+    _caller: Caller,
+    JsonBody(request): JsonBody<ShareRequest>,
+) -> Result<Json<ShareTaken>, AppError> {
+    let site_name = sites::share_code_site(&state.store, &request.code).await?;
+    let site_name = site_name.ok_or_else(|| AppError::NotFound(SHARE_CODE_UNKNOWN.to_owned()))?;
+    Ok(Json(ShareTaken { site_name, share_percent: VISITOR_SHARE_PERCENT }))
 }
 
 /// The signed-in caller takes the visitor's share (`share_percent` of the volunteer side of each payment;
@@ -174,11 +204,7 @@ pub async fn take_share(
 ) -> Result<Json<ShareTaken>, AppError> {
     match sites::take_share(&state.store, caller.user.id, &request.code).await? {
         ShareOutcome::Taken { site_name } => Ok(Json(ShareTaken { site_name, share_percent: VISITOR_SHARE_PERCENT })),
-        ShareOutcome::Unknown => Err(AppError::NotFound(
-            "this share code is unknown, used or expired (codes last 10 minutes and work once): open the link in \
-             the site's widget again"
-                .to_owned(),
-        )),
+        ShareOutcome::Unknown => Err(AppError::NotFound(SHARE_CODE_UNKNOWN.to_owned())),
         ShareOutcome::TakenByAnother => {
             Err(AppError::Conflict("this browser's share on that site already goes to another account".to_owned()))
         }

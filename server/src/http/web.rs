@@ -39,11 +39,17 @@ pub fn routes() -> Router<AppState> {
         .layer(CompressionLayer::new())
 }
 
+/// A page of the app. No other site may frame it (clickjacking): only the embed widget is meant to be
+/// framed, and it is served apart (`embed.rs`).
 async fn page() -> Response {
-    match WebApp::get("index.html") {
+    let mut response = match WebApp::get("index.html") {
         Some(file) => Html(file.data).into_response(),
         None => Html(NOT_BUILT).into_response(),
-    }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {

@@ -188,22 +188,38 @@ pub fn record_payment(
     Ok(())
 }
 
-/// Keeps `code_hash` as the identity's one share code until `expires_at_ms`, replacing any earlier one.
-/// The name of its site, or `None` (and nothing written) if the identity is not a visitor of an active
-/// site.
+/// Keeps `code_hash` as the identity's one share code until `expires_at_ms`, replacing any earlier one
+/// unless that one expires after `replaceable_before_ms` (it was issued too recently). The name of its
+/// site, or `None` (and nothing written) if the identity is not a visitor of an active site or its last
+/// code is too recent.
 pub fn issue_share_code(
     connection: &Connection,
     volunteer: &str,
     code_hash: &str,
     expires_at_ms: u64,
+    replaceable_before_ms: u64,
 ) -> Result<Option<String>, StoreError> {
     Ok(connection
         .prepare_cached(
             "UPDATE volunteers SET share_code_hash = ?2, share_code_expires_at_ms = ?3
              WHERE id = ?1 AND site_id IN (SELECT id FROM sites WHERE revoked_at_ms IS NULL)
+               AND COALESCE(share_code_expires_at_ms, 0) <= ?4
              RETURNING (SELECT name FROM sites WHERE sites.id = volunteers.site_id)",
         )?
-        .query_row(params![volunteer, code_hash, expires_at_ms as i64], |row| row.get(0))
+        .query_row(params![volunteer, code_hash, expires_at_ms as i64, replaceable_before_ms as i64], |row| row.get(0))
+        .optional()?)
+}
+
+/// The name of the site whose visitor's share `code_hash` would give, if it is live (known, unexpired,
+/// its key active); nothing is used up.
+pub fn share_code_site(connection: &Connection, code_hash: &str, at_ms: u64) -> Result<Option<String>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT sites.name FROM volunteers JOIN sites ON sites.id = volunteers.site_id
+             WHERE volunteers.share_code_hash = ?1 AND volunteers.share_code_expires_at_ms >= ?2
+               AND sites.revoked_at_ms IS NULL",
+        )?
+        .query_row(params![code_hash, at_ms as i64], |row| row.get(0))
         .optional()?)
 }
 

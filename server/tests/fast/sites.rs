@@ -293,11 +293,31 @@ async fn take_share(app: &TestApp, token: &str, code: &str) -> (u16, String) {
     (answer.status, text)
 }
 
+/// Moves every share code's issue 6 s into the past, as if the identities had waited for their next one.
+fn wait_for_next_codes(app: &TestApp) {
+    let connection = rusqlite::Connection::open(app.database()).unwrap();
+    connection
+        .execute(
+            "UPDATE volunteers SET share_code_expires_at_ms = share_code_expires_at_ms - 6000
+             WHERE share_code_expires_at_ms IS NOT NULL",
+            [],
+        )
+        .unwrap();
+}
+
+async fn preview(app: &TestApp, token: &str, code: &str) -> (u16, String) {
+    let answer = app.post("/api/embed/shares/preview").token(token).json(json!({ "code": code })).send().await;
+    let text =
+        if answer.status == 200 { answer.json()["site_name"].as_str().unwrap().to_owned() } else { answer.error() };
+    (answer.status, text)
+}
+
 #[tokio::test]
 async fn a_visitor_takes_a_share_once_with_a_single_use_code_and_nobody_else_can() {
     let app = TestApp::new().start().await;
-    let (alice, vera, mallory) =
-        (app.user_token("alice").await, app.user_token("vera").await, app.user_token("mallory").await);
+    let (alice, mallory) = (app.user_token("alice").await, app.user_token("mallory").await);
+    let (vera_cookie, vera_csrf) = app.sign_up("vera").await;
+    let vera = app.create_token(&vera_cookie, &vera_csrf, "tests").await.1;
     let key = key_of(&create_site(&app, &alice, &["https://blog.example"]).await);
     let credential = visitor(&app, &key).await;
 
@@ -316,30 +336,56 @@ async fn a_visitor_takes_a_share_once_with_a_single_use_code_and_nobody_else_can
     assert_eq!((forged.status, forged.error()), (401, "unknown volunteer identity or wrong secret".to_owned()));
     assert_eq!(app.post("/api/embed/share-codes").send().await.status, 401);
 
-    // Taking a share needs an account; a made-up code is unknown.
+    // One code at a time, and a new one at most every 5 s (each is a write).
     let code = share_code(&app, &credential).await;
     assert!(code.starts_with("share_") && code.len() == 49, "{code}");
+    let again = app.post("/api/embed/share-codes").header("authorization", &volunteer_header(&credential)).send().await;
+    assert_eq!(again.status, 429, "{}", again.error());
+    assert_eq!(again.header("retry-after").as_deref(), Some("5"));
+
+    // Taking a share needs an account, and a cookie needs its CSRF header; neither uses the code up.
     let anonymous = app.post("/api/embed/shares").json(json!({ "code": code })).send().await;
     assert_eq!(anonymous.status, 401);
+    let forged =
+        app.post("/api/embed/shares").header("cookie", &vera_cookie).json(json!({ "code": code })).send().await;
+    assert_eq!(forged.status, 403, "{}", forged.error());
+    // A made-up code is unknown; a body with more than the code is refused.
     let unknown = format!("share_{}", "x".repeat(43));
     for made_up in [unknown.as_str(), "nonsense", ""] {
         let (status, message) = take_share(&app, &vera, made_up).await;
         assert_eq!(status, 404, "{made_up}: {message}");
         assert!(message.contains("unknown, used or expired"), "{message}");
+        assert_eq!(preview(&app, &vera, made_up).await.0, 404);
     }
     let extra = app.post("/api/embed/shares").token(&vera).json(json!({ "code": code, "split": 100 })).send().await;
     assert_eq!(extra.status, 400, "{}", extra.error());
 
-    // A newer code replaces the older one; the newer one works once.
+    // The preview names the site and uses nothing up; a newer code replaces the older one; the newer one
+    // works once.
+    assert_eq!(preview(&app, &vera, &code).await, (200, "Alice's blog".to_owned()));
+    assert_eq!(preview(&app, &vera, &code).await.0, 200, "a preview uses nothing up");
+    wait_for_next_codes(&app);
     let newer = share_code(&app, &credential).await;
     assert_eq!(take_share(&app, &vera, &code).await.0, 404, "replaced");
-    assert_eq!(take_share(&app, &vera, &newer).await, (200, "Alice's blog".to_owned()));
+    let taken = app
+        .post("/api/embed/shares")
+        .header("cookie", &vera_cookie)
+        .header("x-csrf-token", &vera_csrf)
+        .json(json!({ "code": newer }))
+        .send()
+        .await;
+    assert_eq!((taken.status, taken.json()), (200, json!({ "site_name": "Alice's blog", "share_percent": 50 })));
     assert_eq!(take_share(&app, &vera, &newer).await.0, 404, "used");
+    assert_eq!(preview(&app, &vera, &newer).await.0, 404, "used");
 
-    // The share is vera's now: another account cannot take it over, and the site's owner has no share to take.
+    // The share is vera's now: another account cannot take it over (and the refusal uses the code up),
+    // and the site's owner has no share to take.
+    wait_for_next_codes(&app);
     let code = share_code(&app, &credential).await;
     let (status, message) = take_share(&app, &mallory, &code).await;
     assert_eq!((status, message.as_str()), (409, "this browser's share on that site already goes to another account"));
+    assert_eq!(take_share(&app, &vera, &code).await.0, 404, "a refusal used the code up");
+    wait_for_next_codes(&app);
     let code = share_code(&app, &credential).await;
     assert_eq!(take_share(&app, &vera, &code).await, (200, "Alice's blog".to_owned()), "the same account again");
     let second = visitor(&app, &key).await;
@@ -348,17 +394,21 @@ async fn a_visitor_takes_a_share_once_with_a_single_use_code_and_nobody_else_can
     assert_eq!((status, message.as_str()), (409, "you own this site: everything its visitors earn is yours already"));
 
     // An expired code is refused (its expiry moved into the past in the database file).
+    wait_for_next_codes(&app);
     let code = share_code(&app, &second).await;
     let connection = rusqlite::Connection::open(app.database()).unwrap();
     connection
         .execute("UPDATE volunteers SET share_code_expires_at_ms = 1 WHERE share_code_hash IS NOT NULL", [])
         .unwrap();
+    assert_eq!(preview(&app, &mallory, &code).await.0, 404, "expired");
     assert_eq!(take_share(&app, &mallory, &code).await.0, 404, "expired");
 
     // A revoked key's visitors have no share to give.
     let code = share_code(&app, &second).await;
     assert_eq!(app.request("DELETE", &format!("/api/sites/{key}")).token(&alice).send().await.status, 204);
+    assert_eq!(preview(&app, &mallory, &code).await.0, 404, "revoked since");
     assert_eq!(take_share(&app, &mallory, &code).await.0, 404, "revoked since");
+    wait_for_next_codes(&app);
     let refused = app.post("/api/embed/share-codes").header("authorization", &volunteer_header(&second)).send().await;
     assert_eq!(refused.status, 404);
 }

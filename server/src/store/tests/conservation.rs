@@ -157,7 +157,7 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
                 let (id, hash) = (format!("v-{visitor}"), format!("code-{owner}-{visitor}-{now}"));
                 store
                     .transact(move |connection| {
-                        sites::issue_share_code(connection, &id, &hash, u64::MAX >> 2)?;
+                        sites::issue_share_code(connection, &id, &hash, u64::MAX >> 2, u64::MAX >> 1)?;
                         sites::take_share(connection, &hash, owner, 9)
                     })
                     .await
