@@ -239,7 +239,9 @@ fn build_web_untimed() -> Result {
         "wasm-release",
     ]))?;
     let root = workspace_root();
-    let dist = root.join("target/web/dist");
+    // Built in a staging folder, then only what changed is written into `dist`: the server embeds `dist`
+    // and rebuilds when anything in it changes (`server/build.rs`).
+    let dist = root.join("target/web/staging");
     let assets = dist.join("assets");
     if dist.exists() {
         std::fs::remove_dir_all(&dist).map_err(|error| format!("could not clear {}: {error}", dist.display()))?;
@@ -265,6 +267,37 @@ fn build_web_untimed() -> Result {
     // The embed script (served at /embed.js) and its widget's script and style.
     for embed in ["embed.js", "embed-frame.js", "embed.css"] {
         copy(embed, &assets.join(embed))?;
+    }
+    sync_folder(&dist, &root.join("target/web/dist"))
+}
+
+/// Makes `to` hold exactly the files of `from`, writing only those whose bytes differ (so their times
+/// change only when their content does).
+fn sync_folder(from: &Path, to: &Path) -> Result {
+    let failed =
+        |what: &str, path: &Path, error: std::io::Error| format!("could not {what} {}: {error}", path.display());
+    std::fs::create_dir_all(to).map_err(|error| failed("create", to, error))?;
+    let mut wanted = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(from).map_err(|error| failed("read", from, error))? {
+        let entry = entry.map_err(|error| failed("read", from, error))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        wanted.insert(entry.file_name());
+        if source.is_dir() {
+            sync_folder(&source, &target)?;
+            continue;
+        }
+        let bytes = std::fs::read(&source).map_err(|error| failed("read", &source, error))?;
+        if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
+            std::fs::write(&target, &bytes).map_err(|error| failed("write", &target, error))?;
+        }
+    }
+    for entry in std::fs::read_dir(to).map_err(|error| failed("read", to, error))? {
+        let entry = entry.map_err(|error| failed("read", to, error))?;
+        if !wanted.contains(&entry.file_name()) {
+            let path = entry.path();
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|error| failed("remove", &path, error))?;
+        }
     }
     Ok(())
 }
