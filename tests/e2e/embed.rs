@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use distributivecom_cli::chromium::Chromium;
+use distributivecom_client::Client;
 use distributivecom_protocol::api::JobState;
 use fantoccini::wd::WindowHandle;
 use serde_json::{Value, json};
@@ -334,14 +335,7 @@ async fn an_embedded_widget_computes_only_after_a_real_click_on_its_visible_cons
     assert_eq!(site_stats(&server, &owner, &key).await["visitors"], 1);
 
     // With a native volunteer beside it, every chunk runs in the widget and natively, and validates.
-    let _native = server.worker(1);
-    wait_for_workers(&api, 2).await;
-    let chunks: Vec<_> = (0..4u64)
-        .map(|index| chunk(&[&(index * 1_000_000).to_string(), &((index + 1) * 1_000_000).to_string()]))
-        .collect();
-    let job = submit(&api, "primes", chunks).await;
-    let (status, _) = finish(&api, job).await;
-    assert_eq!(status.state, JobState::Succeeded);
+    let _native = four_chunks_beside_a_native_worker(&server, &api).await;
     let site = site_stats(&server, &owner, &key).await;
     assert_eq!(site["validated_replicas"], 4, "{site}");
     let earned = site["earned_millicredits"].as_i64().unwrap();
@@ -401,6 +395,20 @@ async fn an_embedded_widget_computes_only_after_a_real_click_on_its_visible_cons
     assert!(reason.contains("You chose not to donate on this site"), "{reason}");
     assert_nothing_but_the_consent_page(&frame_resources(&browser, &tab).await, "after the opt-out");
     assert_eq!(api.stats().await.unwrap().workers, 1, "only the native worker");
+}
+
+/// Starts a native worker beside the running widget and runs a job of four `primes` chunks, each on both
+/// (replicated and validated); returns the worker, which stops when dropped.
+async fn four_chunks_beside_a_native_worker(server: &TestServer, api: &Client) -> Process {
+    let native = server.worker(1);
+    wait_for_workers(api, 2).await;
+    let chunks: Vec<_> = (0..4u64)
+        .map(|index| chunk(&[&(index * 1_000_000).to_string(), &((index + 1) * 1_000_000).to_string()]))
+        .collect();
+    let job = submit(api, "primes", chunks).await;
+    let (status, _) = finish(api, job).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    native
 }
 
 /// The owner's balance.
@@ -666,14 +674,7 @@ async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_pai
 
     // The widget's validated work now pays the visitor half of each replica's volunteer side (rounded
     // down) and the site's owner the rest, in the same ledger transaction.
-    let _native = server.worker(1);
-    wait_for_workers(&api, 2).await;
-    let chunks: Vec<_> = (0..4u64)
-        .map(|index| chunk(&[&(index * 1_000_000).to_string(), &((index + 1) * 1_000_000).to_string()]))
-        .collect();
-    let job = submit(&api, "primes", chunks).await;
-    let (status, _) = finish(&api, job).await;
-    assert_eq!(status.state, JobState::Succeeded);
+    let _native = four_chunks_beside_a_native_worker(&server, &api).await;
     let site = site_stats(&server, &owner, &key).await;
     assert_eq!(site["validated_replicas"], 4, "{site}");
     let connection = rusqlite::Connection::open(server.database()).unwrap();

@@ -199,6 +199,32 @@ async fn visitor(app: &TestApp, key: &str) -> Credential {
     }
 }
 
+/// Two volunteers each run a replica of a one-chunk no-op job and report these figures; returns the job
+/// once it succeeded (the replicas validated each other).
+async fn both_run_one_chunk(app: &TestApp, volunteers: [Credential; 2], work_units: u64, compute_us: u64) -> u64 {
+    let mut workers = Vec::new();
+    for credential in volunteers {
+        let mut worker = FakeWorker::connect(app, 64);
+        assert!(matches!(worker.hello(credential, 1).await, Some(ServerMessage::Welcome(_))));
+        workers.push(worker);
+    }
+    let job = app.submit_noop(&app.admin_token, 1, json!({})).await;
+    for worker in &mut workers {
+        let Some(ServerMessage::Assign(assigned)) = worker.receive().await else { panic!("an assignment expected") };
+        let report = ReplicaReport {
+            replica: assigned[0].replica,
+            status: RunStatus::Exited { code: 0 },
+            output: Output::default(),
+            compute_us,
+            work_units,
+        };
+        worker.send(&WorkerMessage::Results(vec![report])).await;
+    }
+    let status = app.admin("GET", &format!("/api/jobs/{job}?wait_ms=10000&known_finished=0")).send().await.json();
+    assert_eq!(status["state"], "succeeded", "{status}");
+    job
+}
+
 #[tokio::test]
 async fn a_sites_visitors_validated_work_pays_the_sites_owner_and_counts_in_its_statistics() {
     let app = TestApp::new().start().await;
@@ -209,28 +235,11 @@ async fn a_sites_visitors_validated_work_pays_the_sites_owner_and_counts_in_its_
         async move { call.send().await.json()["balance_millicredits"].as_i64().unwrap() }
     };
     let before = balance(alice.clone()).await;
-    // Two visitors of the site: two distinct volunteers, so they validate each other's replicas.
-    let mut first = FakeWorker::connect(&app, 64);
-    let mut second = FakeWorker::connect(&app, 64);
-    for worker in [&mut first, &mut second] {
-        assert!(matches!(worker.hello(visitor(&app, &key).await, 1).await, Some(ServerMessage::Welcome(_))));
-    }
-    let job = app.submit_noop(&app.admin_token, 1, json!({})).await;
+    // Two visitors of the site: two distinct volunteers, so they validate each other's replicas. A
+    // volunteer's word on its run time is capped by the job's time limit (60 s by default).
     let work_units = 2_000_000u64;
-    for worker in [&mut first, &mut second] {
-        let Some(ServerMessage::Assign(assigned)) = worker.receive().await else { panic!("an assignment expected") };
-        let report = ReplicaReport {
-            replica: assigned[0].replica,
-            status: RunStatus::Exited { code: 0 },
-            output: Output::default(),
-            // A volunteer's word on its run time is capped by the job's time limit (60 s by default).
-            compute_us: u64::MAX,
-            work_units,
-        };
-        worker.send(&WorkerMessage::Results(vec![report])).await;
-    }
-    let status = app.admin("GET", &format!("/api/jobs/{job}?wait_ms=10000&known_finished=0")).send().await.json();
-    assert_eq!(status["state"], "succeeded", "{status}");
+    let visitors = [visitor(&app, &key).await, visitor(&app, &key).await];
+    both_run_one_chunk(&app, visitors, work_units, u64::MAX).await;
     let share = (app.config.pricing.cost(work_units) * 90 + 99) / 100;
     assert_eq!(balance(alice.clone()).await, before + 2 * share, "both replicas paid the site's owner");
     let site = &app.get("/api/sites").token(&alice).send().await.json()[0];
@@ -427,27 +436,9 @@ async fn a_visitor_who_took_a_share_gets_half_of_the_volunteer_side_and_the_owne
     let code = share_code(&app, &sharing).await;
     assert_eq!(take_share(&app, &vera, &code).await.0, 200);
 
-    let mut first = FakeWorker::connect(&app, 64);
-    let mut second = FakeWorker::connect(&app, 64);
-    for (worker, credential) in [(&mut first, sharing), (&mut second, keeping)] {
-        assert!(matches!(worker.hello(credential, 1).await, Some(ServerMessage::Welcome(_))));
-    }
-    let job = app.submit_noop(&app.admin_token, 1, json!({})).await;
     // An odd volunteer share, so the rounding shows.
     let work_units = 2_000_003u64;
-    for worker in [&mut first, &mut second] {
-        let Some(ServerMessage::Assign(assigned)) = worker.receive().await else { panic!("an assignment expected") };
-        let report = ReplicaReport {
-            replica: assigned[0].replica,
-            status: RunStatus::Exited { code: 0 },
-            output: Output::default(),
-            compute_us: 1_000,
-            work_units,
-        };
-        worker.send(&WorkerMessage::Results(vec![report])).await;
-    }
-    let status = app.admin("GET", &format!("/api/jobs/{job}?wait_ms=10000&known_finished=0")).send().await.json();
-    assert_eq!(status["state"], "succeeded", "{status}");
+    let job = both_run_one_chunk(&app, [sharing, keeping], work_units, 1_000).await;
     let share = (app.config.pricing.cost(work_units) * 90 + 99) / 100;
     let visitor_part = share / 2;
     assert!(visitor_part > 0);
