@@ -660,6 +660,9 @@ async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_pai
     );
     browser.set_window_size(1100, 700).await.unwrap();
     browser.screenshot(&share, &screenshot_path("embed-share.png")).await.unwrap();
+    assert_labelled_and_narrow(&browser, &share, "/share").await;
+    browser.screenshot(&share, &screenshot_path("embed-share-360.png")).await.unwrap();
+    browser.set_window_size(1100, 700).await.unwrap();
     browser.click(&share, "take-share").await.unwrap();
     browser.wait_for(&share, "share-done").await.unwrap();
     let done = browser.text(&share, "share-done").await.unwrap();

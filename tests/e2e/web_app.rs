@@ -22,7 +22,6 @@ use crate::support::*;
 const ALWAYS_REPLICATE: &[&str] = &["--trust-after", "1000000"];
 
 /// A phone's viewport, the narrowest the app promises to work at.
-const PHONE: (u32, u32) = (360, 780);
 const DESKTOP: (u32, u32) = (1100, 900);
 
 /// A small binary PPM whose pixels depend on `seed`.
@@ -75,31 +74,6 @@ async fn wait_for_text(browser: &Chromium, tab: &WindowHandle, id: &str, expecte
         text_of(browser, tab, id).await == expected
     })
     .await;
-}
-
-/// Every form control on the page has a label, and at a phone's width nothing sticks out sideways.
-async fn assert_labelled_and_narrow(browser: &Chromium, tab: &WindowHandle, page: &str) {
-    let unlabelled = browser
-        .run_script(
-            tab,
-            "return Array.from(document.querySelectorAll('input, select, textarea')) \
-               .filter(control => (!control.labels || control.labels.length === 0) && !control.getAttribute('aria-label')) \
-               .map(control => control.id || control.outerHTML);",
-        )
-        .await
-        .unwrap();
-    assert_eq!(unlabelled, serde_json::json!([]), "{page}: controls without a label");
-    browser.set_window_size(PHONE.0, PHONE.1).await.unwrap();
-    // The widths, and what sticks out (the innermost elements past the edge) to say what to fix.
-    let overflow = browser
-        .run_script(
-            tab,
-            "const width = document.documentElement.clientWidth;              const out = Array.from(document.querySelectorAll('body *'))                .filter(e => e.getBoundingClientRect().right > width + 0.5 && !e.closest('.table-scroll'))                .filter(e => !Array.from(e.children).some(c => c.getBoundingClientRect().right > width + 0.5))                .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));              return [document.documentElement.scrollWidth, width, out];",
-        )
-        .await
-        .unwrap();
-    let (scroll, client) = (overflow[0].as_u64().unwrap(), overflow[1].as_u64().unwrap());
-    assert!(scroll <= client, "{page}: {scroll} px wide in a {client} px viewport: {}", overflow[2]);
 }
 
 /// Screenshots of the page at a desktop's and at a phone's width.
