@@ -3,7 +3,10 @@
 //! whenever a kept-alive connection goes idle, so it is also the idle keep-alive timeout); connections are
 //! capped per client address and in total (WebSockets included: the caps travel with the socket into the
 //! upgrade; an IPv6 client counts by its /64); and the process's soft open-file limit is raised at start so
-//! the caps, not the kernel, decide.
+//! the caps, not the kernel, decide. Every connection has TCP keepalive (`keepalive`): a WebSocket whose
+//! peer vanished without closing (a machine switched off, a NAT that forgot the flow) is found by the
+//! kernel's probes and closed, so the worker's leases and the session consumer's attachment are let go,
+//! however long the application stays quiet.
 
 use std::collections::HashMap;
 use std::io;
@@ -34,6 +37,20 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections from one client address.
     pub max_connections_per_address: usize,
+}
+
+/// Probes after 30 s of silence, every 10 s, 3 unanswered: a vanished peer is found within about a minute.
+/// The peer's kernel answers the probes, so an application that merely stops reading is not affected.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// TCP keepalive as every accepted connection gets it.
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES)
 }
 
 /// File descriptors kept free for everything but connections: the database, its WAL, modules, logs.
@@ -212,6 +229,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits)
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive()) {
+            tracing::debug!(%peer, %error, "could not turn on TCP keepalive");
+        }
         let io = TokioIo::new(CountedStream { held: Some(Held { stream, _total: permit, _address: slot }) });
         let app = app.clone();
         tokio::spawn(serve_connection(io, peer, app, limits));

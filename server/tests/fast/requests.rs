@@ -175,3 +175,40 @@ async fn results_can_be_followed_in_the_order_chunks_complete() {
     // In chunk order as before.
     assert_eq!(indices(&page("offset=0").await.json()), vec![0, 1, 2]);
 }
+
+/// The timer field ("tr") of a loopback TCP socket in `/proc/net/tcp`, found by its local and remote
+/// ports: 0 for none, 2 for the keepalive timer of an established socket.
+fn tcp_timer(local_port: u16, remote_port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+        let established = fields.get(3) == Some(&"01");
+        (established && port(fields[1])? == local_port && port(fields[2])? == remote_port)
+            .then(|| u32::from_str_radix(fields[5].split(':').next()?, 16).ok())
+            .flatten()
+    })
+}
+
+/// A WebSocket whose peer vanished without closing (a machine switched off, a NAT that forgot the flow)
+/// must not hold its worker's leases or its session forever, however quiet both ends are: every accepted
+/// connection has TCP keepalive, whose pending timer Linux shows for an idle socket. The client's own
+/// socket, which has none, is the control.
+#[tokio::test]
+async fn every_connection_has_tcp_keepalive_so_a_vanished_peer_is_found() {
+    let app = TestApp::new().start().await;
+    let address = app.serve().await;
+    let client = tokio::net::TcpStream::connect(address).await.unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let mut server_side = None;
+    for _ in 0..200 {
+        server_side = tcp_timer(address.port(), client_port);
+        if server_side == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server_side, Some(2), "the server's side of the connection has no keepalive timer");
+    assert_eq!(tcp_timer(client_port, address.port()), Some(0), "the client's side, without keepalive, has none");
+    drop(client);
+}
