@@ -97,11 +97,10 @@ impl Coordinator {
         // Active jobs live in memory: each account has room for only so much at once.
         let broadcast = round.as_ref().map(|round| round.broadcast.clone());
         let usage = Usage::of_job(&chunks, broadcast.as_ref());
-        self.reserve(owner, usage).map_err(Refusal::TooMuchRunning)?;
+        let reservation = self.reserve(owner, usage).map_err(Refusal::TooMuchRunning)?;
         let (id, budget) = match self.store.insert_job(new_job).await {
             Ok(Admission::Accepted { id, budget }) => (id, budget),
             Ok(Admission::InsufficientCredits { balance, budget }) => {
-                self.unreserve(owner, usage);
                 return Err(Refusal::InsufficientCredits(match &round {
                     None => insufficient_credits(balance, budget, max_cost),
                     Some(_) => format!(
@@ -110,15 +109,11 @@ impl Coordinator {
                     ),
                 }));
             }
-            Ok(Admission::RoundRefused(message)) => {
-                self.unreserve(owner, usage);
-                return Err(Refusal::Round(message));
-            }
-            Err(error) => {
-                self.unreserve(owner, usage);
-                return Err(error.into());
-            }
+            Ok(Admission::RoundRefused(message)) => return Err(Refusal::Round(message)),
+            Err(error) => return Err(error.into()),
         };
+        // The job is stored: `activate` holds its room from here on (and gives it back if it cannot run).
+        reservation.keep();
         let row = JobRow {
             id,
             name: request.name.unwrap_or_else(|| format!("job-{id}")),

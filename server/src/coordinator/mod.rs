@@ -152,11 +152,12 @@ struct HeldReport {
     report: ReplicaReport,
 }
 
-/// What one account's active jobs hold in the coordinator's memory; bounded per account (see
-/// `ServerConfig::max_active_jobs_per_account` and its neighbours).
+/// What one account's active jobs and open sessions hold in the coordinator's memory; bounded per account
+/// (see `ServerConfig::max_active_jobs_per_account` and its neighbours).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub jobs: u32,
+    pub sessions: u32,
     pub chunks: u64,
     pub input_bytes: u64,
 }
@@ -166,19 +167,56 @@ impl Usage {
     pub fn of_job(chunks: &[ChunkRequest], broadcast: Option<&Bytes>) -> Usage {
         let input_bytes = chunks.iter().map(ChunkRequest::inline_bytes).sum::<u64>()
             + broadcast.map_or(0, |broadcast| broadcast.len() as u64);
-        Usage { jobs: 1, chunks: chunks.len() as u64, input_bytes }
+        Usage { jobs: 1, sessions: 0, chunks: chunks.len() as u64, input_bytes }
+    }
+
+    /// The usage of an open session of these shards, between its rounds (each round is a job besides).
+    pub fn of_session(shards: &[ChunkRequest]) -> Usage {
+        let input_bytes = shards.iter().map(ChunkRequest::inline_bytes).sum::<u64>();
+        Usage { jobs: 0, sessions: 1, chunks: 0, input_bytes }
     }
 
     fn add(&mut self, other: Usage) {
         self.jobs = self.jobs.saturating_add(other.jobs);
+        self.sessions = self.sessions.saturating_add(other.sessions);
         self.chunks = self.chunks.saturating_add(other.chunks);
         self.input_bytes = self.input_bytes.saturating_add(other.input_bytes);
     }
 
     fn subtract(&mut self, other: Usage) {
         self.jobs = self.jobs.saturating_sub(other.jobs);
+        self.sessions = self.sessions.saturating_sub(other.sessions);
         self.chunks = self.chunks.saturating_sub(other.chunks);
         self.input_bytes = self.input_bytes.saturating_sub(other.input_bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// Room taken in an account's [`Usage`], given back when dropped unless [`Reservation::keep`] hands it
+/// over: a request dropped half-way (its client gone) gives its room back too.
+#[must_use]
+pub struct Reservation<'a> {
+    coordinator: &'a Coordinator,
+    owner: u64,
+    usage: Usage,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The room now belongs to what was admitted (a job, a session), which gives it back when it ends.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.coordinator.unreserve(self.owner, self.usage);
+        }
     }
 }
 
@@ -286,15 +324,20 @@ impl Core {
     /// Forgets a job that finished or stopped, giving its account's usage back.
     fn forget_job(&mut self, job: u64) -> Option<Arc<ActiveJob>> {
         let active = self.jobs.remove(&job)?;
-        if let Some(owner) = active.row.owner
-            && let Some(usage) = self.usage.get_mut(&owner)
-        {
-            usage.subtract(active.usage);
-            if usage.jobs == 0 {
+        if let Some(owner) = active.row.owner {
+            self.give_back(owner, active.usage);
+        }
+        Some(active)
+    }
+
+    /// Gives `owner`'s room of `usage` back, forgetting an account that holds nothing any more.
+    fn give_back(&mut self, owner: u64, usage: Usage) {
+        if let Some(held) = self.usage.get_mut(&owner) {
+            held.subtract(usage);
+            if held.is_empty() {
                 self.usage.remove(&owner);
             }
         }
-        Some(active)
     }
 }
 
@@ -443,10 +486,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Takes room for a job of `usage` in `owner`'s limits of active work, or says which limit it would
-    /// break. Give it back with [`Coordinator::unreserve`] if the job is not stored after all; once it is,
-    /// [`Coordinator::activate`] takes the reservation over.
-    pub fn reserve(&self, owner: u64, usage: Usage) -> Result<(), String> {
+    /// Takes room for a job or a session of `usage` in `owner`'s limits of active work, or says which limit
+    /// it would break. The room comes back when the reservation is dropped, unless it is kept: then
+    /// [`Coordinator::activate`] (for a job) or the session holds it.
+    pub fn reserve(&self, owner: u64, usage: Usage) -> Result<Reservation<'_>, String> {
         let config = &self.config;
         let mut core = self.lock();
         let current = core.usage.get(&owner).copied().unwrap_or_default();
@@ -456,6 +499,12 @@ impl Coordinator {
             return Err(format!(
                 "you have {} jobs running, the most one account may have at once; wait for some to finish",
                 current.jobs
+            ));
+        }
+        if after.sessions > config.max_open_sessions_per_account {
+            return Err(format!(
+                "this account has {} sessions open, the most at once; close one first",
+                current.sessions
             ));
         }
         if after.chunks > config.max_active_chunks_per_account {
@@ -473,15 +522,12 @@ impl Coordinator {
             ));
         }
         core.usage.insert(owner, after);
-        Ok(())
+        Ok(Reservation { coordinator: self, owner, usage, kept: false })
     }
 
-    /// Gives back a reservation whose job was not stored.
-    pub fn unreserve(&self, owner: u64, usage: Usage) {
-        let mut core = self.lock();
-        if let Some(current) = core.usage.get_mut(&owner) {
-            current.subtract(usage);
-        }
+    /// Gives back room that a job or a session held.
+    fn unreserve(&self, owner: u64, usage: Usage) {
+        self.lock().give_back(owner, usage);
     }
 
     /// Makes a durably stored job active and hands it to the scheduler; `usage` was reserved for it.
@@ -528,10 +574,8 @@ impl Coordinator {
         if let Some((session, _)) = job.row.session_round
             && !core.sessions.contains_key(&session)
         {
-            if let Some(owner) = job.row.owner
-                && let Some(held) = core.usage.get_mut(&owner)
-            {
-                held.subtract(usage);
+            if let Some(owner) = job.row.owner {
+                core.give_back(owner, usage);
             }
             return false;
         }

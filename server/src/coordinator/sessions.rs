@@ -21,7 +21,7 @@ use distributivecom_scheduler::Millis;
 use tokio::sync::mpsc;
 
 use super::admission::{Checked, Refusal};
-use super::{Coordinator, Core};
+use super::{Coordinator, Core, Usage};
 use crate::clock::unix_ms;
 use crate::format::human_bytes;
 use crate::store::sessions::{self, NewSession, Round, RoundRow, SessionAdmission, SessionRow};
@@ -38,6 +38,13 @@ impl SessionFeed {
     /// The next message; `None` once the session dropped the feed (closed, or the consumer fell behind).
     pub async fn recv(&mut self) -> Option<SessionServerMessage> {
         let message = self.receiver.recv().await?;
+        self.queued_bytes.fetch_sub(message_bytes(&message), Ordering::Relaxed);
+        Some(message)
+    }
+
+    /// The next message if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<SessionServerMessage> {
+        let message = self.receiver.try_recv().ok()?;
         self.queued_bytes.fetch_sub(message_bytes(&message), Ordering::Relaxed);
         Some(message)
     }
@@ -72,6 +79,8 @@ pub(super) struct LiveSession {
     /// The shards as checked at open (after a restart: at the first round), so that a round is not
     /// checked again: only its broadcast is new.
     checked: Option<Arc<Checked>>,
+    /// The room it holds in its owner's usage.
+    usage: Usage,
     /// The connected consumer's feed.
     feed: Option<FeedSender>,
     /// Since when no consumer has been connected.
@@ -142,15 +151,10 @@ impl Coordinator {
                 "shard {shard}: stdin must be empty, since each round's broadcast is every run's stdin"
             )));
         }
-        let open = {
-            let core = self.lock();
-            core.sessions.values().filter(|live| live.owner == owner).count()
-        };
-        if open >= self.config.max_open_sessions_per_account as usize {
-            return Err(Refusal::TooMuchRunning(format!(
-                "this account has {open} sessions open, the most at once; close one first"
-            )));
-        }
+        // The room (one of the account's sessions, the shards' bytes) is taken before anything awaits, so
+        // that requests racing each other cannot open more sessions than the limit between them.
+        let usage = Usage::of_session(&request.shards);
+        let reservation = self.reserve(owner, usage).map_err(Refusal::TooMuchRunning)?;
         let template = template(&request);
         let checked = self.check_shards(owner, &template, run_module).await?;
         let Checked { limits, max_retries, replicas, quorum, ref program_name, max_cost, ref run_module, .. } = checked;
@@ -181,6 +185,8 @@ impl Coordinator {
             }
         };
         let shards = request.shards.len() as u32;
+        // The live session holds the room until it closes.
+        reservation.keep();
         let mut template = template;
         let shared: Arc<[ChunkRequest]> = std::mem::take(&mut template.chunks).into();
         let live = LiveSession {
@@ -190,6 +196,7 @@ impl Coordinator {
             next_round: 1,
             run_module,
             checked: Some(Arc::new(checked)),
+            usage,
             feed: None,
             idle_since: Some(self.now()),
             backups: request.backups.unwrap_or(true),
@@ -224,6 +231,10 @@ impl Coordinator {
                 replication: Some(ReplicationRequest { replicas: row.replicas, quorum: row.quorum }),
             };
             tracing::info!(session = id, next_round = row.next_round, "resuming session");
+            // A session opened before a restart stays open, whatever the limits say now.
+            let usage = Usage::of_session(&shards);
+            let mut core = self.lock();
+            core.usage.entry(row.owner).or_default().add(usage);
             let live = LiveSession {
                 owner: row.owner,
                 template: Arc::new(template),
@@ -231,12 +242,13 @@ impl Coordinator {
                 next_round: row.next_round,
                 run_module,
                 checked: None,
+                usage,
                 feed: None,
                 idle_since: Some(self.now()),
                 backups: row.backups,
                 changes: tokio::sync::watch::Sender::new(0),
             };
-            self.lock().sessions.insert(id, live);
+            core.sessions.insert(id, live);
         }
         Ok(())
     }
@@ -322,7 +334,11 @@ impl Coordinator {
             self.store.transact(move |connection| sessions::close(connection, session, &closing, unix_ms())).await?;
         let rounds: Vec<u64> = {
             let mut core = self.lock();
-            let feed = core.sessions.remove(&session).and_then(|live| live.feed);
+            let live = core.sessions.remove(&session);
+            if let Some(live) = &live {
+                core.give_back(live.owner, live.usage);
+            }
+            let feed = live.and_then(|live| live.feed);
             if let (Some(feed), Some(refunded)) = (feed, refunded) {
                 let feed = feed.sender;
                 let closed =

@@ -347,6 +347,35 @@ async fn bad_session_requests_get_clear_answers() {
 }
 
 #[tokio::test]
+async fn requests_racing_each_other_open_no_more_sessions_than_the_limit_and_a_close_makes_room() {
+    let app = TestApp::new().with(|config| config.max_open_sessions_per_account = 2).start().await;
+    let module = app.upload_noop(&app.admin_token).await;
+    let request = json!({ "module": module, "shards": [{}], "budget_millicredits": 1000,
+                          "replication": { "replicas": 1, "quorum": 1 } });
+    // Six at once: each awaits the store (the module, the escrow) between its check and its insert.
+    let answers =
+        futures_util::future::join_all((0..6).map(|_| app.admin("POST", "/api/sessions").json(request.clone()).send()))
+            .await;
+    let opened: Vec<u64> =
+        answers.iter().filter(|a| a.status == 201).map(|a| a.json()["id"].as_u64().unwrap()).collect();
+    assert_eq!(opened.len(), 2, "{:?}", answers.iter().map(|a| (a.status, a.error())).collect::<Vec<_>>());
+    for refused in answers.iter().filter(|answer| answer.status != 201) {
+        assert_eq!(refused.status, 429, "{}", refused.error());
+        assert!(refused.error().contains("2 sessions open, the most at once"), "{}", refused.error());
+    }
+    let closed = app.admin("DELETE", &format!("/api/sessions/{}", opened[0])).send().await;
+    assert_eq!(closed.status, 200, "{}", closed.error());
+    let again = app.admin("POST", "/api/sessions").json(request.clone()).send().await;
+    assert_eq!(again.status, 201, "closing a session gives its room back: {}", again.error());
+    // A refused open (here: more than the balance) holds no room either.
+    let mut unaffordable = request.clone();
+    unaffordable["budget_millicredits"] = json!(i64::MAX);
+    app.admin("DELETE", &format!("/api/sessions/{}", opened[1])).send().await;
+    assert_eq!(app.admin("POST", "/api/sessions").json(unaffordable).send().await.status, 402);
+    assert_eq!(app.admin("POST", "/api/sessions").json(request).send().await.status, 201);
+}
+
+#[tokio::test]
 async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for_changes() {
     let app = TestApp::new().start().await;
     let session = open(&app, 2, json!({})).await;
