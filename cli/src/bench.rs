@@ -564,7 +564,7 @@ fn native_cpu(program: &std::path::Path) -> anyhow::Result<NativeCpu> {
         let mut fastest = f64::MAX;
         let mut stdout = Vec::new();
         for _ in 0..3 {
-            let outcome = runtime.run(&module, &assignment);
+            let outcome = runtime.run(&module, assignment.clone());
             if !outcome.status.is_success() {
                 bail!("the CPU-bound program failed: {}", outcome.status.describe());
             }

@@ -111,11 +111,12 @@ impl Pool {
             if !self.delay.is_zero() {
                 std::thread::sleep(self.delay);
             }
+            let replica = task.assignment.replica;
             let report = match read_blobs(&mut task) {
                 Ok(()) => {
-                    let outcome = runtime.run(&task.module, &task.assignment);
+                    let outcome = runtime.run(&task.module, task.assignment);
                     ReplicaReport {
-                        replica: task.assignment.replica,
+                        replica,
                         status: outcome.status,
                         output: outcome.output,
                         compute_us: outcome.elapsed.as_micros() as u64,
@@ -123,7 +124,7 @@ impl Pool {
                     }
                 }
                 Err(message) => ReplicaReport {
-                    replica: task.assignment.replica,
+                    replica,
                     status: RunStatus::Failed { message },
                     output: Output::default(),
                     compute_us: 0,

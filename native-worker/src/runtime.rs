@@ -124,10 +124,11 @@ impl Runtime {
         Ok(CompiledModule { pre })
     }
 
-    /// Runs one replica to its end. Never panics on anything the program or the assignment does: every
+    /// Runs one replica to its end (its input files move into the run). Never panics on anything the program or the assignment does: every
     /// failure becomes a status.
-    pub fn run(&self, module: &CompiledModule, assignment: &Assignment) -> RunOutcome {
+    pub fn run(&self, module: &CompiledModule, assignment: Assignment) -> RunOutcome {
         let started = Instant::now();
+        let time_limit_ms = assignment.limits.time_limit_ms;
         let Prepared { wasi, work_limit, memory_limit_pages, memory_bytes } = match prepare(assignment) {
             Ok(prepared) => prepared,
             Err(status) => {
@@ -138,7 +139,7 @@ impl Runtime {
         let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = assignment.limits.time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let ticks = time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 

@@ -46,7 +46,7 @@ fn assignment(args: &[&str]) -> Assignment {
 fn fsops_sees_its_arguments_environment_and_files() {
     let runtime = Runtime::new().unwrap();
     let module = runtime.compile(&program("fsops")).unwrap();
-    let run = runtime.run(&module, &assignment(&["fsops", "one", "two"]));
+    let run = runtime.run(&module, assignment(&["fsops", "one", "two"]));
     let (status, output) = (run.status, run.output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
@@ -70,15 +70,15 @@ fn the_same_chunk_twice_gives_the_same_bytes_and_another_seed_does_not() {
     let runtime = Runtime::new().unwrap();
     let module = runtime.compile(&program("entropy")).unwrap();
     let chunk = assignment(&["entropy"]);
-    let first = runtime.run(&module, &chunk);
-    let second = runtime.run(&module, &chunk);
+    let first = runtime.run(&module, chunk.clone());
+    let second = runtime.run(&module, chunk.clone());
     assert_eq!(first.status, RunStatus::Exited { code: 0 }, "{}", String::from_utf8_lossy(&first.output.stderr));
     assert_eq!(first.output, second.output);
     assert_eq!(first.work_units, second.work_units);
     assert!(first.work_units > 1000, "work units are counted: {}", first.work_units);
     let mut other = chunk.clone();
     other.random_seed = Bytes(vec![8; 32]);
-    let third = runtime.run(&module, &other);
+    let third = runtime.run(&module, other.clone());
     assert_ne!(first.output.files["random.bin"], third.output.files["random.bin"]);
     let stdout = String::from_utf8_lossy(&first.output.stdout);
     assert!(stdout.contains("system_time_ns: 17000000000000"), "{stdout}");
@@ -90,21 +90,21 @@ fn limits_and_failures_are_reported_with_their_reason() {
     let mut chunk = assignment(&["program"]);
     chunk.limits.time_limit_ms = 300;
     let spin = runtime.compile(&program("spin")).unwrap();
-    assert_eq!(runtime.run(&spin, &chunk).status, RunStatus::TimedOut);
+    assert_eq!(runtime.run(&spin, chunk.clone()).status, RunStatus::TimedOut);
     chunk.limits.max_work_units = 5_000_000;
     chunk.limits.time_limit_ms = 20_000;
-    let stopped = runtime.run(&spin, &chunk);
+    let stopped = runtime.run(&spin, chunk.clone());
     assert_eq!(stopped.status, RunStatus::WorkLimit);
     assert!(stopped.work_units > 5_000_000 && stopped.work_units < 5_001_000, "{}", stopped.work_units);
-    assert_eq!(runtime.run(&spin, &chunk).work_units, stopped.work_units, "the limit stops at the same place");
+    assert_eq!(runtime.run(&spin, chunk.clone()).work_units, stopped.work_units, "the limit stops at the same place");
     chunk.limits.max_work_units = u64::MAX;
 
     chunk.limits.memory_bytes = 64 << 20;
     let hog = runtime.compile(&program("hog")).unwrap();
-    assert_eq!(runtime.run(&hog, &chunk).status, RunStatus::MemoryLimit);
+    assert_eq!(runtime.run(&hog, chunk.clone()).status, RunStatus::MemoryLimit);
 
     let fail = runtime.compile(&program("fail")).unwrap();
-    let run = runtime.run(&fail, &chunk);
+    let run = runtime.run(&fail, chunk.clone());
     let (status, output) = (run.status, run.output);
     assert_eq!(status, RunStatus::Exited { code: 3 });
     assert_eq!(output.stderr, Bytes::from("fail: something went wrong (this is on purpose)\n"));
@@ -117,7 +117,7 @@ fn run_text(text: &str, assignment: &Assignment) -> distributivecom_worker::runt
     distributivecom_program::check(&original).expect("the test module is a valid command");
     let runtime = Runtime::new().unwrap();
     let module = runtime.compile(&distributivecom_program::instrument::instrument(&original).unwrap()).unwrap();
-    runtime.run(&module, assignment)
+    runtime.run(&module, assignment.clone())
 }
 
 #[test]

@@ -258,7 +258,7 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     let mut assignment = server_assignment(&status, "spin", 0, &chunk(&[]));
     assignment.limits.max_work_units = 200_000_000;
     assignment.limits.time_limit_ms = 600_000;
-    let local = native.run(&module, &assignment);
+    let local = native.run(&module, assignment);
     assert_eq!((&local.status, local.work_units), (&results[0].status, results[0].work_units));
 
     eventually("the tab to count every chunk", Duration::from_secs(5), || async {

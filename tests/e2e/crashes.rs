@@ -38,7 +38,7 @@ fn expected_outputs(chunks: &[ChunkRequest]) -> Vec<Vec<u8>> {
         .iter()
         .map(|chunk| {
             assignment.args = std::iter::once("primes.wasm".to_owned()).chain(chunk.args.iter().cloned()).collect();
-            let run = runtime.run(&module, &assignment);
+            let run = runtime.run(&module, assignment.clone());
             assert_eq!(run.status, RunStatus::Exited { code: 0 });
             run.output.stdout.0
         })

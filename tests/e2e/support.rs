@@ -335,7 +335,7 @@ pub fn assert_results_match_native_runs(
     let runtime = Runtime::new().unwrap();
     let module = runtime.compile(&instrumented(program_name)).unwrap();
     for (result, chunk) in results.iter().zip(chunks) {
-        let local = runtime.run(&module, &server_assignment(status, program_name, result.index, chunk));
+        let local = runtime.run(&module, server_assignment(status, program_name, result.index, chunk));
         let what = format!("{program_name} chunk {}", result.index);
         assert_eq!(result.status, local.status, "{what}: status");
         assert_eq!(result.output, local.output, "{what}: output");

@@ -21,12 +21,13 @@ pub struct Prepared {
     pub memory_bytes: u64,
 }
 
-/// Prepares a run of `assignment`, or says why it cannot run (as the status to report).
-pub fn prepare(assignment: &Assignment) -> Result<Prepared, RunStatus> {
+/// Prepares a run of `assignment`, or says why it cannot run (as the status to report). Its stdin and
+/// files move into the run rather than being copied.
+pub fn prepare(assignment: Assignment) -> Result<Prepared, RunStatus> {
     let failed = |message: String| RunStatus::Failed { message };
+    let limits = assignment.limits;
     let input = chunk_input(assignment).map_err(failed)?;
     let wasi = WasiCtx::new(input).map_err(|error| failed(error.to_string()))?;
-    let limits = &assignment.limits;
     Ok(Prepared {
         wasi,
         // The instrumentation's counter is an i64: a limit past it means no limit in practice.
@@ -37,15 +38,15 @@ pub fn prepare(assignment: &Assignment) -> Result<Prepared, RunStatus> {
 }
 
 /// The run's input, or why the assignment cannot be run.
-pub fn chunk_input(assignment: &Assignment) -> Result<ChunkInput, String> {
+pub fn chunk_input(assignment: Assignment) -> Result<ChunkInput, String> {
     let random_seed = <[u8; 32]>::try_from(assignment.random_seed.as_ref())
         .map_err(|_| format!("the random seed has {} bytes instead of 32", assignment.random_seed.len()))?;
     let limits = &assignment.limits;
     Ok(ChunkInput {
-        args: assignment.args.clone(),
-        env: assignment.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
-        stdin: assignment.stdin.0.clone(),
-        files: assignment.files.iter().map(|(path, contents)| (path.clone(), contents.0.clone())).collect(),
+        args: assignment.args,
+        env: assignment.env.into_iter().collect(),
+        stdin: assignment.stdin.0,
+        files: assignment.files.into_iter().map(|(path, contents)| (path, contents.0)).collect(),
         clock_start_ns: assignment.clock_start_ns,
         random_seed,
         limits: OutputLimits {

@@ -187,7 +187,7 @@ pub fn check_inputs<'a>(
     }
     // Building the tree with empty contents checks the paths, collisions and the node limit exactly as a
     // real run does.
-    FileSystem::new(&paths, max_fs_bytes, 0).map(drop)
+    FileSystem::new(paths, max_fs_bytes, 0).map(drop)
 }
 
 impl WasiCtx {
@@ -203,7 +203,7 @@ impl WasiCtx {
             "environment variables",
         )?;
         let clock = VirtualClock::new(input.clock_start_ns);
-        let fs = FileSystem::new(&input.files, input.limits.max_fs_bytes, clock.realtime_ns())?;
+        let fs = FileSystem::new(input.files, input.limits.max_fs_bytes, clock.realtime_ns())?;
 
         let mut fds = BTreeMap::new();
         fds.insert(0, FdEntry { kind: FdKind::Stdin, flags: 0 });

@@ -150,8 +150,9 @@ fn validate_input_path(path: &str) -> Result<(), InputError> {
 }
 
 impl FileSystem {
-    /// Builds the file system holding the chunk's input files, all stamped with time `now`.
-    pub(crate) fn new(files: &BTreeMap<String, Vec<u8>>, max_bytes: u64, now: u64) -> Result<FileSystem, InputError> {
+    /// Builds the file system holding the chunk's input files, all stamped with time `now`. The files'
+    /// contents move in, not copied: a replica's input files can be large.
+    pub(crate) fn new(files: BTreeMap<String, Vec<u8>>, max_bytes: u64, now: u64) -> Result<FileSystem, InputError> {
         let total_bytes = files.values().fold(0u64, |total, data| total.saturating_add(data.len() as u64));
         if total_bytes > max_bytes {
             return Err(InputError::FilesTooLarge { total_bytes, max_fs_bytes: max_bytes });
@@ -171,8 +172,10 @@ impl FileSystem {
         fs.next_inode = ROOT + 1;
 
         // The map is sorted, and "a" sorts before "a/...", so a file is always added before anything
-        // that would need it to be a directory; both orders are still detected below.
-        for (path, data) in files {
+        // that would need it to be a directory; both orders are still detected below. The tree is built
+        // and checked first; the contents move into its files after.
+        let mut inodes = Vec::with_capacity(files.len());
+        for (path, data) in &files {
             validate_input_path(path)?;
             if data.len() as u64 > MAX_FILE_BYTES {
                 return Err(InputError::FileTooLarge {
@@ -203,9 +206,16 @@ impl FileSystem {
                 let other = files.keys().find(|other| other.starts_with(&prefix)).cloned().unwrap_or(prefix);
                 return Err(InputError::PathCollision { path: path.clone(), other });
             }
-            let kind = NodeKind::File { data: data.clone(), input_path: Some(path.clone()), changed: false };
-            fs.insert_node(directory, file_name, kind, now)
+            let kind = NodeKind::File { data: Vec::new(), input_path: Some(path.clone()), changed: false };
+            let inode = fs
+                .insert_node(directory, file_name, kind, now)
                 .map_err(|_| InputError::TooManyFiles { max_nodes: MAX_FS_NODES })?;
+            inodes.push(inode);
+        }
+        for ((_, contents), inode) in files.into_iter().zip(inodes) {
+            if let Some(Node { kind: NodeKind::File { data, .. }, .. }) = fs.nodes.get_mut(&inode) {
+                *data = contents;
+            }
         }
         fs.bytes_used = total_bytes;
         Ok(fs)
@@ -783,7 +793,7 @@ mod tests {
 
     fn fs_with(files: &[(&str, &str)]) -> FileSystem {
         let files = files.iter().map(|(path, data)| (path.to_string(), data.as_bytes().to_vec())).collect();
-        FileSystem::new(&files, 1 << 20, 7).expect("valid input files")
+        FileSystem::new(files, 1 << 20, 7).expect("valid input files")
     }
 
     #[test]
@@ -804,16 +814,16 @@ mod tests {
     fn bad_input_paths_are_rejected_with_their_name() {
         for path in ["", "/abs", "a//b", "a/", "./a", "a/../b", "nul\0byte"] {
             let files = BTreeMap::from([(path.to_string(), Vec::new())]);
-            let error = FileSystem::new(&files, 100, 0).expect_err(path);
+            let error = FileSystem::new(files, 100, 0).expect_err(path);
             assert!(matches!(&error, InputError::InvalidFilePath { path: p, .. } if p == path), "{path:?}: {error}");
         }
         let files = BTreeMap::from([("a".to_string(), Vec::new()), ("a/b".to_string(), Vec::new())]);
-        let error = FileSystem::new(&files, 100, 0).expect_err("collision");
+        let error = FileSystem::new(files, 100, 0).expect_err("collision");
         assert_eq!(error, InputError::PathCollision { path: "a/b".into(), other: "a".into() });
         assert!(error.to_string().contains("\"a/b\""));
 
         let files = BTreeMap::from([("big".to_string(), vec![0u8; 101])]);
-        let error = FileSystem::new(&files, 100, 0).expect_err("too large");
+        let error = FileSystem::new(files, 100, 0).expect_err("too large");
         assert_eq!(error, InputError::FilesTooLarge { total_bytes: 101, max_fs_bytes: 100 });
     }
 

@@ -194,9 +194,10 @@ impl Executor {
             self.post(&ExecutorEvent::Started { replica: assignment.replica });
         }
         let started = self.now_ms();
-        let (status, output, work_units) = self.runner.execute(&module, &assignment);
+        let replica = assignment.replica;
+        let (status, output, work_units) = self.runner.execute(&module, assignment);
         let compute_us = ((self.now_ms() - started) * 1000.0).max(0.0) as u64;
-        ReplicaReport { replica: assignment.replica, status, output, compute_us, work_units }
+        ReplicaReport { replica, status, output, compute_us, work_units }
     }
 
     /// The compiled module: from this worker's memory, else from the Cache API, else from the server.
@@ -395,8 +396,9 @@ impl Runner {
         Ok(Runner { run, imports, _dispatch: dispatch })
     }
 
-    /// Instantiates and runs the program. Returns its status, outputs and work units.
-    pub fn execute(&self, module: &WebAssembly::Module, assignment: &Assignment) -> (RunStatus, Output, u64) {
+    /// Instantiates and runs the program (its input files move into the run). Returns its status, outputs
+    /// and work units.
+    pub fn execute(&self, module: &WebAssembly::Module, assignment: Assignment) -> (RunStatus, Output, u64) {
         let failed = |message: String| (RunStatus::Failed { message }, Output::default(), 0);
         let Prepared { wasi, work_limit, memory_limit_pages, memory_bytes: memory_limit } = match prepare(assignment) {
             Ok(prepared) => prepared,

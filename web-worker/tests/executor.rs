@@ -20,7 +20,7 @@ fn run(text: &str, assignment: &Assignment) -> (RunStatus, Output, u64) {
     distributivecom_program::check(&original).expect("the test module is a valid command");
     let instrumented = distributivecom_program::instrument::instrument(&original).unwrap();
     let module = WebAssembly::Module::new(&Uint8Array::from(&instrumented[..]).into()).unwrap();
-    Runner::new().unwrap().execute(&module, assignment)
+    Runner::new().unwrap().execute(&module, assignment.clone())
 }
 
 const HELLO: &str = r#"
