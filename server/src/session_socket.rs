@@ -31,6 +31,11 @@ const SEND_BYTES_PER_SECOND: u64 = 256 * 1024;
 /// reconnect's backlog and the live feed overlap.
 const REMEMBERED_ROUNDS: usize = 1024;
 
+/// The most messages, and about the most bytes, from the feed written together (one round's results,
+/// typically).
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: u64 = 1024 * 1024;
+
 /// Runs the conversation with `owner`'s consumer of `session`, already attached with `feed`, replaying
 /// results of rounds from `from_round` on first (if given). Detaches the session when it ends.
 pub async fn run<R, W>(
@@ -45,8 +50,14 @@ pub async fn run<R, W>(
     R: Stream<Item = Incoming> + Unpin,
     W: Sink<String> + Unpin,
 {
-    let mut conversation =
-        Conversation { coordinator: coordinator.clone(), owner, session, outgoing, sent: Sent::default() };
+    let mut conversation = Conversation {
+        coordinator: coordinator.clone(),
+        owner,
+        session,
+        outgoing,
+        sent: Sent::default(),
+        queued: Vec::new(),
+    };
     let _ = conversation.serve(from_round, feed, incoming).await;
     coordinator.detach_session(session);
 }
@@ -86,6 +97,8 @@ struct Conversation<W> {
     session: u64,
     outgoing: W,
     sent: Sent,
+    /// Messages from the feed waiting to be written together.
+    queued: Vec<String>,
 }
 
 /// The conversation is over (the socket or the session closed).
@@ -111,12 +124,25 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
         loop {
             tokio::select! {
                 message = feed.recv() => {
-                    let Some(message) = message else { return Err(Ended) };
-                    let closed = matches!(message, SessionServerMessage::Closed { .. });
-                    self.forward(message).await?;
-                    if closed {
-                        return Ok(());
+                    let Some(mut message) = message else { return Err(Ended) };
+                    // What is waiting besides goes out with it, in one write: a round's results tend to
+                    // become durable together, in one group commit.
+                    for _ in 0..MAX_BATCH {
+                        let closed = matches!(message, SessionServerMessage::Closed { .. });
+                        self.queue(message)?;
+                        if closed {
+                            self.flush().await?;
+                            return Ok(());
+                        }
+                        if self.queued_bytes() >= MAX_BATCH_BYTES {
+                            break;
+                        }
+                        match feed.try_recv() {
+                            Some(next) => message = next,
+                            None => break,
+                        }
                     }
+                    self.flush().await?;
                 }
                 frame = incoming.next() => match frame {
                     Some(Incoming::Text(text)) => self.handle(&text).await?,
@@ -196,23 +222,55 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
         if self.sent.is_new(&message) { self.send(message).await } else { Ok(()) }
     }
 
+    /// Adds a message from the feed to what the next [`Conversation::flush`] writes, unless it was sent.
+    fn queue(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
+        if self.sent.is_new(&message) {
+            self.queued.push(serde_json::to_string(&message).map_err(|_| Ended)?);
+        }
+        Ok(())
+    }
+
+    fn queued_bytes(&self) -> u64 {
+        self.queued.iter().map(|text| text.len() as u64).sum()
+    }
+
+    /// Writes the queued messages and flushes them, under one deadline for all of them.
+    async fn flush(&mut self) -> Result<(), Ended> {
+        let bytes = self.queued_bytes();
+        let texts = std::mem::take(&mut self.queued);
+        let outgoing = &mut self.outgoing;
+        let write = async move {
+            for text in texts {
+                outgoing.feed(text).await?;
+            }
+            outgoing.flush().await
+        };
+        within_deadline(self.session, bytes, write).await
+    }
+
     async fn error(&mut self, message: &str, round: Option<u64>) -> Result<(), Ended> {
         self.send(SessionServerMessage::Error { message: message.to_owned(), round }).await
     }
 
-    /// Sends one message, giving up on a consumer that does not take it within [`SEND_GRACE`] plus a
-    /// second per [`SEND_BYTES_PER_SECOND`]: one that stops reading cannot hold the conversation forever
-    /// (its feed, meanwhile, is dropped once full).
+    /// Sends one message, giving up on a consumer that does not take it in time: one that stops reading
+    /// cannot hold the conversation forever (its feed, meanwhile, is dropped once full).
     async fn send(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
         let text = serde_json::to_string(&message).map_err(|_| Ended)?;
-        let allowed = SEND_GRACE + Duration::from_secs(text.len() as u64 / SEND_BYTES_PER_SECOND);
-        match tokio::time::timeout(allowed, self.outgoing.send(text)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ended),
-            Err(_) => {
-                tracing::info!(session = self.session, "closing the socket of a session's consumer that does not read");
-                Err(Ended)
-            }
+        let bytes = text.len() as u64;
+        within_deadline(self.session, bytes, self.outgoing.send(text)).await
+    }
+}
+
+/// Awaits `write` of `bytes`, giving up on a consumer that does not take them within [`SEND_GRACE`] plus a
+/// second per [`SEND_BYTES_PER_SECOND`].
+async fn within_deadline<E>(session: u64, bytes: u64, write: impl Future<Output = Result<(), E>>) -> Result<(), Ended> {
+    let allowed = SEND_GRACE + Duration::from_secs(bytes / SEND_BYTES_PER_SECOND);
+    match tokio::time::timeout(allowed, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended),
+        Err(_) => {
+            tracing::info!(session, "closing the socket of a session's consumer that does not read");
+            Err(Ended)
         }
     }
 }
