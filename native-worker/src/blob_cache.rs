@@ -7,7 +7,7 @@
 //! hash's name is always whole; on start the cache adopts the files it finds, in the order of their
 //! modification times. A replica holds its blobs as open files until it runs, never as bytes in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -160,6 +160,17 @@ impl BlobCache {
             fetching.remove(&blob.sha256);
         }
         found
+    }
+
+    /// Every one of these blobs' files, opened, if each is in the cache now (fetching none).
+    pub fn open_all(&self, blobs: &BTreeMap<String, BlobRef>) -> Option<Vec<(String, std::fs::File)>> {
+        blobs
+            .iter()
+            .map(|(path, blob)| {
+                let file = is_sha256_hex(&blob.sha256).then(|| self.open_cached(&blob.sha256)).flatten()?;
+                Some((path.clone(), file))
+            })
+            .collect()
     }
 
     /// A cached blob's file, opened, marking it used; `None` (and the entry forgotten) if it is gone or

@@ -231,10 +231,14 @@ impl Worker {
         reports: mpsc::UnboundedSender<ReplicaReport>,
     ) {
         let cell = self.module_cell(&assignment.module.sha256);
+        // The usual case after the first round: the module compiled and every blob in the cache, opened
+        // here rather than in a task of its own.
         if let Some(module) = cell.get()
-            && assignment.blobs.is_empty()
+            && let Some(blobs) = self.blobs.open_all(&assignment.blobs)
         {
-            self.pool.submit(Task { assignment, module: module.clone(), blobs: Vec::new(), generation, reports });
+            let mut assignment = assignment;
+            assignment.blobs.clear();
+            self.pool.submit(Task { assignment, module: module.clone(), blobs, generation, reports });
             return;
         }
         let worker = self.clone();
