@@ -675,6 +675,47 @@ async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_pai
     browser.close_tab(&share, &tab).await.unwrap();
     browser.set_window_size(1100, 900).await.unwrap();
 
+    // With no code ready at the click (a touch screen has no hover to ask for one ahead, or the network is
+    // slow), the widget waits for the code and then offers a plain link rather than a tab the browser
+    // might block; the link opens the same page. The blog is loaded again, so that the widget (resumed by
+    // the remembered consent) has no code yet, and its network made slow, a second per request, so that
+    // the code asked for as the pointer arrives is still on its way at the click. An identity gets a code
+    // at most every 5 s.
+    browser.visit(&tab, &host.url(&key), "ready").await.unwrap();
+    eventually("the widget to run again", Duration::from_secs(30), || async {
+        frame_state(&browser, &tab).await == "running"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let slow = "const fetch = window.fetch;
+                window.fetch = (...args) => new Promise(done => setTimeout(done, 1000)).then(() => fetch(...args));";
+    browser.run_script_in_frame(&tab, 0, slow).await.unwrap();
+    browser.click_in_frame(&tab, 0, "share").await.unwrap();
+    let link = "const link = document.getElementById('share-link'); return link.hidden ? '' : link.href;";
+    eventually("the fallback link", Duration::from_secs(10), || async {
+        browser.run_script_in_frame(&tab, 0, link).await.unwrap() != json!("")
+    })
+    .await;
+    let href = browser.run_script_in_frame(&tab, 0, link).await.unwrap();
+    assert!(href.as_str().unwrap().starts_with(&format!("{}/share#", server.url)), "{href}");
+    let before: Vec<WindowHandle> = browser.tabs().await.unwrap();
+    browser.click_in_frame(&tab, 0, "share-link").await.unwrap();
+    let mut opened = None;
+    for _ in 0..100 {
+        opened = browser.tabs().await.unwrap().into_iter().find(|handle| !before.contains(handle));
+        if opened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = opened.expect("the fallback link opened no tab");
+    browser.wait_for(&again, "take-share").await.unwrap();
+    browser.click(&again, "take-share").await.unwrap();
+    browser.wait_for(&again, "share-done").await.unwrap();
+    let hidden = browser.run_script_in_frame(&tab, 0, link).await.unwrap();
+    assert_eq!(hidden, json!(""), "a used link is taken away");
+    browser.close_tab(&again, &tab).await.unwrap();
+
     // The widget's validated work now pays the visitor half of each replica's volunteer side (rounded
     // down) and the site's owner the rest, in the same ledger transaction.
     let _native = four_chunks_beside_a_native_worker(&server, &api).await;
