@@ -573,6 +573,18 @@ async fn balance_with_cookie(server: &TestServer, cookie: &str) -> i64 {
     account["balance_millicredits"].as_i64().unwrap()
 }
 
+/// The tab that `opener` opened since the browser had the tabs `before`; panics after ten seconds.
+async fn new_tab(browser: &Chromium, before: &[WindowHandle], opener: &str) -> WindowHandle {
+    for _ in 0..100 {
+        let tabs = browser.tabs().await.unwrap();
+        if let Some(opened) = tabs.into_iter().find(|handle| !before.contains(handle)) {
+            return opened;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{opener} opened no tab");
+}
+
 #[tokio::test]
 async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_paid_their_part_of_each_replica() {
     let dir = tempfile::tempdir().unwrap();
@@ -631,15 +643,7 @@ async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_pai
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(browser.tabs().await.unwrap().len(), before.len(), "the host page opened nothing");
     browser.click_in_frame(&tab, 0, "share").await.unwrap();
-    let mut opened = None;
-    for _ in 0..100 {
-        opened = browser.tabs().await.unwrap().into_iter().find(|handle| !before.contains(handle));
-        if opened.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let share = opened.expect("the widget opened no tab");
+    let share = new_tab(&browser, &before, "the widget").await;
     // Signed out, the page sends the visitor to log in and back, the code kept meanwhile.
     browser.wait_for(&share, "password").await.unwrap();
     let login = browser.run_script(&share, "return location.pathname + location.search;").await.unwrap();
@@ -700,15 +704,7 @@ async fn a_visitor_with_an_account_here_takes_a_share_from_the_widget_and_is_pai
     assert!(href.as_str().unwrap().starts_with(&format!("{}/share#", server.url)), "{href}");
     let before: Vec<WindowHandle> = browser.tabs().await.unwrap();
     browser.click_in_frame(&tab, 0, "share-link").await.unwrap();
-    let mut opened = None;
-    for _ in 0..100 {
-        opened = browser.tabs().await.unwrap().into_iter().find(|handle| !before.contains(handle));
-        if opened.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let again = opened.expect("the fallback link opened no tab");
+    let again = new_tab(&browser, &before, "the fallback link").await;
     browser.wait_for(&again, "take-share").await.unwrap();
     browser.click(&again, "take-share").await.unwrap();
     browser.wait_for(&again, "share-done").await.unwrap();
