@@ -32,10 +32,8 @@ fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
     }
     let mut raw = Vec::new();
     for _ in 0..height {
-        raw.push(0); // no filter
-        for _ in 0..width {
-            raw.extend_from_slice(&rgb);
-        }
+        // Each row: its filter type (0, none), then its pixels.
+        raw.extend(std::iter::once(0).chain(std::iter::repeat_n(rgb, width as usize).flatten()));
     }
     let mut zlib = vec![0x78, 0x01];
     let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();

@@ -185,13 +185,9 @@ async fn a_consumer_submits_on_the_web_watches_it_live_downloads_the_results_and
     let link = browser.run_script(&tab, "return document.querySelector('#result-0 a.file').href;").await.unwrap();
     let opened = fetch_bytes(&browser, &tab, link.as_str().unwrap()).await;
     assert_eq!(opened, first.output.files["out.ppm"].0);
-    assert_eq!(
-        text_of(&browser, &tab, "result-0")
-            .await
-            .lines()
-            .any(|line| line.trim() == String::from_utf8_lossy(&first.output.stdout).trim()),
-        true
-    );
+    let shown = text_of(&browser, &tab, "result-0").await;
+    let stdout = String::from_utf8_lossy(&first.output.stdout);
+    assert!(shown.lines().any(|line| line.trim() == stdout.trim()), "{shown:?} does not show {stdout:?}");
     eventually("the preview to decode", Duration::from_secs(10), || async {
         let width =
             browser.run_script(&tab, "return document.querySelector('#result-0 img.thumbnail').naturalWidth;").await;

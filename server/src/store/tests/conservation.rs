@@ -102,7 +102,7 @@ fn campaign(sponsor: u64, budget: i64, reward: i64, cap: u32, at_ms: u64) -> ads
 /// Volunteers 0..3 are anonymous identities; 3..6 are accounts' own workers; 6..8 are visitors of a site
 /// of the first account's.
 fn volunteer_key(volunteer: u8) -> String {
-    if volunteer < 3 || volunteer >= FIRST_VISITOR {
+    if !(3..FIRST_VISITOR).contains(&volunteer) {
         ledger::volunteer(&format!("v-{volunteer}"))
     } else {
         ledger::user(u64::from(volunteer - 2))
