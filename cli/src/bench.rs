@@ -120,6 +120,9 @@ struct Figures {
     /// The same with the shards inline, as they would travel on every round without cached blobs and
     /// affinity.
     session_bytes_per_round_without_affinity: u64,
+    /// CPU time the store's writer thread spent per session round (the round's admission and its
+    /// shards' results with their payments), where the system tells a thread's CPU time.
+    session_writer_cpu_ms_per_round: Option<f64>,
     /// Rounds of an 8-shard session (2 replicas, quorum 2) on the distinct volunteers plus one that takes
     /// [`SLOW_MS`] over each replica: with backups of stragglers, and without.
     session_slowed_round_p50_ms_with_backups: Option<f64>,
@@ -260,7 +263,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let session_rounds = args.rounds.min(200);
     let mut session =
         open_session(&client, &noop, session_shards(&client, SESSION_SHARDS, false).await?, (1, 1), true).await?;
+    let writer_before = writer_cpu();
     let (times, bytes) = time_session(&client, &mut session, 10, session_rounds).await?;
+    if let (Some(before), Some(after)) = (writer_before, writer_cpu()) {
+        let per_round = (after - before).as_secs_f64() * 1000.0 / f64::from(10 + session_rounds);
+        figures.session_writer_cpu_ms_per_round = Some(round2(per_round));
+    }
     session.close().await?;
     figures.session_shards = SESSION_SHARDS;
     figures.session_round_p50_ms = percentile_ms(&times, 0.50);
@@ -403,6 +411,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The CPU time the store's writer thread (in this process) has used so far, from Linux's
+/// `/proc/self/task/*/schedstat`; `None` where there is no such file or no such thread.
+fn writer_cpu() -> Option<Duration> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let writer = tasks
+        .flatten()
+        .map(|task| task.path())
+        .find(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|name| name.trim() == "store-writer"))?;
+    let schedstat = std::fs::read_to_string(writer.join("schedstat")).ok()?;
+    let nanos: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
 fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(figures)?);
@@ -439,6 +460,13 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
         figures.session_bytes_per_round,
         figures.session_bytes_per_round_without_affinity
     );
+    if let Some(writer) = figures.session_writer_cpu_ms_per_round {
+        println!(
+            "store writer CPU per session round: {writer:.2} ms ({:.0} us per shard's result, the round's \
+             admission included)",
+            writer * 1000.0 / figures.session_shards as f64
+        );
+    }
     if let (Some(with), Some(without)) =
         (figures.session_slowed_round_p50_ms_with_backups, figures.session_slowed_round_p50_ms_without_backups)
     {
