@@ -124,8 +124,8 @@ impl Runtime {
         Ok(CompiledModule { pre })
     }
 
-    /// Runs one replica to its end (its input files move into the run). Never panics on anything the program or the assignment does: every
-    /// failure becomes a status.
+    /// Runs one replica to its end (its input files move into the run). Never panics on anything the
+    /// program or the assignment does: every failure becomes a status.
     pub fn run(&self, module: &CompiledModule, assignment: Assignment) -> RunOutcome {
         let started = Instant::now();
         let time_limit_ms = assignment.limits.time_limit_ms;

@@ -218,8 +218,10 @@ impl<W: Sink<String> + Unpin> Conversation<W> {
         }
     }
 
+    /// Sends a result or a round's end unless it was sent already.
     async fn forward(&mut self, message: SessionServerMessage) -> Result<(), Ended> {
-        if self.sent.is_new(&message) { self.send(message).await } else { Ok(()) }
+        self.queue(message)?;
+        self.flush().await
     }
 
     /// Adds a message from the feed to what the next [`Conversation::flush`] writes, unless it was sent.

@@ -215,7 +215,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.coordinator.unreserve(self.owner, self.usage);
+            self.coordinator.lock().give_back(self.owner, self.usage);
         }
     }
 }
@@ -328,6 +328,11 @@ impl Core {
             self.give_back(owner, active.usage);
         }
         Some(active)
+    }
+
+    /// Holds room of `usage` for `owner` without checking the limits: for work admitted before a restart.
+    fn hold(&mut self, owner: u64, usage: Usage) {
+        self.usage.entry(owner).or_default().add(usage);
     }
 
     /// Gives `owner`'s room of `usage` back, forgetting an account that holds nothing any more.
@@ -479,7 +484,7 @@ impl Coordinator {
             // A job admitted before a restart stays admitted, whatever the limits say now.
             let usage = Usage::of_job(&chunks, broadcast.as_ref());
             if let Some(owner) = row.owner {
-                self.lock().usage.entry(owner).or_default().add(usage);
+                self.lock().hold(owner, usage);
             }
             self.activate(row, chunks.into(), blob_sizes, progress, finished, usage, broadcast);
         }
@@ -523,11 +528,6 @@ impl Coordinator {
         }
         core.usage.insert(owner, after);
         Ok(Reservation { coordinator: self, owner, usage, kept: false })
-    }
-
-    /// Gives back room that a job or a session held.
-    fn unreserve(&self, owner: u64, usage: Usage) {
-        self.lock().give_back(owner, usage);
     }
 
     /// Makes a durably stored job active and hands it to the scheduler; `usage` was reserved for it.

@@ -234,7 +234,7 @@ impl Coordinator {
             // A session opened before a restart stays open, whatever the limits say now.
             let usage = Usage::of_session(&shards);
             let mut core = self.lock();
-            core.usage.entry(row.owner).or_default().add(usage);
+            core.hold(row.owner, usage);
             let live = LiveSession {
                 owner: row.owner,
                 template: Arc::new(template),
