@@ -346,8 +346,8 @@ impl Identity {
         let moved = self
             .store
             .transact(move |connection| {
-                let moved = match verified {
-                    Some(volunteer) => writes::claim_volunteer(connection, &volunteer, id, now)?,
+                let moved = match &verified {
+                    Some(volunteer) => writes::claim_volunteer(connection, volunteer, id, now)?,
                     None => None,
                 };
                 writes::create_web_session(connection, &cookie_hash, id, &csrf, now, expires)?;

@@ -57,8 +57,8 @@ pub async fn upload(
     let reservation = state.blob_uploads.reserve(user, held, declared, quota)?;
 
     let files = state.store.blob_files();
-    let staged = Staged(files.staging_path());
-    let mut file = tokio::fs::File::create(&staged.0).await.map_err(|error| internal("create", &error))?;
+    let mut staged = Staged { path: files.staging_path(), armed: true };
+    let mut file = tokio::fs::File::create(&staged.path).await.map_err(|error| internal("create", &error))?;
     let mut hasher = Sha256::new();
     let mut reader = BodyReader::new(body, declared, "the blob");
     while let Some(frame) = reader.next().await? {
@@ -88,10 +88,10 @@ pub async fn upload(
                 }
                 let held = blobs::owned_bytes(connection, user)?;
                 if held.saturating_add(received) > quota {
-                    // `staged` is dropped here, and its file with it.
+                    // `staged` is dropped with this write, and its file with it.
                     return Ok(Err(held));
                 }
-                store.blob_files().adopt(&staged.0, &name)?;
+                store.blob_files().adopt(&staged.path, &name)?;
                 staged.disarm();
                 blobs::record_upload(connection, user, &name, received, unix_ms())?;
                 Ok(Ok(()))
@@ -191,17 +191,23 @@ fn internal(doing: &str, error: &std::io::Error) -> AppError {
 }
 
 /// An upload's file, removed unless it was moved into place.
-struct Staged(std::path::PathBuf);
+struct Staged {
+    path: std::path::PathBuf,
+    /// Whether the file is still the upload's to remove.
+    armed: bool,
+}
 
 impl Staged {
-    fn disarm(self) {
-        std::mem::forget(self);
+    fn disarm(&mut self) {
+        self.armed = false;
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

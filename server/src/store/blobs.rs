@@ -62,13 +62,15 @@ impl BlobFiles {
 
     /// Moves a complete upload, already synced to disk, into place as blob `sha256`: on the writer thread,
     /// in the write that records it. If the blob's file is already there (the same bytes, by their hash),
-    /// the upload is simply dropped.
+    /// the upload is simply dropped. Idempotent, as a write must be: the upload may be adopted already.
     pub fn adopt(&self, staged: &Path, sha256: &str) -> Result<(), StoreError> {
         let target = self.path(sha256);
         let io = |source| StoreError::DataDir { path: target.clone(), source };
         if target.exists() {
-            std::fs::remove_file(staged).map_err(io)?;
-            return Ok(());
+            return match std::fs::remove_file(staged) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io(error)),
+                _ => Ok(()),
+            };
         }
         std::fs::rename(staged, &target).map_err(io)
     }

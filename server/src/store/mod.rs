@@ -138,7 +138,7 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<Write>,
+    writer: mpsc::Sender<Box<dyn Write>>,
     readers: Arc<ReadPool>,
     blobs: Arc<blobs::BlobFiles>,
 }
@@ -163,10 +163,10 @@ impl Store {
     }
 
     /// Runs `write` in the next group commit and answers once it is durable (or failed). A write that
-    /// returns an error leaves nothing behind.
+    /// returns an error leaves nothing behind. It may run twice (see `writer`).
     pub async fn transact<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        write: impl FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.transact_then(write, move |outcome| {
@@ -177,22 +177,17 @@ impl Store {
     }
 
     /// Runs `write` in the next group commit and calls `then` on the writer thread once its fate is known.
-    /// Keep `then` short: the next commit waits for it.
+    /// Keep `then` short: the next commit waits for it. `write` may run twice (see `writer`): what it does
+    /// outside the database must be idempotent.
     pub fn transact_then<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        write: impl FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
         then: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) {
-        let queued: Write = Box::new(move |connection| {
-            let outcome = connection.and_then(write);
-            let keep = outcome.is_ok();
-            let done: Done = Box::new(move |committed| then(committed.and(outcome)));
-            (keep, done)
-        });
+        let queued = Box::new(Queued { write, then, outcome: None });
         if let Err(refused) = self.writer.send(queued) {
             // The writer has stopped: answer at once.
-            let (_, done) = (refused.0)(Err(StoreError::Closed));
-            done(Ok(()));
+            refused.0.finish(Err(StoreError::Closed));
         }
     }
 
@@ -245,6 +240,33 @@ impl Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("Store").field("path", &self.readers.path).finish_non_exhaustive()
+    }
+}
+
+/// A write in the writer's queue: the caller's closure, what to call with its fate, and the outcome of
+/// its last run.
+struct Queued<W, T, Then> {
+    write: W,
+    then: Then,
+    outcome: Option<Result<T, StoreError>>,
+}
+
+impl<W, T, Then> Write for Queued<W, T, Then>
+where
+    W: FnMut(&Connection) -> Result<T, StoreError> + Send,
+    T: Send,
+    Then: FnOnce(Result<T, StoreError>) + Send,
+{
+    fn apply(&mut self, connection: &Connection) -> bool {
+        let outcome = (self.write)(connection);
+        let applied = outcome.is_ok();
+        self.outcome = Some(outcome);
+        applied
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let outcome = self.outcome.unwrap_or_else(|| Err(StoreError::Transaction("the write did not run".into())));
+        (self.then)(committed.and(outcome));
     }
 }
 
