@@ -2,10 +2,11 @@
 //!
 //! Every movement of credits is a *transaction* of entries whose amounts sum to zero. The entries are the
 //! append-only audit trail; each account's balance (the sum of its entries) is also kept in
-//! `ledger_accounts`, posted by a trigger in the same statement as each entry, as TigerBeetle keeps
-//! posted amounts on its accounts. So reading a balance costs the same on the first day and after a
-//! million results, and [`audit`] proves the kept balances equal the sums of the entries. Accounts are
-//! named:
+//! `ledger_accounts`, posted by [`record`] in the same write as each entry, as TigerBeetle keeps posted
+//! amounts on its accounts. So reading a balance costs the same on the first day and after a million
+//! results, and [`audit`] proves the kept balances equal the sums of the entries. Architecture
+//! Invariant: [`record`] is the only writer of entries. (Schema versions 3 to 9 posted by a trigger,
+//! which made SQLite open a statement journal for every entry.) Accounts are named:
 //!
 //! - `mint`: where credits come from (its balance is minus everything ever minted);
 //! - `burn`: where fees go (its balance is everything ever burned);
@@ -74,6 +75,8 @@ pub fn record(
         "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let mut post = connection
+        .prepare_cached("UPDATE ledger_accounts SET balance = balance + ?2, entries = entries + 1 WHERE account = ?1")?;
     for (account, amount) in legs {
         insert.execute(params![
             txn,
@@ -86,6 +89,11 @@ pub fn record(
             reference.memo,
             at_ms as i64
         ])?;
+        if post.execute(params![account, amount])? == 0 {
+            connection
+                .prepare_cached("INSERT INTO ledger_accounts (account, balance, entries) VALUES (?1, ?2, 1)")?
+                .execute(params![account, amount])?;
+        }
     }
     Ok(())
 }

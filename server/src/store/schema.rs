@@ -345,6 +345,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE volunteers ADD COLUMN share_code_expires_at_ms INTEGER;
     CREATE UNIQUE INDEX volunteers_by_share_code ON volunteers (share_code_hash) WHERE share_code_hash IS NOT NULL;
     "#,
+    // 10: `ledger::record` posts each entry to its account itself. The trigger that did it made every
+    // entry's insert a statement that writes two tables, for which SQLite keeps a statement journal (a
+    // copy of each page the statement touches): a tenth of the store writer's time on the result path.
+    r#"
+    DROP TRIGGER ledger_posts_to_its_account;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.
@@ -352,8 +358,8 @@ const PREPARED_STATEMENTS: usize = 128;
 
 /// Settings of the writing connection: WAL so readers never block the writer, and `synchronous=NORMAL`,
 /// which in WAL mode keeps every commit safe from a process crash (SIGKILL) and syncs at checkpoints.
-/// Savepoint journals stay in memory (`temp_store=MEMORY`): each write of a group commit has its own
-/// savepoint, and a journal file would cost a system call per page it touches.
+/// Savepoint and statement journals stay in memory (`temp_store=MEMORY`): a journal file would cost a
+/// system call per page they copy.
 pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
