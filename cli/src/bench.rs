@@ -123,6 +123,9 @@ struct Figures {
     /// CPU time the store's writer thread spent per session round (the round's admission and its
     /// shards' results with their payments), where the system tells a thread's CPU time.
     session_writer_cpu_ms_per_round: Option<f64>,
+    /// CPU time the store's checkpoint thread (copying the WAL back into the database) spent per session
+    /// round, measured the same way.
+    session_checkpoint_cpu_ms_per_round: Option<f64>,
     /// Rounds of an 8-shard session (2 replicas, quorum 2) on the distinct volunteers plus one that takes
     /// [`SLOW_MS`] over each replica: with backups of stragglers, and without.
     session_slowed_round_p50_ms_with_backups: Option<f64>,
@@ -263,12 +266,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let session_rounds = args.rounds.min(200);
     let mut session =
         open_session(&client, &noop, session_shards(&client, SESSION_SHARDS, false).await?, (1, 1), true).await?;
-    let writer_before = writer_cpu();
+    let before = (thread_cpu("store-writer"), thread_cpu("wal-checkpoint"));
     let (times, bytes) = time_session(&client, &mut session, 10, session_rounds).await?;
-    if let (Some(before), Some(after)) = (writer_before, writer_cpu()) {
-        let per_round = (after - before).as_secs_f64() * 1000.0 / f64::from(10 + session_rounds);
-        figures.session_writer_cpu_ms_per_round = Some(round2(per_round));
-    }
+    let per_round = |before: Option<Duration>, after: Option<Duration>| {
+        Some(round2((after? - before?).as_secs_f64() * 1000.0 / f64::from(10 + session_rounds)))
+    };
+    figures.session_writer_cpu_ms_per_round = per_round(before.0, thread_cpu("store-writer"));
+    figures.session_checkpoint_cpu_ms_per_round = per_round(before.1, thread_cpu("wal-checkpoint"));
     session.close().await?;
     figures.session_shards = SESSION_SHARDS;
     figures.session_round_p50_ms = percentile_ms(&times, 0.50);
@@ -411,15 +415,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The CPU time the store's writer thread (in this process) has used so far, from Linux's
+/// The CPU time a thread of this process (such as the store's writer) has used so far, from Linux's
 /// `/proc/self/task/*/schedstat`; `None` where there is no such file or no such thread.
-fn writer_cpu() -> Option<Duration> {
+fn thread_cpu(name: &str) -> Option<Duration> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    let writer = tasks
+    let thread = tasks
         .flatten()
         .map(|task| task.path())
-        .find(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|name| name.trim() == "store-writer"))?;
-    let schedstat = std::fs::read_to_string(writer.join("schedstat")).ok()?;
+        .find(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name))?;
+    let schedstat = std::fs::read_to_string(thread.join("schedstat")).ok()?;
     let nanos: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(nanos))
 }
@@ -463,8 +467,12 @@ fn print(figures: &Figures, json: bool, no_cpu_program: bool) -> anyhow::Result<
     if let Some(writer) = figures.session_writer_cpu_ms_per_round {
         println!(
             "store writer CPU per session round: {writer:.2} ms ({:.0} us per shard's result, the round's \
-             admission included)",
-            writer * 1000.0 / figures.session_shards as f64
+             admission included){}",
+            writer * 1000.0 / figures.session_shards as f64,
+            figures
+                .session_checkpoint_cpu_ms_per_round
+                .map(|checkpoint| format!("; its checkpoint thread's: {checkpoint:.2} ms"))
+                .unwrap_or_default()
         );
     }
     if let (Some(with), Some(without)) =

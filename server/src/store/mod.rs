@@ -153,7 +153,7 @@ impl Store {
         schema::configure(&connection)?;
         schema::migrate(&connection)?;
         let blobs = Arc::new(blobs::BlobFiles::open(data_dir, &connection)?);
-        let writer = writer::spawn(connection);
+        let writer = writer::spawn(connection, &path)?;
         Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), blobs })
     }
 

@@ -8,7 +8,9 @@
 //! and the whole batch runs again the careful way, each write in a savepoint of its own. That is why a
 //! write may run twice and must not act outside the database except idempotently.
 
+use std::path::Path;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -27,18 +29,28 @@ pub(super) trait Write: Send {
 /// The most writes one commit takes, so a flood of results still gets answered in bounded time.
 const MAX_BATCH: usize = 4096;
 
-pub(super) fn spawn(connection: Connection) -> mpsc::Sender<Box<dyn Write>> {
+pub(super) fn spawn(connection: Connection, path: &Path) -> Result<mpsc::Sender<Box<dyn Write>>, StoreError> {
+    // The WAL is copied back into the database by a thread of its own, so a checkpoint (and its fsync,
+    // milliseconds on a slow disk) never holds up the commits waiting behind it.
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let checkpointer = Connection::open(path)?;
+    checkpointer.busy_timeout(Duration::from_secs(10))?;
+    let (committed, commits) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || checkpoint(&checkpointer, &commits))
+        .expect("the operating system can start the checkpoint thread");
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(connection, receiver))
+        .spawn(move || run(connection, receiver, committed))
         .expect("the operating system can start the store thread");
-    sender
+    Ok(sender)
 }
 
-fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>) {
+fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>, committed: mpsc::SyncSender<()>) {
     let mut batch: Vec<Box<dyn Write>> = Vec::with_capacity(MAX_BATCH);
-    // The thread ends when every Store handle is gone.
+    // The thread ends when every Store handle is gone (and the checkpoint thread with it).
     while let Ok(first) = receiver.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -48,6 +60,25 @@ fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>) {
             }
         }
         commit(&connection, &mut batch);
+        // A full channel means a checkpoint is due already.
+        let _ = committed.try_send(());
+    }
+}
+
+/// The most often the WAL is copied back: each checkpoint syncs the database file, so under a steady flow
+/// of commits one copies a batch of them.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies committed pages from the WAL into the database after commits, at most every
+/// [`CHECKPOINT_INTERVAL`]. Passive: it never waits for the writer or readers, so the WAL may stay longer
+/// while readers hold old snapshots, as with SQLite's own automatic checkpoints.
+fn checkpoint(connection: &Connection, commits: &mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        let done = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
+        if let Err(error) = done {
+            tracing::warn!(%error, "a WAL checkpoint failed; the next commit tries again");
+        }
+        std::thread::sleep(CHECKPOINT_INTERVAL);
     }
 }
 
