@@ -218,18 +218,18 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
         record_validation(connection, &change.volunteer, change.valid, change.run)?;
     }
     // The job's counts move with the result (the results row's primary key refuses a second one below), so
-    // nothing here counts the job's results.
-    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
+    // nothing here counts the job's results. Read back by primary key rather than with RETURNING, which
+    // builds a temporary table for every statement (a seventh of the writer's time on this path).
+    connection
         .prepare_cached(
             "UPDATE jobs SET results_stored = results_stored + 1, results_succeeded = results_succeeded + ?2,
                  last_finished_at_ms = MAX(COALESCE(last_finished_at_ms, 0), ?3), spent = spent + ?4
-             WHERE id = ?1
-             RETURNING results_stored, chunk_count, owner_id, budget",
+             WHERE id = ?1",
         )?
-        .query_row(
-            params![result.job as i64, result.status.is_success(), result.finished_at_ms as i64, paid],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )?;
+        .execute(params![result.job as i64, result.status.is_success(), result.finished_at_ms as i64, paid])?;
+    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
+        .prepare_cached("SELECT results_stored, chunk_count, owner_id, budget FROM jobs WHERE id = ?1")?
+        .query_row([result.job as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
     let status = encoding::status_to_column(&result.status)?;
     let output = encoding::output_to_column(&result.output)?;
     connection
