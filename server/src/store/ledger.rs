@@ -69,8 +69,10 @@ pub fn record(
     if legs.is_empty() {
         return Ok(());
     }
+    // Numbered past every entry's id, so past every transaction's number (each is at most its entries'
+    // ids): found by the primary key, with no index on `txn` to keep up on every entry.
     let txn: i64 =
-        connection.prepare_cached("SELECT COALESCE(MAX(txn), 0) + 1 FROM ledger")?.query_row([], |row| row.get(0))?;
+        connection.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM ledger")?.query_row([], |row| row.get(0))?;
     let mut insert = connection.prepare_cached(
         "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

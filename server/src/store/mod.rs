@@ -1,9 +1,10 @@
 //! The durable store: one SQLite database in WAL mode, written by one thread in group commits.
 //!
 //! Writes go through a channel to the writer thread, which takes everything queued, applies it in one
-//! transaction (each write in its own savepoint, so one bad write cannot undo the others), commits once and
-//! then answers every write. So the cost of a commit is shared by all the writes that arrived while the
-//! previous one was running, and persistence never becomes one fsync per chunk.
+//! transaction (so that one bad write cannot undo the others, a batch with a failing write runs again with
+//! a savepoint per write: see `writer`), commits once and then answers every write. So the cost of a
+//! commit is shared by all the writes that arrived while the previous one was running, and persistence
+//! never becomes one fsync per chunk. A thread of its own checkpoints the WAL.
 //!
 //! Reads use a small pool of read-only connections on the blocking thread pool; WAL lets them run while the
 //! writer writes.

@@ -348,8 +348,11 @@ const MIGRATIONS: &[&str] = &[
     // 10: `ledger::record` posts each entry to its account itself. The trigger that did it made every
     // entry's insert a statement that writes two tables, for which SQLite keeps a statement journal (a
     // copy of each page the statement touches): a tenth of the store writer's time on the result path.
+    // And a transaction is numbered past the largest entry id, not the largest transaction number, so
+    // no index on `txn` is kept up on every entry (nothing else reads by it).
     r#"
     DROP TRIGGER ledger_posts_to_its_account;
+    DROP INDEX ledger_by_txn;
     "#,
 ];
 

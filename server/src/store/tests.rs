@@ -755,3 +755,43 @@ async fn a_database_from_before_the_web_app_gets_its_volunteers_work_and_days_fr
     assert_eq!(programs[0].uploaded_at_ms, 1234, "an upload from before is dated by its module");
     assert_eq!(programs[0].name, None);
 }
+
+#[tokio::test]
+async fn a_result_records_each_validation_once_whether_or_not_its_volunteer_is_paid() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", 1_000_000).await;
+    let sha = "7".repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, 2, Some(100_000))).await;
+    let reputation = |volunteer: &'static str| {
+        let volunteer = volunteer.to_owned();
+        store.read(move |connection| {
+            Ok(connection.query_row(
+                "SELECT consecutive_valid, validated, invalid, work_units, earned FROM reputation WHERE volunteer = ?1",
+                [volunteer],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, i64>(4)? > 0)),
+            )?)
+        })
+    };
+
+    // "a" and "b" agree and are paid; "c" was contradicted and is not.
+    let mut first = result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 1, 10), pay("volunteer:b", 2, 20)]);
+    first.reputation = vec![
+        ReputationChange { volunteer: "volunteer:c".into(), valid: false, run: 0 },
+        ReputationChange { volunteer: "volunteer:b".into(), valid: true, run: 4 },
+        ReputationChange { volunteer: "volunteer:a".into(), valid: true, run: 7 },
+    ];
+    store_result(&store, first).unwrap();
+    // Then "a" is paid again, and its run moves on.
+    let mut second = result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 3, 5)]);
+    second.reputation = vec![ReputationChange { volunteer: "volunteer:a".into(), valid: true, run: 8 }];
+    store_result(&store, second).unwrap();
+
+    let rows: (u32, u32, u32, u64, bool) = reputation("volunteer:a").await.unwrap();
+    assert_eq!(rows, (8, 2, 0, 15, true));
+    let rows: (u32, u32, u32, u64, bool) = reputation("volunteer:b").await.unwrap();
+    assert_eq!(rows, (4, 1, 0, 20, true));
+    let rows: (u32, u32, u32, u64, bool) = reputation("volunteer:c").await.unwrap();
+    assert_eq!(rows, (0, 0, 1, 0, false));
+}

@@ -159,6 +159,7 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
     let mut short = false;
     // Read once: this write is the only one moving the escrow now (writes are serialised).
     let mut available = ledger::balance(connection, &escrow)?;
+    let mut validation_recorded = vec![false; result.reputation.len()];
     for payment in &result.payments {
         let cost = result.pricing.cost(payment.work_units);
         // The budget is the owner's maximum price: what it cannot cover is not paid (and stops the job).
@@ -193,15 +194,34 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
         )?;
         paid += amount;
         paid_work_units = paid_work_units.saturating_add(payment.work_units);
-        // The volunteer key's validated work and earnings, kept as they happen (see `accounts::volunteering`).
+        // The volunteer key's validated work and earnings, kept as they happen (see `accounts::volunteering`),
+        // with its validation when it has one, in the same statement.
+        let validation = result
+            .reputation
+            .iter()
+            .zip(&mut validation_recorded)
+            .find(|(change, recorded)| !**recorded && change.volunteer == payment.volunteer)
+            .map(|(change, recorded)| {
+                *recorded = true;
+                change
+            });
         connection
             .prepare_cached(
                 "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
-                 VALUES (?1, 0, 0, 0, ?2, ?3)
+                 VALUES (?1, COALESCE(?4, 0), ?5, ?6, ?2, ?3)
                  ON CONFLICT (volunteer) DO UPDATE SET
-                   work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
+                   work_units = work_units + excluded.work_units, earned = earned + excluded.earned,
+                   consecutive_valid = COALESCE(?4, consecutive_valid),
+                   validated = validated + excluded.validated, invalid = invalid + excluded.invalid",
             )?
-            .execute(params![payment.volunteer, sql_integer(payment.work_units), share])?;
+            .execute(params![
+                payment.volunteer,
+                sql_integer(payment.work_units),
+                share,
+                validation.map(|change| change.run),
+                validation.is_some_and(|change| change.valid),
+                validation.is_some_and(|change| !change.valid)
+            ])?;
         if let Some(site) = payee.site {
             sites::record_payment(connection, site, payment.work_units, payment.compute_us, account_share)?;
         }
@@ -214,7 +234,7 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
                chunks = chunks + 1, work_units = work_units + excluded.work_units",
         )?
         .execute(params![sql_integer(result.finished_at_ms / MS_PER_DAY), sql_integer(paid_work_units)])?;
-    for change in &result.reputation {
+    for (change, _) in result.reputation.iter().zip(&validation_recorded).filter(|(_, recorded)| !**recorded) {
         record_validation(connection, &change.volunteer, change.valid, change.run)?;
     }
     // The job's counts move with the result (the results row's primary key refuses a second one below), so
