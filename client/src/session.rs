@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use distributivecom_protocol::Bytes;
+use distributivecom_protocol::{Bytes, SOCKET_READ_BUFFER_BYTES};
 use distributivecom_protocol::api::ChunkResult;
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::session::{
@@ -34,6 +34,7 @@ use distributivecom_protocol::session::{
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::{Client, ClientError};
 
@@ -120,7 +121,9 @@ impl Client {
                 format!("Bearer {token}").parse().map_err(|_| unreachable("the token is not a header".into()))?;
             request.headers_mut().insert("authorization", value);
         }
-        let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+        // Without Nagle's delay (`true`): a round's broadcast is one small write, waiting for nothing.
+        let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER_BYTES);
+        let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
             Ok(connected) => connected,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status();

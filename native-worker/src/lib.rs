@@ -23,7 +23,7 @@ use distributivecom_protocol::worker::{
     Assignment, Credential, Hello, MAX_ANNOUNCED_BLOBS, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage,
     WorkerKind, WorkerMessage,
 };
-use distributivecom_protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decode, encode};
+use distributivecom_protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SOCKET_READ_BUFFER_BYTES, decode, encode};
 use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, mpsc};
@@ -155,6 +155,7 @@ impl Worker {
         let mut socket_config = WebSocketConfig::default();
         socket_config.max_message_size = Some(MAX_MESSAGE_BYTES);
         socket_config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+        socket_config.read_buffer_size = SOCKET_READ_BUFFER_BYTES;
         let (socket, _) =
             tokio_tungstenite::connect_async_with_config(self.socket_url.as_str(), Some(socket_config), true)
                 .await

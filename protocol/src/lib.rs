@@ -39,6 +39,12 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest WebSocket message either side accepts (inputs and outputs travel inline).
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
+/// How much a WebSocket end reads from its connection at a time. tungstenite zeroes this much of its read
+/// buffer before every read, and its default of 128 KiB made that `memset` a tenth of the coordinator's
+/// and native workers' async threads' time on a round of small messages; larger frames just take more
+/// reads.
+pub const SOCKET_READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed message: {0}")]

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use distributivecom_protocol::SOCKET_READ_BUFFER_BYTES;
 use distributivecom_protocol::api::ErrorBody;
 use distributivecom_protocol::session::{SessionCreated, SessionRequest, SessionRounds, SessionStatus};
 use futures_util::{SinkExt, StreamExt};
@@ -196,7 +197,10 @@ pub async fn socket(
                 return;
             }
         };
-        let config = WebSocketConfig::default().max_message_size(Some(max_message)).max_frame_size(Some(max_message));
+        let config = WebSocketConfig::default()
+            .read_buffer_size(SOCKET_READ_BUFFER_BYTES)
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let (sink, stream) = socket.split();
         let incoming = stream.filter_map(|frame| async move {

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use distributivecom_protocol::MAX_MESSAGE_BYTES;
+use distributivecom_protocol::{MAX_MESSAGE_BYTES, SOCKET_READ_BUFFER_BYTES};
 use distributivecom_protocol::api::ServerStats;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -54,6 +54,7 @@ pub async fn socket(State(state): State<AppState>, mut request: Request) -> Resu
         let gated = FrameGate::new(TokioIo::new(upgraded), limit);
         // The library's own ceilings stay as a backstop; the gate is what decides.
         let config = WebSocketConfig::default()
+            .read_buffer_size(SOCKET_READ_BUFFER_BYTES)
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(gated, Role::Server, Some(config)).await;
