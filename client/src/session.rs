@@ -25,12 +25,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use distributivecom_protocol::{Bytes, SOCKET_READ_BUFFER_BYTES};
 use distributivecom_protocol::api::ChunkResult;
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::session::{
     SessionClientMessage, SessionCreated, SessionRequest, SessionRounds, SessionServerMessage, SessionStatus,
 };
+use distributivecom_protocol::{Bytes, SOCKET_READ_BUFFER_BYTES};
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -77,8 +77,9 @@ pub fn record(
         "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    let mut post = connection
-        .prepare_cached("UPDATE ledger_accounts SET balance = balance + ?2, entries = entries + 1 WHERE account = ?1")?;
+    let mut post = connection.prepare_cached(
+        "UPDATE ledger_accounts SET balance = balance + ?2, entries = entries + 1 WHERE account = ?1",
+    )?;
     for (account, amount) in legs {
         insert.execute(params![
             txn,

@@ -67,6 +67,21 @@ async fn user(store: &Store, name: &str, grant: i64) -> u64 {
         .expect("a fresh name")
 }
 
+/// The program of [`one_job`]'s job (its hash, repeated).
+const ONE_JOB_PROGRAM: &str = "1";
+
+/// A store with one account, "owner" (granted `grant`), and one accepted job of its own with `chunks`
+/// chunks and `budget`. The directory is removed when dropped.
+async fn one_job(grant: i64, chunks: usize, budget: i64) -> (tempfile::TempDir, Store, u64, u64) {
+    let directory = tempfile::tempdir().unwrap();
+    let store = Store::open(directory.path()).unwrap();
+    let owner = user(&store, "owner", grant).await;
+    let sha = ONE_JOB_PROGRAM.repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let id = accepted(&store, job(&sha, owner, chunks, Some(budget))).await;
+    (directory, store, owner, id)
+}
+
 async fn accepted(store: &Store, job: NewJob) -> u64 {
     match store.insert_job(job).await.unwrap() {
         Admission::Accepted { id, .. } => id,
@@ -159,14 +174,9 @@ async fn jobs_and_results_survive_a_reopen() {
 
 #[tokio::test]
 async fn a_second_result_for_the_same_chunk_is_refused_and_pays_nothing() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 100_000).await;
-    let sha = "b".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 2, Some(50_000))).await;
-    // Queue three writes at once so they share one commit: the duplicate fails in its own savepoint, and
-    // its payment is rolled back with it.
+    let (_directory, store, owner, id) = one_job(100_000, 2, 50_000).await;
+    // Queue three writes at once so they share one commit: the duplicate fails (and the commit's writes run
+    // again, each in a savepoint), and its payment is rolled back with it.
     let (done, durable) = std_mpsc::channel();
     for (chunk, replica) in [(0, 1), (0, 2), (1, 3)] {
         let done = done.clone();
@@ -189,12 +199,7 @@ async fn a_second_result_for_the_same_chunk_is_refused_and_pays_nothing() {
 
 #[tokio::test]
 async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 10_000).await;
-    let sha = "e".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 2, Some(6_000))).await;
+    let (_directory, store, owner, id) = one_job(10_000, 2, 6_000).await;
     assert_eq!(balance(&store, ledger::user(owner)).await, 4_000);
     assert_eq!(store.read(move |connection| accounts::escrowed(connection, owner)).await.unwrap(), 6_000);
 
@@ -227,12 +232,7 @@ async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest()
 
 #[tokio::test]
 async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 10_000).await;
-    let sha = "f".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 3, Some(1_500))).await;
+    let (_directory, store, _, id) = one_job(10_000, 3, 1_500).await;
     let first = store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("user:9", 1, 1_000_000)]));
     assert_eq!(first.unwrap(), Settlement { paid: 1_000, budget_spent: false });
     let second = store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("user:9", 2, 1_000_000)]));
@@ -379,12 +379,7 @@ async fn the_ledger_refuses_unbalanced_transactions_and_any_rewrite() {
 
 #[tokio::test]
 async fn kept_balances_equal_the_sums_of_entries_and_the_audit_finds_any_drift() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 10_000).await;
-    let sha = "c".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 2, Some(6_000))).await;
+    let (directory, store, _, id) = one_job(10_000, 2, 6_000).await;
     store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 1, 1_500_000)])).unwrap();
     store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 2, 500_000)])).unwrap();
     assert_eq!(store.read(ledger::audit).await.unwrap(), vec![]);
@@ -659,12 +654,7 @@ async fn a_claimed_identitys_ad_rewards_and_daily_cap_are_its_accounts() {
 
 #[tokio::test]
 async fn a_result_keeps_its_volunteers_work_and_earnings_and_its_days_totals() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 1_000_000).await;
-    let sha = "6".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 3, Some(100_000))).await;
+    let (_directory, store, owner, id) = one_job(1_000_000, 3, 100_000).await;
     store.transact(|connection| writes::register_volunteer(connection, "anon", "hash", 1)).await.unwrap();
     let (me, anonymous) = (ledger::user(owner), ledger::volunteer("anon"));
     let day = 19_675;
@@ -758,12 +748,7 @@ async fn a_database_from_before_the_web_app_gets_its_volunteers_work_and_days_fr
 
 #[tokio::test]
 async fn a_result_records_each_validation_once_whether_or_not_its_volunteer_is_paid() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = Store::open(directory.path()).unwrap();
-    let owner = user(&store, "owner", 1_000_000).await;
-    let sha = "7".repeat(64);
-    store.put_module(module(&sha, owner)).await.unwrap();
-    let id = accepted(&store, job(&sha, owner, 2, Some(100_000))).await;
+    let (_directory, store, _, id) = one_job(1_000_000, 2, 100_000).await;
     let reputation = |volunteer: &'static str| {
         let volunteer = volunteer.to_owned();
         store.read(move |connection| {
@@ -776,7 +761,8 @@ async fn a_result_records_each_validation_once_whether_or_not_its_volunteer_is_p
     };
 
     // "a" and "b" agree and are paid; "c" was contradicted and is not.
-    let mut first = result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 1, 10), pay("volunteer:b", 2, 20)]);
+    let mut first =
+        result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:a", 1, 10), pay("volunteer:b", 2, 20)]);
     first.reputation = vec![
         ReputationChange { volunteer: "volunteer:c".into(), valid: false, run: 0 },
         ReputationChange { volunteer: "volunteer:b".into(), valid: true, run: 4 },

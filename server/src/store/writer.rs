@@ -148,13 +148,16 @@ mod tests {
 
     use super::*;
 
+    /// Each finished write: its rows, how many times it ran, and whether it was kept.
+    type Log = Arc<Mutex<Vec<(Vec<i64>, u32, bool)>>>;
+
     /// A write that inserts `rows` one by one into `t`, then fails if `fail` (after changing the table),
     /// and records how many times it ran and how it finished.
     struct Insert {
         rows: Vec<i64>,
         fail: bool,
         runs: u32,
-        log: Arc<Mutex<Vec<(Vec<i64>, u32, bool)>>>,
+        log: Log,
         outcome: bool,
     }
 
@@ -173,7 +176,7 @@ mod tests {
         }
     }
 
-    fn batch(log: &Arc<Mutex<Vec<(Vec<i64>, u32, bool)>>>, writes: &[(&[i64], bool)]) -> Vec<Box<dyn Write>> {
+    fn batch(log: &Log, writes: &[(&[i64], bool)]) -> Vec<Box<dyn Write>> {
         let write = |(rows, fail): &(&[i64], bool)| {
             Box::new(Insert { rows: rows.to_vec(), fail: *fail, runs: 0, log: log.clone(), outcome: false })
                 as Box<dyn Write>
