@@ -9,6 +9,8 @@
 //! write may run twice and must not act outside the database except idempotently.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,22 +35,31 @@ pub(super) fn spawn(connection: Connection, path: &Path) -> Result<mpsc::Sender<
     // The WAL is copied back into the database by a thread of its own, so a checkpoint (and its fsync,
     // milliseconds on a slow disk) never holds up the commits waiting behind it.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // A WAL that was long is cut back to this when it starts over.
+    connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     let checkpointer = Connection::open(path)?;
     checkpointer.busy_timeout(Duration::from_secs(10))?;
+    let wal_frames = Arc::new(AtomicI64::new(0));
     let (committed, commits) = mpsc::sync_channel(1);
+    let measured = wal_frames.clone();
     std::thread::Builder::new()
         .name("wal-checkpoint".into())
-        .spawn(move || checkpoint(&checkpointer, &commits))
+        .spawn(move || checkpoint(&checkpointer, &commits, &measured))
         .expect("the operating system can start the checkpoint thread");
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(connection, receiver, committed))
+        .spawn(move || run(connection, receiver, committed, &wal_frames))
         .expect("the operating system can start the store thread");
     Ok(sender)
 }
 
-fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>, committed: mpsc::SyncSender<()>) {
+fn run(
+    connection: Connection,
+    receiver: mpsc::Receiver<Box<dyn Write>>,
+    committed: mpsc::SyncSender<()>,
+    wal_frames: &AtomicI64,
+) {
     let mut batch: Vec<Box<dyn Write>> = Vec::with_capacity(MAX_BATCH);
     // The thread ends when every Store handle is gone (and the checkpoint thread with it).
     while let Ok(first) = receiver.recv() {
@@ -60,6 +71,9 @@ fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>, committ
             }
         }
         commit(&connection, &mut batch);
+        if wal_frames.load(Ordering::Relaxed) >= WRITER_CHECKPOINT_FRAMES {
+            start_the_wal_over(&connection, wal_frames);
+        }
         // A full channel means a checkpoint is due already.
         let _ = committed.try_send(());
     }
@@ -69,17 +83,52 @@ fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Write>>, committ
 /// of commits one copies a batch of them.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Past this many frames (about 40 MiB) the writer checkpoints the WAL itself, between two commits.
+const WRITER_CHECKPOINT_FRAMES: i64 = 10_000;
+
+/// What a WAL file is cut back to when it starts over (SQLite's `journal_size_limit`).
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// Copies committed pages from the WAL into the database after commits, at most every
-/// [`CHECKPOINT_INTERVAL`]. Passive: it never waits for the writer or readers, so the WAL may stay longer
-/// while readers hold old snapshots, as with SQLite's own automatic checkpoints.
-fn checkpoint(connection: &Connection, commits: &mpsc::Receiver<()>) {
+/// [`CHECKPOINT_INTERVAL`], and tells the writer how long the WAL is. Passive: it never waits for the
+/// writer or readers.
+fn checkpoint(connection: &Connection, commits: &mpsc::Receiver<()>, wal_frames: &AtomicI64) {
     while commits.recv().is_ok() {
-        let done = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
-        if let Err(error) = done {
-            tracing::warn!(%error, "a WAL checkpoint failed; the next commit tries again");
+        match passive_checkpoint(connection) {
+            Ok(checkpointed) => wal_frames.store(checkpointed.frames, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "a WAL checkpoint failed; the next commit tries again"),
         }
         std::thread::sleep(CHECKPOINT_INTERVAL);
     }
+}
+
+/// The WAL starts over from its beginning only when a write transaction begins while every frame in it
+/// is already in the database. A checkpoint on another thread always runs a commit behind the writer, so
+/// under a steady flow of commits that moment never comes and the WAL would grow without end: past
+/// [`WRITER_CHECKPOINT_FRAMES`] the writer, between two commits, finishes the copy itself (the checkpoint
+/// thread has copied most of it), and its next transaction starts the WAL over.
+fn start_the_wal_over(connection: &Connection, wal_frames: &AtomicI64) {
+    match passive_checkpoint(connection) {
+        Ok(checkpointed) if checkpointed.complete => wal_frames.store(0, Ordering::Relaxed),
+        // A reader holds an old snapshot (or the other thread is checkpointing): the next commit retries.
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "the writer's WAL checkpoint failed; the next commit retries"),
+    }
+}
+
+/// What a passive checkpoint did.
+struct Checkpointed {
+    /// Frames in the WAL.
+    frames: i64,
+    /// Whether every frame is now in the database.
+    complete: bool,
+}
+
+fn passive_checkpoint(connection: &Connection) -> Result<Checkpointed, StoreError> {
+    let (busy, frames, copied): (i64, i64, i64) =
+        connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(Checkpointed { frames, complete: busy == 0 && frames == copied })
 }
 
 /// Runs one of the few fixed statements of the commit protocol, parsed once per connection (not anew for
@@ -116,14 +165,27 @@ fn commit(connection: &Connection, batch: &mut Vec<Box<dyn Write>>) {
 /// Returns how each write's savepoint ended (all well, on the optimistic way).
 fn apply_all(connection: &Connection, batch: &mut [Box<dyn Write>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     begin(connection)?;
-    let ended = if batch.iter_mut().all(|write| write.apply(connection)) {
-        batch.iter().map(|_| Ok(())).collect()
-    } else {
-        // A write failed, and with no savepoints its partial changes cannot be undone alone.
+    if batch.iter_mut().all(|write| write.apply(connection)) {
+        execute(connection, "COMMIT")?;
+        return Ok(batch.iter().map(|_| Ok(())).collect());
+    }
+    // A write failed, and with no savepoints its partial changes cannot be undone alone. (Some errors,
+    // such as a full disk, make SQLite roll the transaction back itself.)
+    if !connection.is_autocommit() {
         execute(connection, "ROLLBACK")?;
-        begin(connection)?;
-        batch.iter_mut().map(|write| apply_alone(connection, write.as_mut())).collect()
-    };
+    }
+    begin(connection)?;
+    let mut ended = Vec::with_capacity(batch.len());
+    for write in batch.iter_mut() {
+        ended.push(apply_alone(connection, write.as_mut()));
+        if connection.is_autocommit() {
+            // SQLite rolled everything back: the writes before this one are gone too, and a savepoint
+            // opened now would be a transaction of its own.
+            return Err(StoreError::Transaction(
+                "SQLite rolled the whole transaction back after a write failed".into(),
+            ));
+        }
+    }
     execute(connection, "COMMIT")?;
     Ok(ended)
 }
@@ -151,11 +213,21 @@ mod tests {
     /// Each finished write: its rows, how many times it ran, and whether it was kept.
     type Log = Arc<Mutex<Vec<(Vec<i64>, u32, bool)>>>;
 
-    /// A write that inserts `rows` one by one into `t`, then fails if `fail` (after changing the table),
-    /// and records how many times it ran and how it finished.
+    /// How a test write ends.
+    #[derive(Clone, Copy)]
+    enum End {
+        Kept,
+        /// It fails, after changing the table.
+        Fails,
+        /// It fails in a way that makes SQLite roll the whole transaction back (as a full disk does).
+        RollsAllBack,
+    }
+
+    /// A write that inserts `rows` one by one into `t`, then ends as its `end` says, and records how many
+    /// times it ran and how it finished.
     struct Insert {
         rows: Vec<i64>,
-        fail: bool,
+        end: End,
         runs: u32,
         log: Log,
         outcome: bool,
@@ -167,7 +239,12 @@ mod tests {
             for row in &self.rows {
                 connection.execute("INSERT INTO t (x) VALUES (?1)", [row]).unwrap();
             }
-            self.outcome = !self.fail;
+            if let End::RollsAllBack = self.end {
+                // Row 1 is there: the conflict rolls the transaction back.
+                connection.execute("INSERT OR ROLLBACK INTO t (x) VALUES (1)", []).unwrap_err();
+                assert!(connection.is_autocommit());
+            }
+            self.outcome = matches!(self.end, End::Kept);
             self.outcome
         }
 
@@ -176,9 +253,9 @@ mod tests {
         }
     }
 
-    fn batch(log: &Log, writes: &[(&[i64], bool)]) -> Vec<Box<dyn Write>> {
-        let write = |(rows, fail): &(&[i64], bool)| {
-            Box::new(Insert { rows: rows.to_vec(), fail: *fail, runs: 0, log: log.clone(), outcome: false })
+    fn batch(log: &Log, writes: &[(&[i64], End)]) -> Vec<Box<dyn Write>> {
+        let write = |(rows, end): &(&[i64], End)| {
+            Box::new(Insert { rows: rows.to_vec(), end: *end, runs: 0, log: log.clone(), outcome: false })
                 as Box<dyn Write>
         };
         writes.iter().map(write).collect()
@@ -197,7 +274,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
 
         // All well: one run each, no savepoints needed.
-        let mut writes = batch(&log, &[(&[1, 2], false), (&[3], false)]);
+        let mut writes = batch(&log, &[(&[1, 2], End::Kept), (&[3], End::Kept)]);
         commit(&connection, &mut writes);
         assert_eq!(rows(&connection), [1, 2, 3]);
         assert_eq!(*log.lock().unwrap(), [(vec![1, 2], 1, true), (vec![3], 1, true)]);
@@ -205,11 +282,50 @@ mod tests {
 
         // The middle write changes the table and then fails: the batch runs again the careful way, and
         // only that write's rows are gone (the last one never ran on the optimistic pass).
-        let mut writes = batch(&log, &[(&[4], false), (&[5, 6], true), (&[7], false)]);
+        let mut writes = batch(&log, &[(&[4], End::Kept), (&[5, 6], End::Fails), (&[7], End::Kept)]);
         commit(&connection, &mut writes);
         assert!(writes.is_empty());
         assert_eq!(rows(&connection), [1, 2, 3, 4, 7]);
         assert_eq!(*log.lock().unwrap(), [(vec![4], 2, true), (vec![5, 6], 2, false), (vec![7], 1, true)]);
         assert!(connection.is_autocommit(), "no transaction is left open");
+        log.lock().unwrap().clear();
+
+        // SQLite itself rolls the transaction back when the middle write fails: nothing of the batch may
+        // be committed, neither the write before it nor the one after it, and every caller hears so.
+        let mut writes = batch(&log, &[(&[20], End::Kept), (&[21], End::RollsAllBack), (&[22], End::Kept)]);
+        commit(&connection, &mut writes);
+        assert_eq!(rows(&connection), [1, 2, 3, 4, 7]);
+        let finished: Vec<bool> = log.lock().unwrap().iter().map(|(_, _, kept)| *kept).collect();
+        assert_eq!(finished, [false, false, false]);
+        assert!(connection.is_autocommit(), "no transaction is left open");
+    }
+
+    #[test]
+    fn past_its_limit_the_writer_checkpoints_and_the_wal_starts_over() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("t.sqlite3");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 0;
+                 CREATE TABLE t (x INTEGER)",
+            )
+            .unwrap();
+        let write = |x: i64| connection.execute("INSERT INTO t (x) VALUES (?1)", [x]).unwrap();
+        let wal_bytes = || std::fs::metadata(path.with_extension("sqlite3-wal")).unwrap().len();
+        // With no checkpoint, every commit appends to the WAL.
+        for x in 0..500 {
+            write(x);
+        }
+        let long = wal_bytes();
+        assert!(long > 500 * 4096, "{long} bytes");
+
+        let wal_frames = AtomicI64::new(WRITER_CHECKPOINT_FRAMES);
+        start_the_wal_over(&connection, &wal_frames);
+        assert_eq!(wal_frames.load(Ordering::Relaxed), 0, "the checkpoint copied every frame");
+        write(500);
+        assert!(wal_bytes() < 10 * 4096, "the WAL started over and was cut back: {} bytes", wal_bytes());
+        let rows: i64 = connection.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 501);
     }
 }

@@ -1,6 +1,6 @@
-//! The store's write operations. Each runs inside the writer thread's transaction (one savepoint each, see
-//! `writer.rs`) through `Store::transact`, so a write either happens whole or not at all, and is durable
-//! when its caller hears back.
+//! The store's write operations. Each runs inside the writer thread's transaction (see `writer.rs`)
+//! through `Store::transact`, so a write either happens whole or not at all, and is durable when its
+//! caller hears back.
 
 use distributivecom_protocol::embed::split_visitor_share;
 use rusqlite::{Connection, OptionalExtension, params};
