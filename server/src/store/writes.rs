@@ -205,23 +205,13 @@ pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Sett
                 *recorded = true;
                 change
             });
-        connection
-            .prepare_cached(
-                "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
-                 VALUES (?1, COALESCE(?4, 0), ?5, ?6, ?2, ?3)
-                 ON CONFLICT (volunteer) DO UPDATE SET
-                   work_units = work_units + excluded.work_units, earned = earned + excluded.earned,
-                   consecutive_valid = COALESCE(?4, consecutive_valid),
-                   validated = validated + excluded.validated, invalid = invalid + excluded.invalid",
-            )?
-            .execute(params![
-                payment.volunteer,
-                sql_integer(payment.work_units),
-                share,
-                validation.map(|change| change.run),
-                validation.is_some_and(|change| change.valid),
-                validation.is_some_and(|change| !change.valid)
-            ])?;
+        record_reputation(
+            connection,
+            &payment.volunteer,
+            validation.map(|change| (change.valid, change.run)),
+            sql_integer(payment.work_units),
+            share,
+        )?;
         if let Some(site) = payee.site {
             sites::record_payment(connection, site, payment.work_units, payment.compute_us, account_share)?;
         }
@@ -331,15 +321,35 @@ fn payee_and_site(connection: &Connection, volunteer: &str) -> Result<Payee, Sto
 /// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated
 /// replicas is now `run`. The rule that computes the run is the scheduler's; this only records it.
 pub fn record_validation(connection: &Connection, volunteer: &str, valid: bool, run: u32) -> Result<(), StoreError> {
+    record_reputation(connection, volunteer, Some((valid, run)), 0, 0)
+}
+
+/// Moves a volunteer key's reputation row: its validation if it has one (`(valid, run)`), and the work
+/// units and credits it earned.
+fn record_reputation(
+    connection: &Connection,
+    volunteer: &str,
+    validation: Option<(bool, u32)>,
+    work_units: i64,
+    earned: i64,
+) -> Result<(), StoreError> {
     connection
         .prepare_cached(
-            "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid) VALUES (?1, ?4, ?2, ?3)
+            "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
+             VALUES (?1, COALESCE(?2, 0), ?3, ?4, ?5, ?6)
              ON CONFLICT (volunteer) DO UPDATE SET
-               consecutive_valid = ?4,
-               validated = validated + ?2,
-               invalid = invalid + ?3",
+               consecutive_valid = COALESCE(?2, consecutive_valid),
+               validated = validated + excluded.validated, invalid = invalid + excluded.invalid,
+               work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
         )?
-        .execute(params![volunteer, i64::from(valid), i64::from(!valid), run])?;
+        .execute(params![
+            volunteer,
+            validation.map(|(_, run)| run),
+            validation.is_some_and(|(valid, _)| valid),
+            validation.is_some_and(|(valid, _)| !valid),
+            work_units,
+            earned
+        ])?;
     Ok(())
 }
 
