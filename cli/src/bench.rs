@@ -21,7 +21,7 @@ use distributivecom_client::Client;
 use distributivecom_protocol::Bytes;
 use distributivecom_protocol::api::{ChunkRequest, FileInput, JobRequest, JobState, LimitsRequest, ReplicationRequest};
 use distributivecom_protocol::session::SessionRequest;
-use distributivecom_protocol::worker::{Assignment, Credential, ModuleRef};
+use distributivecom_protocol::worker::{Assignment, Credential, MAX_SLOTS, ModuleRef};
 use distributivecom_server::ServerConfig;
 use distributivecom_worker::runtime::Runtime;
 use distributivecom_worker::{Worker, WorkerConfig};
@@ -207,6 +207,9 @@ async fn time_session(
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     if args.workers == 0 || args.slots == 0 || args.chunks == 0 || args.rounds == 0 {
         bail!("--workers, --slots, --chunks and --rounds must be at least 1");
+    }
+    if args.slots > MAX_SLOTS {
+        bail!("--slots must be at most {MAX_SLOTS}");
     }
     let temporary = tempfile::tempdir().context("could not create a temporary directory")?;
     let data_dir = args.data.clone().unwrap_or_else(|| temporary.path().to_owned());
@@ -579,7 +582,7 @@ struct NativeCpu {
 fn native_cpu(program: &std::path::Path) -> anyhow::Result<NativeCpu> {
     let original = std::fs::read(program).with_context(|| format!("could not read {}", program.display()))?;
     let instrumented = distributivecom_program::instrument::instrument(&original)?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(1)?;
     let assignment = Assignment {
         replica: 0,
         job: 0,

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use distributivecom_protocol::backoff::Backoff;
 use distributivecom_protocol::worker::{
-    Assignment, Credential, Hello, MAX_ANNOUNCED_BLOBS, ModuleRef, Output, ReplicaReport, RunStatus, ServerMessage,
-    WorkerKind, WorkerMessage,
+    Assignment, Credential, Hello, MAX_ANNOUNCED_BLOBS, MAX_SLOTS, ModuleRef, Output, ReplicaReport, RunStatus,
+    ServerMessage, WorkerKind, WorkerMessage,
 };
 use distributivecom_protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SOCKET_READ_BUFFER_BYTES, decode, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -110,8 +110,10 @@ impl Worker {
         };
         let blobs = BlobCache::open(&config.cache_dir, config.cache_bytes)
             .map_err(|source| WorkerError::Cache { path: config.cache_dir.clone(), source })?;
-        let runtime = Arc::new(Runtime::new()?);
-        let pool = Pool::start(runtime.clone(), config.slots.max(1), config.delay);
+        // The server refuses more than MAX_SLOTS; so does the pool, which reserves address space per slot.
+        let slots = config.slots.clamp(1, MAX_SLOTS);
+        let runtime = Arc::new(Runtime::new(slots)?);
+        let pool = Pool::start(runtime.clone(), slots, config.delay);
         Ok(Arc::new(Worker {
             config,
             socket_url,

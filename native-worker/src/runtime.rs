@@ -2,7 +2,13 @@
 //!
 //! Each WASI preview 1 import is a wasmtime host function that hands its raw arguments and the guest's
 //! linear memory to `WasiCtx::call`. Limits: memory through a `ResourceLimiter`, run time through epoch
-//! interruption (a ticker thread advances the engine's epoch every [`EPOCH_TICK`]).
+//! interruption (a ticker thread advances the engines' epochs every [`EPOCH_TICK`]).
+//!
+//! Two engines, one program semantics. Modules that fit the pooling allocator's slots (one memory, one
+//! table of at most [`MAX_TABLE_ELEMENTS`], a `VMContext` of at most [`MAX_INSTANCE_BYTES`]; nearly every
+//! program) compile for the pooled engine, whose instances reuse memory mappings set up once: a run then
+//! makes no `mmap`/`munmap` of its own. Anything else compiles for an on-demand engine and runs exactly as
+//! before, so the pool never refuses a program that runs on-demand.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +19,8 @@ use distributivecom_protocol::worker::{Assignment, Output, RunStatus, TrapKind};
 use distributivecom_wasi::assignment::{Ending, Prepared, ending_status, output, prepare};
 use distributivecom_wasi::{FUNCTIONS, HostStop, MODULE_NAME, ValType, WasiCtx};
 use wasmtime::{
-    Config, Engine, FuncType, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap, Val,
+    Config, Engine, FuncType, Instance, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, Val,
 };
 
 /// How often the engine's epoch advances: the granularity of the time limit.
@@ -28,9 +35,26 @@ pub enum RuntimeError {
     Compile(String),
 }
 
+/// Table elements a program may have, in the pool as on demand (the resource limiter's cap).
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// The pooled engine's cap on an instance's `VMContext` (functions imported, globals, tables, memories).
+pub const MAX_INSTANCE_BYTES: usize = 4 << 20;
+
+/// Bytes of a pooled memory wiped by `memset` rather than handed back to the kernel when a run ends.
+const KEEP_RESIDENT_BYTES: usize = 256 << 10;
+
 /// A module compiled and linked against the WASI host functions, ready to instantiate many times.
 pub struct CompiledModule {
     pre: InstancePre<ChunkState>,
+    pooled: bool,
+}
+
+impl CompiledModule {
+    /// Whether its runs take slots of the pooling allocator (false: on-demand allocation).
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
 }
 
 /// The state of one run, owned by its wasmtime `Store`.
@@ -57,7 +81,7 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; a program growing one past a million entries is runaway.
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -83,10 +107,11 @@ pub struct RunOutcome {
     pub work_units: u64,
 }
 
-/// The wasmtime engine, the WASI linker and the epoch ticker, shared by all slots of a worker.
+/// The wasmtime engines (pooled and on-demand), their WASI linkers and the epoch ticker, shared by all
+/// slots of a worker.
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<ChunkState>,
+    pooled: Linker<ChunkState>,
+    on_demand: Linker<ChunkState>,
     ticking: Arc<AtomicBool>,
 }
 
@@ -97,31 +122,62 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    pub fn new() -> Result<Runtime, RuntimeError> {
+    /// A runtime for at most `concurrent_runs` runs at a time (a worker's slots): the pool has that many
+    /// instance slots, each reserving its memory's address space (4 GiB and a guard, not committed).
+    pub fn new(concurrent_runs: u32) -> Result<Runtime, RuntimeError> {
+        let setup = |error: wasmtime::Error| RuntimeError::Setup(format!("{error:#}"));
+        let slots = concurrent_runs.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .total_component_instances(0)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_core_instance_size(MAX_INSTANCE_BYTES)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let linker = wasi_linker(&engine)?;
+        let on_demand = Engine::new(&config).map_err(setup)?;
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let pooled = Engine::new(&config).map_err(setup)?;
         let ticking = Arc::new(AtomicBool::new(true));
-        let ticker_engine = engine.clone();
+        let engines = [pooled.clone(), on_demand.clone()];
         let ticker_running = ticking.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
                 while ticker_running.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        Ok(Runtime { engine, linker, ticking })
+        Ok(Runtime { pooled: wasi_linker(&pooled)?, on_demand: wasi_linker(&on_demand)?, ticking })
     }
 
-    /// Compiles and links a module. This is the expensive step; keep the result.
+    /// Compiles and links a module: for the pool if it fits there, on demand otherwise (compiling it a
+    /// second time: wasmtime checks the fit after compiling). This is the expensive step; keep the result.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, RuntimeError> {
-        let module = Module::new(&self.engine, bytes).map_err(|error| RuntimeError::Compile(format!("{error:#}")))?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|error| RuntimeError::Compile(format!("{error:#}")))?;
-        Ok(CompiledModule { pre })
+        let pooled = match self.compile_for(&self.pooled, bytes) {
+            Ok(pre) => return Ok(CompiledModule { pre, pooled: true }),
+            Err(error) => error,
+        };
+        match self.compile_for(&self.on_demand, bytes) {
+            Ok(pre) => {
+                tracing::debug!(reason = %pooled, "the module does not fit the pool; it runs with on-demand allocation");
+                Ok(CompiledModule { pre, pooled: false })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn compile_for(&self, linker: &Linker<ChunkState>, bytes: &[u8]) -> Result<InstancePre<ChunkState>, RuntimeError> {
+        let compile = |error: wasmtime::Error| RuntimeError::Compile(format!("{error:#}"));
+        let module = Module::new(linker.engine(), bytes).map_err(compile)?;
+        linker.instantiate_pre(&module).map_err(compile)
     }
 
     /// Runs one replica to its end (its input files move into the run). Never panics on anything the
@@ -137,7 +193,7 @@ impl Runtime {
         };
         let max_bytes = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
         let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(module.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
         let ticks = time_limit_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);

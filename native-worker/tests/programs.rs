@@ -44,7 +44,7 @@ fn assignment(args: &[&str]) -> Assignment {
 
 #[test]
 fn fsops_sees_its_arguments_environment_and_files() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(1).unwrap();
     let module = runtime.compile(&program("fsops")).unwrap();
     let run = runtime.run(&module, assignment(&["fsops", "one", "two"]));
     let (status, output) = (run.status, run.output);
@@ -67,7 +67,7 @@ fn fsops_sees_its_arguments_environment_and_files() {
 
 #[test]
 fn the_same_chunk_twice_gives_the_same_bytes_and_another_seed_does_not() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(1).unwrap();
     let module = runtime.compile(&program("entropy")).unwrap();
     let chunk = assignment(&["entropy"]);
     let first = runtime.run(&module, chunk.clone());
@@ -86,7 +86,7 @@ fn the_same_chunk_twice_gives_the_same_bytes_and_another_seed_does_not() {
 
 #[test]
 fn limits_and_failures_are_reported_with_their_reason() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(1).unwrap();
     let mut chunk = assignment(&["program"]);
     chunk.limits.time_limit_ms = 300;
     let spin = runtime.compile(&program("spin")).unwrap();
@@ -115,7 +115,7 @@ fn limits_and_failures_are_reported_with_their_reason() {
 fn run_text(text: &str, assignment: &Assignment) -> distributivecom_worker::runtime::RunOutcome {
     let original = wat::parse_str(text).expect("the test module parses");
     distributivecom_program::check(&original).expect("the test module is a valid command");
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(1).unwrap();
     let module = runtime.compile(&distributivecom_program::instrument::instrument(&original).unwrap()).unwrap();
     runtime.run(&module, assignment.clone())
 }
@@ -142,4 +142,94 @@ fn work_units_and_limits_match_the_browser_worker() {
     assert_eq!(run_text(GROW_OR_TRAP, &small).status, RunStatus::MemoryLimit);
     small.limits.memory_bytes = 128 << 20;
     assert_eq!(run_text(GROW_OR_TRAP, &small).status, RunStatus::Exited { code: 0 });
+}
+
+/// Compiles a module written in the text format, checked and instrumented as the coordinator does.
+fn compile_text(runtime: &Runtime, text: &str) -> distributivecom_worker::runtime::CompiledModule {
+    let original = wat::parse_str(text).expect("the test module parses");
+    distributivecom_program::check(&original).expect("the test module is a valid command");
+    runtime.compile(&distributivecom_program::instrument::instrument(&original).unwrap()).unwrap()
+}
+
+/// Exits with the sum of three bytes (its data segment's "A" at 200, and 0 at 100 and at 65,636 once
+/// memory grew a page), then overwrites all three: a run that sees another run's memory exits otherwise.
+const LEAVES_TRACES: &str = r#"(module
+     (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+     (memory (export "memory") 1)
+     (data (i32.const 200) "A")
+     (func (export "_start") (local $sum i32)
+       (drop (memory.grow (i32.const 1)))
+       (local.set $sum (i32.add (i32.load8_u (i32.const 200))
+         (i32.add (i32.load8_u (i32.const 100)) (i32.load8_u (i32.const 65636)))))
+       (i32.store8 (i32.const 100) (i32.const 17))
+       (i32.store8 (i32.const 65636) (i32.const 17))
+       (i32.store8 (i32.const 200) (i32.const 0))
+       (call $exit (local.get $sum))))"#;
+
+#[test]
+fn a_pooled_run_starts_from_the_modules_own_memory_never_the_last_runs() {
+    let runtime = Runtime::new(1).unwrap();
+    let module = compile_text(&runtime, LEAVES_TRACES);
+    assert!(module.pooled(), "an ordinary module takes the pool's slots");
+    for run in 0..4 {
+        let outcome = runtime.run(&module, assignment(&[]));
+        assert_eq!(outcome.status, RunStatus::Exited { code: 65 }, "run {run}");
+    }
+    // Another module in the same slot does not see this one's memory either.
+    let reader = compile_text(&runtime, &LEAVES_TRACES.replace(r#""A""#, r#""B""#));
+    assert_eq!(runtime.run(&reader, assignment(&[])).status, RunStatus::Exited { code: 66 });
+    assert_eq!(runtime.run(&module, assignment(&[])).status, RunStatus::Exited { code: 65 });
+}
+
+#[test]
+fn modules_beyond_the_pools_slots_run_on_demand_with_the_same_results() {
+    let runtime = Runtime::new(1).unwrap();
+    // Two tables (reference types allow them; a pool slot has one).
+    let two_tables = compile_text(
+        &runtime,
+        &LEAVES_TRACES.replace("(memory (export", "(table 1 funcref) (table 2 funcref) (memory (export"),
+    );
+    assert!(!two_tables.pooled());
+    // A table far past wasmtime's default pool slot (20,000 elements) still fits ours.
+    let big_table =
+        compile_text(&runtime, &LEAVES_TRACES.replace("(memory (export", "(table 500000 funcref) (memory (export"));
+    assert!(big_table.pooled());
+    for module in [&two_tables, &big_table, &two_tables, &big_table] {
+        assert_eq!(runtime.run(module, assignment(&[])).status, RunStatus::Exited { code: 65 });
+    }
+    // Limits hold on demand as in the pool.
+    let mut small = assignment(&[]);
+    small.limits.memory_bytes = 16 << 20;
+    let grow = GROW_OR_TRAP.replace("(memory (export", "(table 1 funcref) (table 1 funcref) (memory (export");
+    let on_demand = compile_text(&runtime, &grow);
+    assert!(!on_demand.pooled());
+    assert_eq!(runtime.run(&on_demand, small.clone()).status, RunStatus::MemoryLimit);
+    assert_eq!(runtime.run(&compile_text(&runtime, GROW_OR_TRAP), small).status, RunStatus::MemoryLimit);
+}
+
+#[test]
+fn as_many_runs_as_slots_run_at_once_in_the_pool() {
+    let slots = 4;
+    let runtime = std::sync::Arc::new(Runtime::new(slots).unwrap());
+    let module = std::sync::Arc::new(runtime.compile(&program("entropy")).unwrap());
+    let expected = runtime.run(&module, assignment(&["entropy"]));
+    assert_eq!(expected.status, RunStatus::Exited { code: 0 });
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(slots as usize));
+    let runs: Vec<_> = (0..slots)
+        .map(|_| {
+            let (runtime, module, barrier) = (runtime.clone(), module.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..20).map(|_| runtime.run(&module, assignment(&["entropy"]))).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for run in runs {
+        for outcome in run.join().unwrap() {
+            assert_eq!(
+                outcome,
+                distributivecom_worker::runtime::RunOutcome { elapsed: outcome.elapsed, ..expected.clone() }
+            );
+        }
+    }
 }

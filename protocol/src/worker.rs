@@ -76,6 +76,11 @@ pub struct Hello {
 /// worker can hold at once.
 pub const MAX_REPLICAS_PER_MESSAGE: usize = 65_536;
 
+/// The most slots one worker may announce: more cores than any one machine has, and few enough that one
+/// worker's queue (slots × (1 + prefetch)) stays small for the scheduler and a native worker's instance
+/// pool (an address-space reservation per slot) stays within any 64-bit process's reach.
+pub const MAX_SLOTS: u32 = 256;
+
 /// The most blobs the server remembers per worker (see [`Hello::blobs`] and [`WorkerMessage::Cached`]).
 pub const MAX_ANNOUNCED_BLOBS: usize = 256;
 

@@ -30,9 +30,7 @@ const ASSIGN_FRAME_BYTES: u64 = 16 * 1024 * 1024;
 const WRITE_GRACE: Duration = Duration::from_secs(30);
 const WRITE_BYTES_PER_SECOND: u64 = 256 * 1024;
 
-/// The most slots one worker may announce: more cores than any one machine has, and few enough that one
-/// worker's queue (slots × (1 + prefetch)) stays small for the scheduler.
-pub const MAX_SLOTS: u32 = 256;
+pub use distributivecom_protocol::worker::MAX_SLOTS;
 
 /// A frame from the worker, reduced to what the conversation cares about.
 #[derive(Debug)]

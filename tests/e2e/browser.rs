@@ -253,7 +253,7 @@ async fn native_and_browser_workers_on_one_job_give_identical_results() {
     assert_eq!(results[0].status, RunStatus::WorkLimit, "{}", results[0].reason);
     assert_eq!(results[0].attempts, 2, "both volunteers reported the same count");
     assert!(results[0].work_units >= 200_000_000, "{} work units", results[0].work_units);
-    let native = distributivecom_worker::runtime::Runtime::new().unwrap();
+    let native = distributivecom_worker::runtime::Runtime::new(1).unwrap();
     let module = native.compile(&instrumented("spin")).unwrap();
     let mut assignment = server_assignment(&status, "spin", 0, &chunk(&[]));
     assignment.limits.max_work_units = 200_000_000;

@@ -255,3 +255,16 @@ async fn a_worker_given_an_identity_volunteers_as_it_even_with_a_token_in_the_en
     assert!(first.contains("as anonymous volunteer"), "{first}");
     assert!(identity.exists(), "the identity was registered and kept");
 }
+
+#[test]
+fn a_worker_refuses_slot_counts_the_server_would_refuse() {
+    for slots in ["0", "257"] {
+        let output = Command::new(binary())
+            .args(["worker", "--server", "http://127.0.0.1:9", "--slots", slots, "--identity", "/nonexistent/a.json"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--slots {slots}");
+        assert!(stderr.contains("--slots must be between 1 and 256"), "--slots {slots}: {stderr}");
+    }
+}

@@ -17,7 +17,7 @@ fn prime_chunks(count: u64, width: u64) -> Vec<ChunkRequest> {
 
 /// What the prime counter prints for each chunk, computed by a local run.
 fn expected_outputs(chunks: &[ChunkRequest]) -> Vec<Vec<u8>> {
-    let runtime = distributivecom_worker::runtime::Runtime::new().unwrap();
+    let runtime = distributivecom_worker::runtime::Runtime::new(1).unwrap();
     let module = runtime.compile(&instrumented("primes")).unwrap();
     let mut assignment = distributivecom_protocol::worker::Assignment {
         replica: 0,

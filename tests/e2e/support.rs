@@ -332,7 +332,7 @@ pub fn assert_results_match_native_runs(
     results: &[ChunkResult],
 ) {
     assert_eq!(results.len(), chunks.len(), "{program_name}: every chunk has a result");
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(1).unwrap();
     let module = runtime.compile(&instrumented(program_name)).unwrap();
     for (result, chunk) in results.iter().zip(chunks) {
         let local = runtime.run(&module, server_assignment(status, program_name, result.index, chunk));

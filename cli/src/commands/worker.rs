@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use distributivecom_client::Client;
 use distributivecom_protocol::api::VolunteerCredential;
-use distributivecom_protocol::worker::Credential;
+use distributivecom_protocol::worker::{Credential, MAX_SLOTS};
 use distributivecom_worker::{Worker, WorkerConfig};
 
 use super::Remote;
@@ -38,8 +38,8 @@ pub struct WorkerArgs {
 
 pub async fn run(remote: &Remote, args: WorkerArgs) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map(|cores| cores.get() as u32).unwrap_or(1);
-    let slots = args.slots.unwrap_or(cores);
-    anyhow::ensure!(slots > 0, "--slots must be at least 1");
+    let slots = args.slots.unwrap_or(cores.min(MAX_SLOTS));
+    anyhow::ensure!((1..=MAX_SLOTS).contains(&slots), "--slots must be between 1 and {MAX_SLOTS}");
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "native".to_owned());
     // An identity asked for by name wins over a token in the environment: `--identity` says "volunteer as
     // this anonymous volunteer", which is how one machine runs several distinct volunteers.
