@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// Rounds of 32 chunks for the latency figures.
     #[arg(long, default_value_t = 200)]
     rounds: u32,
+    /// Rounds of the 32-shard session (after 10 untimed ones); more makes a longer run to profile.
+    #[arg(long, default_value_t = 200)]
+    session_rounds: u32,
     /// Chunks in the replicated job (2 replicas, quorum 2, distinct volunteers); 0 skips it.
     /// Default: --chunks, at most 20,000.
     #[arg(long)]
@@ -205,8 +208,8 @@ async fn time_session(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
-    if args.workers == 0 || args.slots == 0 || args.chunks == 0 || args.rounds == 0 {
-        bail!("--workers, --slots, --chunks and --rounds must be at least 1");
+    if args.workers == 0 || args.slots == 0 || args.chunks == 0 || args.rounds == 0 || args.session_rounds == 0 {
+        bail!("--workers, --slots, --chunks, --rounds and --session-rounds must be at least 1");
     }
     if args.slots > MAX_SLOTS {
         bail!("--slots must be at most {MAX_SLOTS}");
@@ -266,7 +269,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     figures.round_max_ms = percentile_ms(&rounds, 1.0);
 
     // Sessions on the same native workers (the administrator's own: one replica each).
-    let session_rounds = args.rounds.min(200);
+    let session_rounds = args.session_rounds;
     let mut session =
         open_session(&client, &noop, session_shards(&client, SESSION_SHARDS, false).await?, (1, 1), true).await?;
     let before = (thread_cpu("store-writer"), thread_cpu("wal-checkpoint"));
@@ -385,7 +388,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         figures.browser_round_p99_ms = Some(percentile_ms(&rounds, 0.99));
         let shards = session_shards(&client, SESSION_SHARDS, false).await?;
         let mut session = open_session(&client, &noop, shards, (1, 1), true).await?;
-        let (times, _) = time_session(&client, &mut session, 10, args.rounds.min(200)).await?;
+        let (times, _) = time_session(&client, &mut session, 10, args.session_rounds).await?;
         session.close().await?;
         figures.browser_session_round_p50_ms = Some(percentile_ms(&times, 0.50));
         figures.browser_session_round_p99_ms = Some(percentile_ms(&times, 0.99));
