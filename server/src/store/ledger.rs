@@ -5,7 +5,9 @@
 //! `ledger_accounts`, posted by [`record`] in the same write as each entry, as TigerBeetle keeps posted
 //! amounts on its accounts. So reading a balance costs the same on the first day and after a million
 //! results, and [`audit`] proves the kept balances equal the sums of the entries. Architecture
-//! Invariant: [`record`] is the only writer of entries. (Schema versions 3 to 9 posted by a trigger,
+//! Invariant: [`Postings::record`] (which [`record`] calls) is the only writer of entries, and what it
+//! records is posted in the same write; a write that records many transactions (a group commit's
+//! results) posts each account once. (Schema versions 3 to 9 posted by a trigger,
 //! which made SQLite open a statement journal for every entry.) Accounts are named:
 //!
 //! - `mint`: where credits come from (its balance is minus everything ever minted);
@@ -22,6 +24,8 @@
 //! delete of an entry.
 //!
 //! Amounts are integers in millicredits.
+
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -51,8 +55,8 @@ pub struct Reference<'a> {
     pub memo: &'a str,
 }
 
-/// Records one transaction. The legs must sum to zero; zero legs are left out, and a transaction with
-/// nothing left to record records nothing.
+/// Records one transaction and posts it to its accounts' kept balances. The legs must sum to zero; zero
+/// legs are left out, and a transaction with nothing left to record records nothing.
 pub fn record(
     connection: &Connection,
     kind: &str,
@@ -60,45 +64,87 @@ pub fn record(
     reference: Reference<'_>,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    let sum: i128 = legs.iter().map(|(_, amount)| i128::from(*amount)).sum();
-    if sum != 0 {
-        // A bug in the caller: refuse before anything is written.
-        return Err(StoreError::Unbalanced(format!("{kind} transaction sums to {sum}")));
-    }
-    let legs: Vec<&(&str, i64)> = legs.iter().filter(|(_, amount)| *amount != 0).collect();
-    if legs.is_empty() {
-        return Ok(());
-    }
-    // Numbered past every entry's id, so past every transaction's number (each is at most its entries'
-    // ids): found by the primary key, with no index on `txn` to keep up on every entry.
-    let txn: i64 =
-        connection.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM ledger")?.query_row([], |row| row.get(0))?;
-    let mut insert = connection.prepare_cached(
-        "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut post = connection.prepare_cached(
-        "UPDATE ledger_accounts SET balance = balance + ?2, entries = entries + 1 WHERE account = ?1",
-    )?;
-    for (account, amount) in legs {
-        insert.execute(params![
-            txn,
-            account,
-            amount,
-            kind,
-            reference.job.map(|job| job as i64),
-            reference.chunk,
-            reference.replica.map(|replica| replica as i64),
-            reference.memo,
-            at_ms as i64
-        ])?;
-        if post.execute(params![account, amount])? == 0 {
-            connection
-                .prepare_cached("INSERT INTO ledger_accounts (account, balance, entries) VALUES (?1, ?2, 1)")?
-                .execute(params![account, amount])?;
+    let mut postings = Postings::default();
+    postings.record(connection, kind, legs, reference, at_ms)?;
+    postings.post(connection)
+}
+
+/// Transactions recorded (their entries written) whose postings to the kept balances wait, so that a
+/// write recording many of them updates each account's balance once. Architecture Invariant: posted
+/// before the write ends ([`Postings::post`]), and every balance read in between goes through
+/// [`Postings::balance`].
+#[derive(Debug, Default)]
+pub struct Postings {
+    /// Per account: the amount and the number of entries not yet posted.
+    unposted: BTreeMap<String, (i64, i64)>,
+}
+
+impl Postings {
+    /// Records one transaction's entries; its postings wait for [`Postings::post`].
+    pub fn record(
+        &mut self,
+        connection: &Connection,
+        kind: &str,
+        legs: &[(&str, i64)],
+        reference: Reference<'_>,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let sum: i128 = legs.iter().map(|(_, amount)| i128::from(*amount)).sum();
+        if sum != 0 {
+            // A bug in the caller: refuse before anything is written.
+            return Err(StoreError::Unbalanced(format!("{kind} transaction sums to {sum}")));
         }
+        let legs: Vec<&(&str, i64)> = legs.iter().filter(|(_, amount)| *amount != 0).collect();
+        if legs.is_empty() {
+            return Ok(());
+        }
+        // Numbered past every entry's id, so past every transaction's number (each is at most its entries'
+        // ids): found by the primary key, with no index on `txn` to keep up on every entry.
+        let txn: i64 = connection
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM ledger")?
+            .query_row([], |row| row.get(0))?;
+        let mut insert = connection.prepare_cached(
+            "INSERT INTO ledger (txn, account, amount, kind, job_id, chunk, replica, memo, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (account, amount) in legs {
+            insert.execute(params![
+                txn,
+                account,
+                amount,
+                kind,
+                reference.job.map(|job| job as i64),
+                reference.chunk,
+                reference.replica.map(|replica| replica as i64),
+                reference.memo,
+                at_ms as i64
+            ])?;
+            let unposted = self.unposted.entry((*account).to_owned()).or_default();
+            unposted.0 += amount;
+            unposted.1 += 1;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// An account's balance with what is recorded and not yet posted.
+    pub fn balance(&self, connection: &Connection, account: &str) -> Result<i64, StoreError> {
+        Ok(balance(connection, account)? + self.unposted.get(account).map_or(0, |(amount, _)| *amount))
+    }
+
+    /// Posts every recorded entry to its account's kept balance: one statement per account.
+    pub fn post(&mut self, connection: &Connection) -> Result<(), StoreError> {
+        let mut post = connection.prepare_cached(
+            "UPDATE ledger_accounts SET balance = balance + ?2, entries = entries + ?3 WHERE account = ?1",
+        )?;
+        for (account, (amount, entries)) in std::mem::take(&mut self.unposted) {
+            if post.execute(params![account, amount, entries])? == 0 {
+                connection
+                    .prepare_cached("INSERT INTO ledger_accounts (account, balance, entries) VALUES (?1, ?2, ?3)")?
+                    .execute(params![account, amount, entries])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An account's balance (the sum of its entries, kept as they are posted): one primary-key lookup.

@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod ads;
 pub mod blobs;
 pub mod encoding;
+mod gathering;
 pub mod ledger;
 pub mod queries;
 mod schema;
@@ -140,6 +141,8 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 #[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Box<dyn Write>>,
+    /// The results write still gathering results, if any.
+    gathering: gathering::Gathering,
     readers: Arc<ReadPool>,
     blobs: Arc<blobs::BlobFiles>,
 }
@@ -155,7 +158,12 @@ impl Store {
         schema::migrate(&connection)?;
         let blobs = Arc::new(blobs::BlobFiles::open(data_dir, &connection)?);
         let writer = writer::spawn(connection, &path)?;
-        Ok(Store { writer, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), blobs })
+        Ok(Store {
+            writer,
+            gathering: gathering::Gathering::default(),
+            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
+            blobs,
+        })
     }
 
     /// Where blob files live.
@@ -185,11 +193,7 @@ impl Store {
         write: impl FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
         then: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) {
-        let queued = Box::new(Queued { write, then, outcome: None });
-        if let Err(refused) = self.writer.send(queued) {
-            // The writer has stopped: answer at once.
-            refused.0.finish(Err(StoreError::Closed));
-        }
+        self.gathering.queue_other(&self.writer, Box::new(Queued { write, then, outcome: None }));
     }
 
     /// Stores a module unless one with the same hash is already there.
@@ -202,14 +206,15 @@ impl Store {
         self.transact(move |connection| writes::insert_job(connection, &job)).await
     }
 
-    /// Stores a chunk's final result and its payments; `done` runs once it is durable, with what the
-    /// payments did to the job's escrow.
+    /// Stores a chunk's final result and its payments; `done` runs on the writer thread once it is
+    /// durable, with what the payments did to the job's escrow. Results queued while an earlier one waits
+    /// for the writer are stored with it in one write (see `gathering`), still in the order queued.
     pub fn insert_result(
         &self,
         result: NewResult,
         done: impl FnOnce(Result<writes::Settlement, StoreError>) + Send + 'static,
     ) {
-        self.transact_then(move |connection| writes::insert_result(connection, &result), done);
+        self.gathering.queue_result(&self.writer, result, Box::new(done));
     }
 
     /// Stops a job and refunds its escrow. Returns false if it was already stopped or finished.
@@ -258,7 +263,7 @@ where
     T: Send,
     Then: FnOnce(Result<T, StoreError>) + Send,
 {
-    fn apply(&mut self, connection: &Connection) -> bool {
+    fn apply(&mut self, connection: &Connection, _careful: bool) -> bool {
         let outcome = (self.write)(connection);
         let applied = outcome.is_ok();
         self.outcome = Some(outcome);

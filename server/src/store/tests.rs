@@ -781,3 +781,145 @@ async fn a_result_records_each_validation_once_whether_or_not_its_volunteer_is_p
     let rows: (u32, u32, u32, u64, bool) = reputation("volunteer:c").await.unwrap();
     assert_eq!(rows, (0, 0, 1, 0, false));
 }
+
+/// Two jobs of one owner: "a" (3 chunks, budget enough) and "b" (4 chunks, a budget that runs out).
+async fn two_jobs(directory: &std::path::Path) -> (Store, u64, u64) {
+    let store = Store::open(directory).unwrap();
+    let owner = user(&store, "owner", 1_000_000).await;
+    let sha = ONE_JOB_PROGRAM.repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let a = accepted(&store, job(&sha, owner, 3, Some(50_000))).await;
+    let b = accepted(&store, job(&sha, owner, 4, Some(2_500))).await;
+    (store, a, b)
+}
+
+/// Results of both jobs, interleaved: volunteers paid more than once, a contradicted volunteer, a budget
+/// running out, a job completing (and refunding) mid-way, and a day boundary.
+fn interleaved_results(a: u64, b: u64) -> Vec<NewResult> {
+    let ok = RunStatus::Exited { code: 0 };
+    let mut results = vec![
+        result(a, 0, ok.clone(), vec![pay("volunteer:v1", 1, 1_000_000), pay("volunteer:v2", 2, 1_000_000)]),
+        result(b, 0, ok.clone(), vec![pay("volunteer:v1", 3, 1_000_000)]),
+        result(a, 1, RunStatus::Exited { code: 1 }, vec![pay("volunteer:v2", 4, 500_000)]),
+        result(b, 1, ok.clone(), vec![pay("volunteer:v3", 5, 1_000_000), pay("volunteer:v1", 6, 1_000_000)]),
+        result(a, 2, ok.clone(), vec![pay("volunteer:v1", 7, 2_000_000)]),
+        result(b, 2, ok.clone(), vec![pay("volunteer:v2", 8, 1_000_000)]),
+    ];
+    results[1].reputation.push(ReputationChange { volunteer: "volunteer:v4".into(), valid: false, run: 0 });
+    results[3].reputation[0].run = 9;
+    results[4].finished_at_ms = writes::MS_PER_DAY + 5;
+    results
+}
+
+/// Every row the results path writes, as text, table by table.
+fn rows_written(directory: &std::path::Path) -> Vec<Vec<String>> {
+    let connection = rusqlite::Connection::open(directory.join(DATABASE_FILE)).unwrap();
+    [
+        "SELECT * FROM ledger ORDER BY id",
+        "SELECT * FROM ledger_accounts ORDER BY account",
+        "SELECT * FROM jobs ORDER BY id",
+        "SELECT * FROM results ORDER BY job_id, idx",
+        "SELECT * FROM reputation ORDER BY volunteer",
+        "SELECT * FROM daily_totals ORDER BY day",
+    ]
+    .iter()
+    .map(|sql| {
+        let mut statement = connection.prepare(sql).unwrap();
+        let columns = statement.column_count();
+        statement
+            .query_map([], |row| {
+                Ok((0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect::<Vec<_>>().join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn results_stored_together_write_the_rows_they_write_one_by_one() {
+    let (one_by_one, together) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store, a, b) = two_jobs(one_by_one.path()).await;
+    let mut expected = Vec::new();
+    for result in interleaved_results(a, b) {
+        expected.push(store.transact(move |connection| writes::insert_result(connection, &result)).await.unwrap());
+    }
+    drop(store);
+    let (store, a, b) = two_jobs(together.path()).await;
+    let results = interleaved_results(a, b);
+    let settled = store
+        .transact(move |connection| writes::insert_results(connection, &results.iter().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert_eq!(settled, expected);
+    // The budget of "b" ran out on the way, and "a" completed and refunded its escrow.
+    assert!(expected.iter().any(|settled| settled.budget_spent), "{expected:?}");
+    assert_eq!(balance(&store, ledger::escrow(a)).await, 0);
+    assert!(store.read(ledger::audit).await.unwrap().is_empty());
+    drop(store);
+    assert_eq!(rows_written(together.path()), rows_written(one_by_one.path()));
+}
+
+#[tokio::test]
+async fn results_queued_together_share_a_write_keep_their_order_and_fail_alone() {
+    let (reference, gathered) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // What the writes below do one at a time, in the order they are queued: results, a cancel of "b",
+    // more results (those of "b" now find its escrow empty), and a second result for a chunk (refused).
+    let (store, a, b) = two_jobs(reference.path()).await;
+    let mut results = interleaved_results(a, b).into_iter();
+    let mut expected = Vec::new();
+    for result in results.by_ref().take(3) {
+        expected.push(store_result(&store, result).map_err(|error| error.to_string()));
+    }
+    store.cancel_job(b, "stopped".into(), 150).await.unwrap();
+    for result in results {
+        expected.push(store_result(&store, result).map_err(|error| error.to_string()));
+    }
+    let duplicate = result(a, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:v9", 99, 1_000_000)]);
+    assert!(store_result(&store, duplicate).is_err());
+    drop(store);
+
+    let (store, a, b) = two_jobs(gathered.path()).await;
+    // Hold the writer, so that everything below is queued before it takes any of it.
+    let (release, held) = std_mpsc::channel::<()>();
+    let held = Mutex::new(Some(held));
+    store.transact_then(
+        move |_| {
+            if let Some(held) = held.lock().unwrap().take() {
+                let _ = held.recv();
+            }
+            Ok(())
+        },
+        |_: Result<(), StoreError>| {},
+    );
+    let (done, answers) = std_mpsc::channel();
+    let queue = |result: NewResult, index: usize| {
+        let done = done.clone();
+        store.insert_result(result, move |settled| {
+            done.send((index, settled.map_err(|error| error.to_string()))).unwrap()
+        });
+    };
+    let mut results = interleaved_results(a, b).into_iter().enumerate();
+    for (index, result) in results.by_ref().take(3) {
+        queue(result, index);
+    }
+    let (cancelled, cancel) = std_mpsc::channel();
+    store.transact_then(
+        move |connection| writes::cancel_job(connection, b, "stopped", 150),
+        move |outcome| cancelled.send(outcome.is_ok()).unwrap(),
+    );
+    for (index, result) in results {
+        queue(result, index);
+    }
+    queue(result(a, 0, RunStatus::Exited { code: 0 }, vec![pay("volunteer:v9", 99, 1_000_000)]), 6);
+    release.send(()).unwrap();
+    let mut answered: Vec<_> = (0..7).map(|_| answers.recv().unwrap()).collect();
+    answered.sort_by_key(|(index, _)| *index);
+    assert!(cancel.recv().unwrap());
+    assert!(answered[6].1.is_err(), "the second result for a chunk is refused: {:?}", answered[6]);
+    let answered: Vec<_> = answered.into_iter().take(6).map(|(_, settled)| settled).collect();
+    assert_eq!(answered, expected);
+    drop(store);
+    assert_eq!(rows_written(gathered.path()), rows_written(reference.path()));
+}

@@ -21,8 +21,9 @@ use super::StoreError;
 /// A write waiting for the next group commit.
 pub(super) trait Write: Send {
     /// Applies the write to the open transaction and returns whether it succeeded (its changes are to be
-    /// kept). It may run again after a rollback, on the same state as before.
-    fn apply(&mut self, connection: &Connection) -> bool;
+    /// kept). It may run again after a rollback, on the same state as before: `careful` the second time,
+    /// when it runs in a savepoint of its own because a write of its group commit failed.
+    fn apply(&mut self, connection: &Connection, careful: bool) -> bool;
     /// Tells the caller the write's fate once the transaction's is known: `committed` is the
     /// transaction's, the write's own outcome is what its last `apply` returned.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
@@ -165,7 +166,7 @@ fn commit(connection: &Connection, batch: &mut Vec<Box<dyn Write>>) {
 /// Returns how each write's savepoint ended (all well, on the optimistic way).
 fn apply_all(connection: &Connection, batch: &mut [Box<dyn Write>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     begin(connection)?;
-    if batch.iter_mut().all(|write| write.apply(connection)) {
+    if batch.iter_mut().all(|write| write.apply(connection, false)) {
         execute(connection, "COMMIT")?;
         return Ok(batch.iter().map(|_| Ok(())).collect());
     }
@@ -197,7 +198,7 @@ fn begin(connection: &Connection) -> Result<(), StoreError> {
 /// Applies one write in a savepoint of its own, undone alone if it fails. Returns how its savepoint ended.
 fn apply_alone(connection: &Connection, write: &mut dyn Write) -> Result<(), StoreError> {
     execute(connection, "SAVEPOINT write")?;
-    if write.apply(connection) {
+    if write.apply(connection, true) {
         execute(connection, "RELEASE write")
     } else {
         execute(connection, "ROLLBACK TO write").and_then(|()| execute(connection, "RELEASE write"))
@@ -234,7 +235,7 @@ mod tests {
     }
 
     impl Write for Insert {
-        fn apply(&mut self, connection: &Connection) -> bool {
+        fn apply(&mut self, connection: &Connection, _careful: bool) -> bool {
             self.runs += 1;
             for row in &self.rows {
                 connection.execute("INSERT INTO t (x) VALUES (?1)", [row]).unwrap();

@@ -2,6 +2,8 @@
 //! through `Store::transact`, so a write either happens whole or not at all, and is durable when its
 //! caller hears back.
 
+use std::collections::BTreeMap;
+
 use distributivecom_protocol::embed::split_visitor_share;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -151,121 +153,210 @@ pub struct Settlement {
 /// the platform's fee burned), records what validation taught about each volunteer, and refunds the
 /// escrow's rest when this was the job's last chunk.
 pub fn insert_result(connection: &Connection, result: &NewResult) -> Result<Settlement, StoreError> {
-    // The result row is written last, with its place in the job's order of completion; a second result
-    // for the chunk is refused by its primary key, which undoes this whole write.
-    let escrow = ledger::escrow(result.job);
-    let mut paid = 0;
-    let mut paid_work_units = 0u64;
-    let mut short = false;
-    // Read once: this write is the only one moving the escrow now (writes are serialised).
-    let mut available = ledger::balance(connection, &escrow)?;
-    let mut validation_recorded = vec![false; result.reputation.len()];
-    for payment in &result.payments {
-        let cost = result.pricing.cost(payment.work_units);
-        // The budget is the owner's maximum price: what it cannot cover is not paid (and stops the job).
-        let amount = cost.min(available).max(0);
-        available -= amount;
-        short |= amount < cost;
-        // Rounded up, so that even the smallest paid replica gives its volunteer something.
-        let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
+    let mut settled = insert_results(connection, &[result])?;
+    Ok(settled.pop().unwrap_or_default())
+}
 
-        let payee = payee_and_site(connection, &payment.volunteer)?;
-        // A site's visitor who took their share gets its published part of the volunteer side.
-        let (account_share, visitor_share) = match &payee.visitor {
-            Some(_) => split_visitor_share(share),
-            None => (share, 0),
+/// Stores results in order, as [`insert_result`] would one after the other, with the same rows, but
+/// moves each job's counts, each ledger account's kept balance, each volunteer key's reputation and each
+/// day's totals once for all of them: a group commit's results cost a statement or two each, not a dozen.
+/// All or nothing: an error leaves the caller to roll the transaction back.
+pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result<Vec<Settlement>, StoreError> {
+    let mut postings = ledger::Postings::default();
+    let mut jobs: BTreeMap<u64, JobTally> = BTreeMap::new();
+    let mut reputations: BTreeMap<&str, ReputationTally> = BTreeMap::new();
+    let mut days: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+    let mut settled = Vec::with_capacity(results.len());
+    for result in results {
+        let escrow = ledger::escrow(result.job);
+        let job = match jobs.entry(result.job) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(JobTally::read(connection, result.job, postings.balance(connection, &escrow)?)?)
+            }
         };
-        let mut legs = vec![(escrow.as_str(), -amount), (payee.account.as_str(), account_share)];
-        if let Some(visitor) = &payee.visitor {
-            legs.push((visitor.as_str(), visitor_share));
-        }
-        legs.push((BURN, amount - share));
-        ledger::record(
-            connection,
-            "payment",
-            &legs,
-            Reference {
-                job: Some(result.job),
-                chunk: Some(result.chunk),
-                replica: Some(payment.replica),
-                memo: "a validated replica",
-            },
-            result.finished_at_ms,
-        )?;
-        paid += amount;
-        paid_work_units = paid_work_units.saturating_add(payment.work_units);
-        // The volunteer key's validated work and earnings, kept as they happen (see `accounts::volunteering`),
-        // with its validation when it has one, in the same statement.
-        let validation = result
-            .reputation
-            .iter()
-            .zip(&mut validation_recorded)
-            .find(|(change, recorded)| !**recorded && change.volunteer == payment.volunteer)
-            .map(|(change, recorded)| {
-                *recorded = true;
-                change
-            });
-        record_reputation(
-            connection,
-            &payment.volunteer,
-            validation.map(|change| (change.valid, change.run)),
-            sql_integer(payment.work_units),
-            share,
-        )?;
-        if let Some(site) = payee.site {
-            sites::record_payment(connection, site, payment.work_units, payment.compute_us, account_share)?;
-        }
-    }
-    // The day's totals move with the result, for the statistics page.
-    connection
-        .prepare_cached(
-            "INSERT INTO daily_totals (day, chunks, work_units) VALUES (?1, 1, ?2)
-             ON CONFLICT (day) DO UPDATE SET
-               chunks = chunks + 1, work_units = work_units + excluded.work_units",
-        )?
-        .execute(params![sql_integer(result.finished_at_ms / MS_PER_DAY), sql_integer(paid_work_units)])?;
-    for (change, _) in result.reputation.iter().zip(&validation_recorded).filter(|(_, recorded)| !**recorded) {
-        record_validation(connection, &change.volunteer, change.valid, change.run)?;
-    }
-    // The job's counts move with the result (the results row's primary key refuses a second one below), so
-    // nothing here counts the job's results. Read back by primary key rather than with RETURNING, which
-    // builds a temporary table for every statement (a seventh of the writer's time on this path).
-    connection
-        .prepare_cached(
-            "UPDATE jobs SET results_stored = results_stored + 1, results_succeeded = results_succeeded + ?2,
-                 last_finished_at_ms = MAX(COALESCE(last_finished_at_ms, 0), ?3), spent = spent + ?4
-             WHERE id = ?1",
-        )?
-        .execute(params![result.job as i64, result.status.is_success(), result.finished_at_ms as i64, paid])?;
-    let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
-        .prepare_cached("SELECT results_stored, chunk_count, owner_id, budget FROM jobs WHERE id = ?1")?
-        .query_row([result.job as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
-    let status = encoding::status_to_column(&result.status)?;
-    let output = encoding::output_to_column(&result.output)?;
-    connection
-        .prepare_cached(
-            "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-            result.job as i64,
-            result.chunk,
-            result.status.is_success(),
-            status,
-            result.attempts,
-            result.work_units as i64,
-            output,
-            result.finished_at_ms as i64,
-            stored
-        ])?;
-    let complete = stored == chunk_count;
-    if complete && let Some(owner) = owner {
-        ledger::refund(connection, result.job, owner as u64, "the rest of the budget", result.finished_at_ms)?;
-    }
-    // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
-    let budget_spent = budget > 0 && !complete && (short || available <= 0);
+        let mut paid = 0;
+        let mut paid_work_units = 0u64;
+        let mut short = false;
+        let mut validation_recorded = vec![false; result.reputation.len()];
+        for payment in &result.payments {
+            let cost = result.pricing.cost(payment.work_units);
+            // The budget is the owner's maximum price: what it cannot cover is not paid (and stops the job).
+            let amount = cost.min(job.available).max(0);
+            job.available -= amount;
+            short |= amount < cost;
+            // Rounded up, so that even the smallest paid replica gives its volunteer something.
+            let share = ((amount * i64::from(result.pricing.volunteer_share_percent) + 99) / 100).min(amount);
 
-    Ok(Settlement { paid, budget_spent })
+            let payee = payee_and_site(connection, &payment.volunteer)?;
+            // A site's visitor who took their share gets its published part of the volunteer side.
+            let (account_share, visitor_share) = match &payee.visitor {
+                Some(_) => split_visitor_share(share),
+                None => (share, 0),
+            };
+            let mut legs = vec![(escrow.as_str(), -amount), (payee.account.as_str(), account_share)];
+            if let Some(visitor) = &payee.visitor {
+                legs.push((visitor.as_str(), visitor_share));
+            }
+            legs.push((BURN, amount - share));
+            postings.record(
+                connection,
+                "payment",
+                &legs,
+                Reference {
+                    job: Some(result.job),
+                    chunk: Some(result.chunk),
+                    replica: Some(payment.replica),
+                    memo: "a validated replica",
+                },
+                result.finished_at_ms,
+            )?;
+            paid += amount;
+            paid_work_units = paid_work_units.saturating_add(payment.work_units);
+            // The volunteer key's validated work and earnings, kept as they happen (see
+            // `accounts::volunteering`), with its validation when it has one.
+            let validation = result
+                .reputation
+                .iter()
+                .zip(&mut validation_recorded)
+                .find(|(change, recorded)| !**recorded && change.volunteer == payment.volunteer)
+                .map(|(change, recorded)| {
+                    *recorded = true;
+                    (change.valid, change.run)
+                });
+            reputations.entry(&payment.volunteer).or_default().add(validation, sql_integer(payment.work_units), share);
+            if let Some(site) = payee.site {
+                sites::record_payment(connection, site, payment.work_units, payment.compute_us, account_share)?;
+            }
+        }
+        // The day's totals move with the result, for the statistics page.
+        let day = days.entry(result.finished_at_ms / MS_PER_DAY).or_default();
+        day.0 += 1;
+        day.1 = day.1.saturating_add(sql_integer(paid_work_units));
+        for (change, _) in result.reputation.iter().zip(&validation_recorded).filter(|(_, recorded)| !**recorded) {
+            reputations.entry(&change.volunteer).or_default().add(Some((change.valid, change.run)), 0, 0);
+        }
+        // The job's counts move with the result (the results row's primary key refuses a second one below),
+        // so nothing here counts the job's results.
+        job.stored += 1;
+        job.added_stored += 1;
+        job.added_succeeded += i64::from(result.status.is_success());
+        job.last_finished_at_ms = job.last_finished_at_ms.max(sql_integer(result.finished_at_ms));
+        job.added_spent += paid;
+        let status = encoding::status_to_column(&result.status)?;
+        let output = encoding::output_to_column(&result.output)?;
+        connection
+            .prepare_cached(
+                "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                result.job as i64,
+                result.chunk,
+                result.status.is_success(),
+                status,
+                result.attempts,
+                result.work_units as i64,
+                output,
+                result.finished_at_ms as i64,
+                job.stored
+            ])?;
+        let complete = job.stored == job.chunk_count;
+        if complete && let Some(owner) = job.owner {
+            // The refund reads the escrow's kept balance: post what is pending first.
+            postings.post(connection)?;
+            ledger::refund(connection, result.job, owner, "the rest of the budget", result.finished_at_ms)?;
+            job.available = 0;
+        }
+        // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
+        let budget_spent = job.budget > 0 && !complete && (short || job.available <= 0);
+        settled.push(Settlement { paid, budget_spent });
+    }
+    postings.post(connection)?;
+    for (id, job) in &jobs {
+        connection
+            .prepare_cached(
+                "UPDATE jobs SET results_stored = results_stored + ?2, results_succeeded = results_succeeded + ?3,
+                     last_finished_at_ms = MAX(COALESCE(last_finished_at_ms, 0), ?4), spent = spent + ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                *id as i64,
+                job.added_stored,
+                job.added_succeeded,
+                job.last_finished_at_ms,
+                job.added_spent
+            ])?;
+    }
+    for (volunteer, tally) in &reputations {
+        record_reputation(connection, volunteer, tally)?;
+    }
+    for (day, (chunks, work_units)) in days {
+        connection
+            .prepare_cached(
+                "INSERT INTO daily_totals (day, chunks, work_units) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (day) DO UPDATE SET
+                   chunks = chunks + excluded.chunks, work_units = work_units + excluded.work_units",
+            )?
+            .execute(params![sql_integer(day), chunks, work_units])?;
+    }
+    Ok(settled)
+}
+
+/// A job's counts as results are stored, moved in the database once at the end of the write.
+struct JobTally {
+    /// Results stored, these included (each new result's place in the order of completion).
+    stored: u32,
+    chunk_count: u32,
+    owner: Option<u64>,
+    budget: i64,
+    /// What is left in its escrow.
+    available: i64,
+    added_stored: i64,
+    added_succeeded: i64,
+    last_finished_at_ms: i64,
+    added_spent: i64,
+}
+
+impl JobTally {
+    fn read(connection: &Connection, job: u64, available: i64) -> Result<JobTally, StoreError> {
+        let (stored, chunk_count, owner, budget): (u32, u32, Option<i64>, i64) = connection
+            .prepare_cached("SELECT results_stored, chunk_count, owner_id, budget FROM jobs WHERE id = ?1")?
+            .query_row([job as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+        Ok(JobTally {
+            stored,
+            chunk_count,
+            owner: owner.map(|owner| owner as u64),
+            budget,
+            available,
+            added_stored: 0,
+            added_succeeded: 0,
+            last_finished_at_ms: 0,
+            added_spent: 0,
+        })
+    }
+}
+
+/// What a write teaches about one volunteer key: its validations (the last run wins), work and earnings.
+#[derive(Debug, Default)]
+struct ReputationTally {
+    run: Option<u32>,
+    validated: i64,
+    invalid: i64,
+    work_units: i64,
+    earned: i64,
+}
+
+impl ReputationTally {
+    fn add(&mut self, validation: Option<(bool, u32)>, work_units: i64, earned: i64) {
+        if let Some((valid, run)) = validation {
+            self.run = Some(run);
+            self.validated += i64::from(valid);
+            self.invalid += i64::from(!valid);
+        }
+        self.work_units = self.work_units.saturating_add(work_units);
+        self.earned += earned;
+    }
 }
 
 /// Milliseconds in a UTC day: `daily_totals` is keyed by days since the Unix epoch.
@@ -321,18 +412,13 @@ fn payee_and_site(connection: &Connection, volunteer: &str) -> Result<Payee, Sto
 /// A volunteer's replica was validated (`valid`) or contradicted by a quorum, and its run of validated
 /// replicas is now `run`. The rule that computes the run is the scheduler's; this only records it.
 pub fn record_validation(connection: &Connection, volunteer: &str, valid: bool, run: u32) -> Result<(), StoreError> {
-    record_reputation(connection, volunteer, Some((valid, run)), 0, 0)
+    let mut tally = ReputationTally::default();
+    tally.add(Some((valid, run)), 0, 0);
+    record_reputation(connection, volunteer, &tally)
 }
 
-/// Moves a volunteer key's reputation row: its validation if it has one (`(valid, run)`), and the work
-/// units and credits it earned.
-fn record_reputation(
-    connection: &Connection,
-    volunteer: &str,
-    validation: Option<(bool, u32)>,
-    work_units: i64,
-    earned: i64,
-) -> Result<(), StoreError> {
+/// Moves a volunteer key's reputation row: its validations, and the work units and credits it earned.
+fn record_reputation(connection: &Connection, volunteer: &str, tally: &ReputationTally) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO reputation (volunteer, consecutive_valid, validated, invalid, work_units, earned)
@@ -342,14 +428,7 @@ fn record_reputation(
                validated = validated + excluded.validated, invalid = invalid + excluded.invalid,
                work_units = work_units + excluded.work_units, earned = earned + excluded.earned",
         )?
-        .execute(params![
-            volunteer,
-            validation.map(|(_, run)| run),
-            validation.is_some_and(|(valid, _)| valid),
-            validation.is_some_and(|(valid, _)| !valid),
-            work_units,
-            earned
-        ])?;
+        .execute(params![volunteer, tally.run, tally.validated, tally.invalid, tally.work_units, tally.earned])?;
     Ok(())
 }
 
