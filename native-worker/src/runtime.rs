@@ -48,9 +48,22 @@ const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 pub struct CompiledModule {
     pre: InstancePre<ChunkState>,
     pooled: bool,
+    /// The size its memory starts at: a run whose limit is smaller ends before any is allocated.
+    initial_memory_bytes: u64,
 }
 
 impl CompiledModule {
+    fn new(pre: InstancePre<ChunkState>, pooled: bool) -> CompiledModule {
+        // Programs have one memory (imported memories and multi-memory are refused at upload).
+        let initial_memory_bytes = pre
+            .module()
+            .exports()
+            .filter_map(|export| export.ty().memory().map(|memory| memory.minimum().saturating_mul(memory.page_size())))
+            .max()
+            .unwrap_or(0);
+        CompiledModule { pre, pooled, initial_memory_bytes }
+    }
+
     /// Whether its runs take slots of the pooling allocator (false: on-demand allocation).
     pub fn pooled(&self) -> bool {
         self.pooled
@@ -110,7 +123,8 @@ pub struct RunOutcome {
 /// The wasmtime engines (pooled and on-demand), their WASI linkers and the epoch ticker, shared by all
 /// slots of a worker.
 pub struct Runtime {
-    pooled: Linker<ChunkState>,
+    /// None if the pool's address space could not be reserved (see [`Runtime::new`]).
+    pooled: Option<Linker<ChunkState>>,
     on_demand: Linker<ChunkState>,
     ticking: Arc<AtomicBool>,
 }
@@ -123,7 +137,9 @@ impl Drop for Runtime {
 
 impl Runtime {
     /// A runtime for at most `concurrent_runs` runs at a time (a worker's slots): the pool has that many
-    /// instance slots, each reserving its memory's address space (4 GiB and a guard, not committed).
+    /// instance slots, each reserving its memory's address space (4 GiB and a guard, not committed). Where
+    /// that cannot be reserved (a `ulimit -v`, a small address space), every module runs on demand, as
+    /// the log says.
     pub fn new(concurrent_runs: u32) -> Result<Runtime, RuntimeError> {
         let setup = |error: wasmtime::Error| RuntimeError::Setup(format!("{error:#}"));
         let slots = concurrent_runs.max(1);
@@ -140,9 +156,20 @@ impl Runtime {
         config.epoch_interruption(true);
         let on_demand = Engine::new(&config).map_err(setup)?;
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let pooled = Engine::new(&config).map_err(setup)?;
+        let pooled = match Engine::new(&config) {
+            Ok(engine) => Some(engine),
+            Err(error) => {
+                tracing::warn!(
+                    slots,
+                    error = %format!("{error:#}"),
+                    "could not reserve the address space of an instance pool (4 GiB per slot); every program \
+                     runs with on-demand allocation, a little slower to start"
+                );
+                None
+            }
+        };
         let ticking = Arc::new(AtomicBool::new(true));
-        let engines = [pooled.clone(), on_demand.clone()];
+        let engines: Vec<Engine> = pooled.iter().chain([&on_demand]).cloned().collect();
         let ticker_running = ticking.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -155,23 +182,22 @@ impl Runtime {
                 }
             })
             .map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        Ok(Runtime { pooled: wasi_linker(&pooled)?, on_demand: wasi_linker(&on_demand)?, ticking })
+        let pooled = pooled.as_ref().map(wasi_linker).transpose()?;
+        Ok(Runtime { pooled, on_demand: wasi_linker(&on_demand)?, ticking })
     }
 
     /// Compiles and links a module: for the pool if it fits there, on demand otherwise (compiling it a
     /// second time: wasmtime checks the fit after compiling). This is the expensive step; keep the result.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, RuntimeError> {
-        let pooled = match self.compile_for(&self.pooled, bytes) {
-            Ok(pre) => return Ok(CompiledModule { pre, pooled: true }),
-            Err(error) => error,
-        };
-        match self.compile_for(&self.on_demand, bytes) {
-            Ok(pre) => {
-                tracing::debug!(reason = %pooled, "the module does not fit the pool; it runs with on-demand allocation");
-                Ok(CompiledModule { pre, pooled: false })
+        if let Some(pooled) = &self.pooled {
+            match self.compile_for(pooled, bytes) {
+                Ok(pre) => return Ok(CompiledModule::new(pre, true)),
+                Err(error) => {
+                    tracing::debug!(reason = %error, "the module does not fit the pool; it runs on demand");
+                }
             }
-            Err(error) => Err(error),
         }
+        self.compile_for(&self.on_demand, bytes).map(|pre| CompiledModule::new(pre, false))
     }
 
     fn compile_for(&self, linker: &Linker<ChunkState>, bytes: &[u8]) -> Result<InstancePre<ChunkState>, RuntimeError> {
@@ -191,6 +217,19 @@ impl Runtime {
                 return RunOutcome { status, output: Output::default(), elapsed: started.elapsed(), work_units: 0 };
             }
         };
+        if module.initial_memory_bytes > memory_bytes {
+            // Refused before anything is allocated, as the limiter would refuse it at instantiation (a
+            // pool slot maps its initial memory before asking the limiter).
+            let status = ending_status(&Ending {
+                stop: None,
+                flags: 0,
+                timed_out: false,
+                memory_refused: true,
+                trap: None,
+                message: String::new(),
+            });
+            return RunOutcome { status, output: output(wasi.finish()), elapsed: started.elapsed(), work_units: 0 };
+        }
         let max_bytes = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
         let state = ChunkState { wasi, memory: None, limiter: MemoryLimiter { max_bytes, denied: false }, stop: None };
         let mut store = Store::new(module.pre.module().engine(), state);

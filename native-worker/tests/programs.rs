@@ -233,3 +233,34 @@ fn as_many_runs_as_slots_run_at_once_in_the_pool() {
         }
     }
 }
+
+#[test]
+fn a_memory_that_starts_past_the_limit_is_refused_alike_in_the_pool_and_on_demand() {
+    let runtime = Runtime::new(1).unwrap();
+    let mut small = assignment(&[]);
+    small.limits.memory_bytes = 16 << 20;
+    // 512 pages (32 MiB) from the start, over the 16 MiB limit.
+    let big = COUNTED_LOOP.replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 512)");
+    let pooled = compile_text(&runtime, &big);
+    let on_demand =
+        compile_text(&runtime, &big.replace("(memory (export", "(table 1 funcref) (table 1 funcref) (memory (export"));
+    assert!(pooled.pooled() && !on_demand.pooled());
+    for module in [&pooled, &on_demand] {
+        assert_eq!(runtime.run(module, small.clone()).status, RunStatus::MemoryLimit);
+    }
+    small.limits.memory_bytes = 64 << 20;
+    for module in [&pooled, &on_demand] {
+        assert_eq!(runtime.run(module, small.clone()).status, RunStatus::Exited { code: 0 });
+    }
+}
+
+#[test]
+fn without_the_address_space_for_a_pool_every_module_runs_on_demand() {
+    // 100,000 slots of 4 GiB each is more address space than a 64-bit Linux process has.
+    let runtime = Runtime::new(100_000).unwrap();
+    let module = compile_text(&runtime, LEAVES_TRACES);
+    assert!(!module.pooled());
+    for _ in 0..2 {
+        assert_eq!(runtime.run(&module, assignment(&[])).status, RunStatus::Exited { code: 65 });
+    }
+}
