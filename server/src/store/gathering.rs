@@ -15,7 +15,7 @@ use super::writes::{self, Settlement};
 use super::{NewResult, StoreError};
 
 /// The most results one write gathers; past it, the next result starts another write.
-pub(super) const MAX_GATHERED: usize = 4096;
+pub(super) const MAX_GATHERED: usize = 1024;
 
 /// Who to tell how a stored result went.
 pub(super) type Answer = Box<dyn FnOnce(Result<Settlement, StoreError>) + Send>;
@@ -27,6 +27,9 @@ type Gathered = Arc<Mutex<Vec<(NewResult, Answer)>>>;
 #[derive(Clone, Default)]
 pub(super) struct Gathering {
     open: Arc<Mutex<Option<Gathered>>>,
+    /// Results writes queued so far, for tests to see that results were gathered.
+    #[cfg(test)]
+    pub(super) writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -47,6 +50,8 @@ impl Gathering {
         }
         let gathered: Gathered = Arc::new(Mutex::new(vec![(result, answer)]));
         *open = Some(gathered.clone());
+        #[cfg(test)]
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let write = ResultsWrite { gathering: self.clone(), mine: gathered, results: Vec::new(), outcomes: Vec::new() };
         // Sent with the lock held: no other write can be queued between the new write and its opening.
         if let Err(refused) = writer.send(Box::new(write)) {
@@ -92,6 +97,11 @@ impl ResultsWrite {
 }
 
 impl Write for ResultsWrite {
+    fn take(&mut self) -> usize {
+        self.take_gathered();
+        self.results.len()
+    }
+
     fn apply(&mut self, connection: &Connection, careful: bool) -> bool {
         self.take_gathered();
         let results: Vec<&NewResult> = self.results.iter().map(|(result, _)| result).collect();
@@ -136,6 +146,17 @@ impl Write for ResultsWrite {
                 Ok(()) => outcome,
                 Err(error) => Err(StoreError::Transaction(error.to_string())),
             });
+        }
+    }
+}
+
+impl Drop for ResultsWrite {
+    /// A write dropped unfinished (the writer thread ended, by a panic in another write's callback) still
+    /// answers what it gathered, and stops gathering.
+    fn drop(&mut self) {
+        self.take_gathered();
+        for (_, answer) in std::mem::take(&mut self.results) {
+            answer(Err(StoreError::Closed));
         }
     }
 }

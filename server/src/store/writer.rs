@@ -27,9 +27,15 @@ pub(super) trait Write: Send {
     /// Tells the caller the write's fate once the transaction's is known: `committed` is the
     /// transaction's, the write's own outcome is what its last `apply` returned.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Called when the writer takes the write from its queue: the write stops taking more work (see
+    /// `gathering`) and says how much it holds, counted against [`MAX_BATCH`].
+    fn take(&mut self) -> usize {
+        1
+    }
 }
 
-/// The most writes one commit takes, so a flood of results still gets answered in bounded time.
+/// The most writes (results counted one by one) one commit takes, so a flood of results still gets
+/// answered in bounded time.
 const MAX_BATCH: usize = 4096;
 
 pub(super) fn spawn(connection: Connection, path: &Path) -> Result<mpsc::Sender<Box<dyn Write>>, StoreError> {
@@ -63,11 +69,15 @@ fn run(
 ) {
     let mut batch: Vec<Box<dyn Write>> = Vec::with_capacity(MAX_BATCH);
     // The thread ends when every Store handle is gone (and the checkpoint thread with it).
-    while let Ok(first) = receiver.recv() {
+    while let Ok(mut first) = receiver.recv() {
+        let mut taken = first.take();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while taken < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(write) => batch.push(write),
+                Ok(mut write) => {
+                    taken += write.take();
+                    batch.push(write);
+                }
                 Err(_) => break,
             }
         }

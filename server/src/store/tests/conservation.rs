@@ -118,6 +118,7 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
     // The server's clock as this account's requests see it: it only moves forward, across UTC days.
     let mut now: u64 = 20_000 * writes::MS_PER_DAY - 30_000;
     let mut views = 0u64;
+    let mut settling = Vec::new();
     for op in ops {
         match op {
             Op::Submit { chunks, budget } => {
@@ -142,8 +143,9 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
                     let _ = done.send(outcome);
                 });
                 // A second result for a chunk, or one for a chunk of a cancelled job, is refused or pays
-                // only what escrow holds: either way the law must hold.
-                let _ = settled.await.unwrap();
+                // only what escrow holds: either way the law must hold. Not awaited here, so that results
+                // queued one after another are stored together (see `store::gathering`).
+                settling.push(settled);
             }
             Op::Cancel { job } if !jobs.is_empty() => {
                 let (id, _) = jobs[job % jobs.len()];
@@ -216,6 +218,9 @@ async fn act(store: Store, owner: u64, module: String, ops: Vec<Op>) {
             }
             _ => {}
         }
+    }
+    for settled in settling {
+        let _ = settled.await.unwrap();
     }
 }
 
