@@ -924,3 +924,80 @@ async fn results_queued_together_share_a_write_and_keep_their_order() {
     drop(store);
     assert_eq!(rows_written(gathered.path()), rows_written(reference.path()));
 }
+
+/// A session of two shards with its first two rounds admitted (round 2 pipelined behind round 1).
+async fn session_with_two_rounds(directory: &std::path::Path) -> (Store, u64, [u64; 2]) {
+    let store = Store::open(directory).unwrap();
+    let owner = user(&store, "owner", 1_000_000).await;
+    let sha = ONE_JOB_PROGRAM.repeat(64);
+    store.put_module(module(&sha, owner)).await.unwrap();
+    let session = sessions::NewSession {
+        owner,
+        name: None,
+        module: sha.clone(),
+        program_name: "p.wasm".to_owned(),
+        env: BTreeMap::new(),
+        limits: limits(),
+        max_retries: 2,
+        replicas: 1,
+        quorum: 1,
+        shards: vec![ChunkRequest::default(); 2].into(),
+        budget: 100_000,
+        backups: true,
+        created_at_ms: 1,
+    };
+    let session = match store.transact(move |connection| sessions::insert(connection, &session)).await.unwrap() {
+        sessions::SessionAdmission::Accepted { id } => id,
+        refused => panic!("the session was refused: {refused:?}"),
+    };
+    let mut rounds = [0; 2];
+    for (round, id) in (1..).zip(&mut rounds) {
+        let mut request = job(&sha, owner, 2, Some(20_000));
+        request.round = Some(sessions::Round { session, round, broadcast: Bytes::from("weights") });
+        *id = accepted(&store, request).await;
+    }
+    (store, session, rounds)
+}
+
+#[tokio::test]
+async fn rounds_completing_inside_one_write_refund_their_session_as_one_by_one() {
+    let (one_by_one, together) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let results = |rounds: [u64; 2]| -> Vec<NewResult> {
+        rounds
+            .iter()
+            .flat_map(|round| {
+                (0..2).map(|shard| {
+                    result(
+                        *round,
+                        shard,
+                        RunStatus::Exited { code: 0 },
+                        vec![pay("user:1", 10 + shard as u64, 1_000_000)],
+                    )
+                })
+            })
+            .collect()
+    };
+    let (store, session, rounds) = session_with_two_rounds(one_by_one.path()).await;
+    let mut expected = Vec::new();
+    for result in results(rounds) {
+        expected.push(store.transact(move |connection| writes::insert_result(connection, &result)).await.unwrap());
+    }
+    let escrow_one_by_one = balance(&store, sessions::escrow(session)).await;
+    drop(store);
+    let (store, session, rounds) = session_with_two_rounds(together.path()).await;
+    let all = results(rounds);
+    let settled = store
+        .transact(move |connection| writes::insert_results(connection, &all.iter().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert_eq!(settled, expected);
+    // Both rounds completed and gave their rest back to the session, which holds it until it closes.
+    for round in rounds {
+        assert_eq!(balance(&store, ledger::escrow(round)).await, 0);
+    }
+    assert_eq!(balance(&store, sessions::escrow(session)).await, escrow_one_by_one);
+    assert_eq!(escrow_one_by_one, 100_000 - 4 * 1_000);
+    assert!(store.read(ledger::audit).await.unwrap().is_empty());
+    drop(store);
+    assert_eq!(rows_written(together.path()), rows_written(one_by_one.path()));
+}
