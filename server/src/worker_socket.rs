@@ -30,7 +30,7 @@ const ASSIGN_FRAME_BYTES: u64 = 16 * 1024 * 1024;
 const WRITE_GRACE: Duration = Duration::from_secs(30);
 const WRITE_BYTES_PER_SECOND: u64 = 256 * 1024;
 
-pub use distributivecom_protocol::worker::MAX_SLOTS;
+use distributivecom_protocol::worker::MAX_SLOTS;
 
 /// A frame from the worker, reduced to what the conversation cares about.
 #[derive(Debug)]

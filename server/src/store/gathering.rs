@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use rusqlite::Connection;
 
-use super::writer::Write;
+use super::writer::{Write, execute};
 use super::writes::{self, Settlement};
 use super::{NewResult, StoreError};
 
@@ -166,11 +166,13 @@ fn savepoint<T>(
     connection: &Connection,
     write: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    connection.execute_batch("SAVEPOINT result")?;
+    execute(connection, "SAVEPOINT result")?;
     let outcome = write(connection);
-    let end = if outcome.is_ok() { "RELEASE result" } else { "ROLLBACK TO result; RELEASE result" };
     if !connection.is_autocommit() {
-        connection.execute_batch(end)?;
+        if outcome.is_err() {
+            execute(connection, "ROLLBACK TO result")?;
+        }
+        execute(connection, "RELEASE result")?;
     }
     outcome
 }

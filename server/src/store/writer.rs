@@ -144,7 +144,7 @@ fn passive_checkpoint(connection: &Connection) -> Result<Checkpointed, StoreErro
 
 /// Runs one of the few fixed statements of the commit protocol, parsed once per connection (not anew for
 /// every write).
-fn execute(connection: &Connection, sql: &str) -> Result<(), StoreError> {
+pub(super) fn execute(connection: &Connection, sql: &str) -> Result<(), StoreError> {
     connection.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
