@@ -116,7 +116,7 @@ impl Coordinator {
                 work_units: accepted.work_units,
                 output: accepted.output.clone(),
             };
-            (session, sessions::round_result(round, result))
+            (session, round, result)
         });
         let result = NewResult {
             job,
@@ -139,6 +139,8 @@ impl Coordinator {
                     return;
                 }
             };
+            // A result its budget could not pay for in full was stored failed, without its output.
+            let succeeded = succeeded && !settlement.withheld;
             let mut complete = false;
             active.progress.send_modify(|progress| {
                 if succeeded {
@@ -157,8 +159,14 @@ impl Coordinator {
                 if complete {
                     core.forget_job(job);
                 }
-                if let Some((session, message)) = for_session {
-                    core.tell_session(session, message);
+                if let Some((session, round, mut result)) = for_session {
+                    if settlement.withheld {
+                        result.status = RunStatus::Failed { message: writes::WITHHELD.to_owned() };
+                        result.succeeded = false;
+                        result.reason = result.status.describe();
+                        result.output = Output::default();
+                    }
+                    core.tell_session(session, sessions::round_result(round, result));
                     if complete && let Some((_, round)) = active.row.session_round {
                         let spent_millicredits = active.progress.borrow().spent;
                         core.tell_session(session, SessionServerMessage::RoundDone { round, spent_millicredits });

@@ -214,7 +214,7 @@ async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest()
         ),
     )
     .unwrap();
-    assert_eq!(settled, Settlement { paid: 3_000, budget_spent: false });
+    assert_eq!(settled, Settlement { paid: 3_000, budget_spent: false, withheld: false });
     assert_eq!(balance(&store, "volunteer:a".to_owned()).await, 1_350);
     assert_eq!(store.read(move |connection| accounts::job_money(connection, id)).await.unwrap(), (6_000, 3_000));
 
@@ -234,12 +234,35 @@ async fn a_job_escrows_its_budget_pays_validated_replicas_and_refunds_the_rest()
 async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
     let (_directory, store, _, id) = one_job(10_000, 3, 1_500).await;
     let first = store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("user:9", 1, 1_000_000)]));
-    assert_eq!(first.unwrap(), Settlement { paid: 1_000, budget_spent: false });
+    assert_eq!(first.unwrap(), Settlement { paid: 1_000, budget_spent: false, withheld: false });
     let second = store_result(&store, result(id, 1, RunStatus::Exited { code: 0 }, vec![pay("user:9", 2, 1_000_000)]));
-    assert_eq!(second.unwrap(), Settlement { paid: 500, budget_spent: true });
+    assert_eq!(second.unwrap(), Settlement { paid: 500, budget_spent: true, withheld: true });
     assert!(store.cancel_job(id, "its budget is spent".to_owned(), 5).await.unwrap());
     let row = store.read(move |connection| queries::job(connection, id)).await.unwrap().unwrap();
     assert_eq!(row.stop_reason.as_deref(), Some("its budget is spent"));
+    // The chunk paid in full keeps its output; the one paid short is stored failed, without its output.
+    let stored: Vec<(u32, bool, String, usize)> = store
+        .read(move |connection| {
+            let mut statement =
+                connection.prepare("SELECT idx, succeeded, status, length(output) FROM results WHERE job_id = ?1 ORDER BY idx")?;
+            let rows = statement.query_map([id as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored[0].1, "{stored:?}");
+    assert!(!stored[1].1 && stored[1].2.contains("the budget ran out"), "{stored:?}");
+    assert!(stored[1].3 < stored[0].3, "the withheld result keeps no output: {stored:?}");
+    let counts: (i64, i64) = store
+        .read(move |connection| {
+            Ok(connection.query_row("SELECT results_stored, results_succeeded FROM jobs WHERE id = ?1", [id as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, (2, 1));
     assert!(totals(&store).await.conserved());
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use distributivecom_protocol::embed::split_visitor_share;
+use distributivecom_protocol::worker::{Output, RunStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ledger::{self, BURN, MINT, Reference};
@@ -147,7 +148,14 @@ pub struct Settlement {
     pub paid: i64,
     /// The escrow cannot pay for more work: a payment fell short, or nothing is left while chunks remain.
     pub budget_spent: bool,
+    /// A payment fell short, so the result was stored as failed with [`WITHHELD`] and no output: the owner
+    /// does not get work its budget did not pay for in full.
+    pub withheld: bool,
 }
+
+/// Why a result is stored without its output: its volunteers could not be paid in full.
+pub const WITHHELD: &str = "the budget ran out before this chunk's volunteers could be paid in full, so its result \
+                            is withheld; raise the budget to run it whole";
 
 /// Stores a chunk's final result, pays the volunteers whose replicas validated it (from the job's escrow,
 /// the platform's fee burned), records what validation taught about each volunteer, and refunds the
@@ -238,13 +246,24 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         }
         // The job's counts move with the result (the results row's primary key refuses a second one below),
         // so nothing here counts the job's results.
+        // What a short budget did not pay for in full, its owner does not get (its volunteers keep what
+        // was paid).
+        let withheld_status;
+        let empty = Output::default();
+        let (status, output) = if short {
+            withheld_status = RunStatus::Failed { message: WITHHELD.to_owned() };
+            (&withheld_status, &empty)
+        } else {
+            (&result.status, &result.output)
+        };
         job.stored += 1;
         job.added_stored += 1;
-        job.added_succeeded += i64::from(result.status.is_success());
+        job.added_succeeded += i64::from(status.is_success());
         job.last_finished_at_ms = job.last_finished_at_ms.max(sql_integer(result.finished_at_ms));
         job.added_spent += paid;
-        let status = encoding::status_to_column(&result.status)?;
-        let output = encoding::output_to_column(&result.output)?;
+        let succeeded = status.is_success();
+        let status = encoding::status_to_column(status)?;
+        let output = encoding::output_to_column(output)?;
         connection
             .prepare_cached(
                 "INSERT INTO results (job_id, idx, succeeded, status, attempts, work_units, output, finished_at_ms, seq)
@@ -253,7 +272,7 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
             .execute(params![
                 result.job as i64,
                 result.chunk,
-                result.status.is_success(),
+                succeeded,
                 status,
                 result.attempts,
                 result.work_units as i64,
@@ -270,7 +289,7 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         }
         // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
         let budget_spent = job.budget > 0 && !complete && (short || job.available <= 0);
-        settled.push(Settlement { paid, budget_spent });
+        settled.push(Settlement { paid, budget_spent, withheld: short });
     }
     postings.post(connection)?;
     for (id, job) in &jobs {

@@ -236,6 +236,52 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
 }
 
 #[tokio::test]
+async fn a_result_the_budget_cannot_pay_in_full_is_withheld_from_the_consumer() {
+    let app = TestApp::new().start().await;
+    // Enough for one shard's replica and part of the other's.
+    let cost = app.config.pricing.cost(5_000_000);
+    let session = open(&app, 2, json!({ "budget_millicredits": cost + cost / 2 })).await;
+    let mut worker = FakeWorker::connect(&app, 64);
+    assert!(matches!(
+        worker.hello(Credential::Token(app.admin_token.clone()), 4).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    let mut consumer = FakeConsumer::connect(&app, 1, session, None).unwrap();
+    assert!(consumer.receive().await.get("ready").is_some());
+    consumer.round(1, b"w").await;
+    let assigned = assignments(&mut worker).await;
+    assert_eq!(assigned.len(), 2);
+    worker.send(&WorkerMessage::Results(assigned.iter().map(answer).collect())).await;
+    let mut results = Vec::new();
+    while results.len() < 2 {
+        let message = consumer.receive().await;
+        if let Some(result) = message.get("result") {
+            results.push(result["result"].clone());
+        }
+    }
+    results.sort_by_key(|result| !result["succeeded"].as_bool().unwrap());
+    assert_eq!(results[0]["succeeded"], true, "{results:?}");
+    assert_eq!(results[1]["succeeded"], false, "{results:?}");
+    assert!(results[1]["reason"].as_str().unwrap().contains("the budget ran out"), "{results:?}");
+    assert_eq!(results[1]["output"]["stdout"], "", "the consumer does not get what it did not pay for: {results:?}");
+    // The stored result is the same, and the volunteer kept what was left.
+    let spent = app.admin("GET", &format!("/api/sessions/{session}")).send().await.json()["spent_millicredits"].clone();
+    assert_eq!(spent.as_i64(), Some(cost + cost / 2), "the volunteer was paid what the budget held");
+    let connection = rusqlite::Connection::open(app.database()).unwrap();
+    let rows: Vec<(bool, String, i64)> = connection
+        .prepare("SELECT succeeded, status, length(output) FROM results ORDER BY succeeded DESC")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].0 && !rows[1].0 && rows[1].1.contains("the budget ran out"), "{rows:?}");
+    assert!(rows[1].2 < rows[0].2, "the withheld result is stored without its output: {rows:?}");
+    assert!(distributivecom_server::store::ledger::totals(&connection).unwrap().conserved());
+}
+
+#[tokio::test]
 async fn a_consumer_that_reconnects_gets_what_it_missed_and_a_session_left_alone_closes() {
     let app = TestApp::new().with(|config| config.session_idle_ms = 200).start().await;
     let before = balance(&app).await;
