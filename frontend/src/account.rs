@@ -119,7 +119,7 @@ fn AccountDetails() -> impl IntoView {
             <dl>
                 <dt>"Balance"</dt>
                 <dd id="balance">{amount(|account| account.balance_millicredits)}</dd>
-                <dt>"Held in escrow (running jobs, campaigns)"</dt>
+                <dt>"Held in escrow (running jobs, open sessions, campaigns)"</dt>
                 <dd id="escrowed">{amount(|account| account.escrowed_millicredits)}</dd>
             </dl>
             <p id="pricing" class="aside">{move || data.pricing.get().map(|pricing| format::pricing(&pricing))}</p>

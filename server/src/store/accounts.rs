@@ -197,9 +197,9 @@ pub fn entries(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// What a user's running jobs and open ad campaigns hold in escrow. Only open ones hold any (an escrow is
-/// refunded when its job or campaign ends), so this reads the open ones' kept balances, not the account's
-/// history.
+/// What a user's running jobs (sessions' rounds among them), open sessions and open ad campaigns hold in
+/// escrow. Only open ones hold any (an escrow is refunded when its job, session or campaign ends), so
+/// this reads the open ones' kept balances, not the account's history.
 pub fn escrowed(connection: &Connection, user: u64) -> Result<i64, StoreError> {
     Ok(connection
         .prepare_cached(
@@ -209,7 +209,10 @@ pub fn escrowed(connection: &Connection, user: u64) -> Result<i64, StoreError> {
                        AND jobs.results_stored < jobs.chunk_count)
                   + (SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM campaigns
                      JOIN ledger_accounts ON ledger_accounts.account = 'escrow:campaign:' || campaigns.id
-                     WHERE campaigns.sponsor_id = ?1 AND campaigns.status IN ('pending', 'approved'))",
+                     WHERE campaigns.sponsor_id = ?1 AND campaigns.status IN ('pending', 'approved'))
+                  + (SELECT COALESCE(SUM(ledger_accounts.balance), 0) FROM compute_sessions
+                     JOIN ledger_accounts ON ledger_accounts.account = 'escrow:session:' || compute_sessions.id
+                     WHERE compute_sessions.owner_id = ?1 AND compute_sessions.closed_at_ms IS NULL)",
         )?
         .query_row([user as i64], |row| row.get(0))?)
 }

@@ -354,6 +354,10 @@ const MIGRATIONS: &[&str] = &[
     DROP TRIGGER ledger_posts_to_its_account;
     DROP INDEX ledger_by_txn;
     "#,
+    // 11: an account's open sessions, whose escrows count in what the account has escrowed.
+    r#"
+    CREATE INDEX compute_sessions_open_by_owner ON compute_sessions (owner_id) WHERE closed_at_ms IS NULL;
+    "#,
 ];
 
 /// Statements each connection keeps prepared: every statement of the hot paths, so none is parsed twice.

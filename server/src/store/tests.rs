@@ -243,9 +243,10 @@ async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
     // The chunk paid in full keeps its output; the one paid short is stored failed, without its output.
     let stored: Vec<(u32, bool, String, usize)> = store
         .read(move |connection| {
-            let mut statement =
-                connection.prepare("SELECT idx, succeeded, status, length(output) FROM results WHERE job_id = ?1 ORDER BY idx")?;
-            let rows = statement.query_map([id as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+            let mut statement = connection
+                .prepare("SELECT idx, succeeded, status, length(output) FROM results WHERE job_id = ?1 ORDER BY idx")?;
+            let rows =
+                statement.query_map([id as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -256,9 +257,11 @@ async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
     assert!(stored[1].3 < stored[0].3, "the withheld result keeps no output: {stored:?}");
     let counts: (i64, i64) = store
         .read(move |connection| {
-            Ok(connection.query_row("SELECT results_stored, results_succeeded FROM jobs WHERE id = ?1", [id as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?)
+            Ok(connection.query_row(
+                "SELECT results_stored, results_succeeded FROM jobs WHERE id = ?1",
+                [id as i64],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?)
         })
         .await
         .unwrap();

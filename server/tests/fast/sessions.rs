@@ -152,6 +152,8 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
     let before = balance(&app).await;
     let session = open(&app, 2, json!({})).await;
     assert_eq!(balance(&app).await, before - 1_000_000, "the budget is escrowed at open");
+    let escrowed = || async { app.admin("GET", "/api/account").send().await.json()["escrowed_millicredits"].as_i64() };
+    assert_eq!(escrowed().await, Some(1_000_000), "the account shows its session's escrow");
     let mut worker = FakeWorker::connect(&app, 64);
     assert!(matches!(
         worker.hello(Credential::Token(app.admin_token.clone()), 4).await,
@@ -223,6 +225,7 @@ async fn a_session_maps_each_round_over_its_shards_and_streams_results_tagged_by
     assert_eq!(spent, 4 * app.config.pricing.cost(5_000_000), "four validated replicas");
     assert_eq!(closed["closed"]["refunded_millicredits"].as_i64(), Some(1_000_000 - spent));
     assert_eq!(status["escrowed_millicredits"], 0);
+    assert_eq!(escrowed().await, Some(0), "a closed session holds nothing");
     // The owner's own worker ran the replicas (1 replica, quorum 1), so it earned the volunteer's shares.
     assert_eq!(balance(&app).await, before - spent + shares(&app, 4, 5_000_000), "only validated replicas were paid");
     let revoked = worker.receive().await;
