@@ -428,11 +428,13 @@ impl Coordinator {
         if metrics.len() > MAX_METRICS {
             return Err(Refusal::Invalid(format!("a note holds at most {MAX_METRICS} figures, not {}", metrics.len())));
         }
-        if let Some((name, value)) =
-            metrics.iter().find(|(name, value)| name.is_empty() || name.len() > MAX_METRIC_NAME || !value.is_finite())
-        {
+        // Names are shown on the live page: no control characters.
+        let bad_name =
+            |name: &str| name.is_empty() || name.len() > MAX_METRIC_NAME || name.chars().any(char::is_control);
+        if let Some((name, value)) = metrics.iter().find(|(name, value)| bad_name(name) || !value.is_finite()) {
             return Err(Refusal::Invalid(format!(
-                "figure {name:?} = {value}: names have 1 to {MAX_METRIC_NAME} bytes and values are finite numbers"
+                "figure {name:?} = {value}: names have 1 to {MAX_METRIC_NAME} bytes and no control characters, and \
+                 values are finite numbers"
             )));
         }
         let noted = self.store.transact(move |connection| sessions::note(connection, session, round, &metrics)).await?;

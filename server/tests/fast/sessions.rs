@@ -467,6 +467,9 @@ async fn the_live_view_shows_each_round_with_the_consumers_figures_and_waits_for
     consumer.send(json!({ "note": { "round": 1, "metrics": many } })).await;
     let refused = consumer.receive().await;
     assert!(refused["note_refused"]["message"].as_str().unwrap().contains("at most 16 figures"), "{refused}");
+    consumer.send(json!({ "note": { "round": 1, "metrics": { "x\u{0}y": 1.0 } } })).await;
+    let refused = consumer.receive().await;
+    assert!(refused["note_refused"]["message"].as_str().unwrap().contains("no control characters"), "{refused}");
     let noted = rounds("?from=1".to_owned()).await.json();
     assert_eq!(noted["rounds"][0]["metrics"], json!({ "accuracy": 0.875, "loss": 0.25 }));
     // Nobody else's.
