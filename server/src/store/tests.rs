@@ -270,6 +270,34 @@ async fn a_budget_that_runs_out_pays_what_it_has_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_job_stored_before_the_ledger_finishes_unpaid_with_its_results() {
+    let (_directory, store, owner, _) = one_job(10_000, 1, 1_000).await;
+    // Such a job has no budget (schema version 2 gave every job 0).
+    let id: u64 = store
+        .transact(move |connection| {
+            connection.execute(
+                "INSERT INTO jobs (module, program_name, env, limits, max_retries, chunk_count, created_at_ms,
+                                   owner_id, budget, replicas, quorum)
+                 SELECT module, program_name, env, limits, max_retries, 2, created_at_ms, ?1, 0, 1, 1 FROM jobs LIMIT 1",
+                [owner as i64],
+            )?;
+            Ok(connection.last_insert_rowid() as u64)
+        })
+        .await
+        .unwrap();
+    let settled = store_result(&store, result(id, 0, RunStatus::Exited { code: 0 }, vec![pay("user:9", 1, 1_000_000)]));
+    assert_eq!(settled.unwrap(), Settlement { paid: 0, budget_spent: false, withheld: false });
+    let succeeded: bool = store
+        .read(move |connection| {
+            Ok(connection
+                .query_row("SELECT succeeded FROM results WHERE job_id = ?1", [id as i64], |row| row.get(0))?)
+        })
+        .await
+        .unwrap();
+    assert!(succeeded, "its result is kept, as before the ledger");
+}
+
+#[tokio::test]
 async fn a_job_the_owner_cannot_afford_is_not_stored() {
     let directory = tempfile::tempdir().unwrap();
     let store = Store::open(directory.path()).unwrap();

@@ -247,10 +247,11 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         // The job's counts move with the result (the results row's primary key refuses a second one below),
         // so nothing here counts the job's results.
         // What a short budget did not pay for in full, its owner does not get (its volunteers keep what
-        // was paid).
+        // was paid). Jobs stored before the ledger existed have no budget and finish unpaid, as below.
+        let withheld = short && job.budget > 0;
         let withheld_status;
         let empty = Output::default();
-        let (status, output) = if short {
+        let (status, output) = if withheld {
             withheld_status = RunStatus::Failed { message: WITHHELD.to_owned() };
             (&withheld_status, &empty)
         } else {
@@ -289,7 +290,7 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         }
         // Jobs stored before the ledger existed have no budget: they finish unpaid rather than stop.
         let budget_spent = job.budget > 0 && !complete && (short || job.available <= 0);
-        settled.push(Settlement { paid, budget_spent, withheld: short });
+        settled.push(Settlement { paid, budget_spent, withheld });
     }
     postings.post(connection)?;
     for (id, job) in &jobs {
