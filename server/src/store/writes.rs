@@ -244,8 +244,6 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         for (change, _) in result.reputation.iter().zip(&validation_recorded).filter(|(_, recorded)| !**recorded) {
             reputations.entry(&change.volunteer).or_default().add(Some((change.valid, change.run)), 0, 0);
         }
-        // The job's counts move with the result (the results row's primary key refuses a second one below),
-        // so nothing here counts the job's results.
         // What a short budget did not pay for in full, its owner does not get (its volunteers keep what
         // was paid). Jobs stored before the ledger existed have no budget and finish unpaid, as below.
         let withheld = short && job.budget > 0;
@@ -257,6 +255,8 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         } else {
             (&result.status, &result.output)
         };
+        // The job's counts move with the result (the results row's primary key refuses a second one below),
+        // so nothing here counts the job's results.
         job.stored += 1;
         job.added_stored += 1;
         job.added_succeeded += i64::from(status.is_success());
