@@ -161,7 +161,7 @@ impl Coordinator {
                 }
                 if let Some((session, round, mut result)) = for_session {
                     if settlement.withheld {
-                        result.status = RunStatus::Failed { message: writes::WITHHELD.to_owned() };
+                        result.status = writes::withheld_status();
                         result.succeeded = false;
                         result.reason = result.status.describe();
                         result.output = Output::default();

@@ -157,6 +157,11 @@ pub struct Settlement {
 pub const WITHHELD: &str = "the budget ran out before this chunk's volunteers could be paid in full, so its result \
                             is withheld; raise the budget to run it whole";
 
+/// The status a withheld result is stored with, and its consumer told.
+pub fn withheld_status() -> RunStatus {
+    RunStatus::Failed { message: WITHHELD.to_owned() }
+}
+
 /// Stores a chunk's final result, pays the volunteers whose replicas validated it (from the job's escrow,
 /// the platform's fee burned), records what validation taught about each volunteer, and refunds the
 /// escrow's rest when this was the job's last chunk.
@@ -247,11 +252,11 @@ pub fn insert_results(connection: &Connection, results: &[&NewResult]) -> Result
         // What a short budget did not pay for in full, its owner does not get (its volunteers keep what
         // was paid). Jobs stored before the ledger existed have no budget and finish unpaid, as below.
         let withheld = short && job.budget > 0;
-        let withheld_status;
+        let stored_status;
         let empty = Output::default();
         let (status, output) = if withheld {
-            withheld_status = RunStatus::Failed { message: WITHHELD.to_owned() };
-            (&withheld_status, &empty)
+            stored_status = withheld_status();
+            (&stored_status, &empty)
         } else {
             (&result.status, &result.output)
         };
